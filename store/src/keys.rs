@@ -1,0 +1,234 @@
+//! The key layout, in one place. See ARCHITECTURE.md ("Key layout") for why it is this way.
+//!
+//! ```text
+//! l <partition u16> <versionstamp 10> <chunk u16>        -> log event chunk
+//! o <res> <ns> <name> <chunk u16>                        -> current object chunk
+//! r <res> <ns> <name> <versionstamp 10>                  -> revision index entry
+//! m <name>                                               -> metadata (format, head, horizon)
+//! ```
+//! `<res>`, `<ns>`, `<name>` are byte strings in an order-preserving, prefix-free encoding
+//! (FoundationDB tuple style: 0x00 escaped as 0x00 0xff, terminated by 0x00), so a prefix of
+//! elements is a key prefix and all chunks and revisions of one object sort together.
+
+use crate::position::{Position, Versionstamp};
+
+pub const LOG: u8 = b'l';
+pub const OBJ: u8 = b'o';
+pub const REV: u8 = b'r';
+pub const META: u8 = b'm';
+
+/// `m format`: the on-disk format version.
+pub const META_FORMAT: &[u8] = b"mformat";
+/// `m head`: the versionstamp of the last appended event (a versionstamped value).
+pub const META_HEAD: &[u8] = b"mhead";
+/// `m horizon`: positions at or below this have been compacted away.
+pub const META_HORIZON: &[u8] = b"mhorizon";
+/// `m partitions`: how many log partitions there are (only ever grows).
+pub const META_PARTITIONS: &[u8] = b"mpartitions";
+
+/// Appends one byte string element.
+pub fn push_str(out: &mut Vec<u8>, s: &[u8]) {
+    for &b in s {
+        out.push(b);
+        if b == 0 {
+            out.push(0xff);
+        }
+    }
+    out.push(0);
+}
+
+/// Reads one byte string element from the front of `input`; returns it and the rest.
+pub fn pop_str(input: &[u8]) -> Option<(Vec<u8>, &[u8])> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < input.len() {
+        let b = input[i];
+        if b == 0 {
+            if input.get(i + 1) == Some(&0xff) {
+                out.push(0);
+                i += 2;
+                continue;
+            }
+            return Some((out, &input[i + 1..]));
+        }
+        out.push(b);
+        i += 1;
+    }
+    None
+}
+
+/// The identity of one object: resource (e.g. `apps/deployments`), namespace ("" for
+/// cluster-scoped) and name.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ObjectKey {
+    pub resource: String,
+    pub namespace: String,
+    pub name: String,
+}
+
+impl ObjectKey {
+    pub fn new(resource: impl Into<String>, namespace: impl Into<String>, name: impl Into<String>) -> Self {
+        ObjectKey { resource: resource.into(), namespace: namespace.into(), name: name.into() }
+    }
+
+    fn encode_into(&self, out: &mut Vec<u8>) {
+        push_str(out, self.resource.as_bytes());
+        push_str(out, self.namespace.as_bytes());
+        push_str(out, self.name.as_bytes());
+    }
+
+    /// Decodes the three elements from the front of `input`.
+    pub fn decode(input: &[u8]) -> Option<(ObjectKey, &[u8])> {
+        let (r, rest) = pop_str(input)?;
+        let (ns, rest) = pop_str(rest)?;
+        let (n, rest) = pop_str(rest)?;
+        let key = ObjectKey { resource: String::from_utf8(r).ok()?, namespace: String::from_utf8(ns).ok()?, name: String::from_utf8(n).ok()? };
+        Some((key, rest))
+    }
+
+    /// The log partition this object's events go to.
+    pub fn partition(&self, partitions: u16) -> u16 {
+        if partitions <= 1 {
+            return 0;
+        }
+        // FNV-1a: stable across releases and platforms, unlike std's hasher.
+        let mut h: u64 = 0xcbf29ce484222325;
+        for b in self.resource.bytes().chain([0]).chain(self.namespace.bytes()).chain([0]).chain(self.name.bytes()) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x100000001b3);
+        }
+        (h % u64::from(partitions)) as u16
+    }
+}
+
+impl std::fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.namespace.is_empty() {
+            write!(f, "{}/{}", self.resource, self.name)
+        } else {
+            write!(f, "{}/{}/{}", self.resource, self.namespace, self.name)
+        }
+    }
+}
+
+/// `o <res> <ns> <name>`: prefix of an object's chunks.
+pub fn obj(key: &ObjectKey) -> Vec<u8> {
+    let mut out = vec![OBJ];
+    key.encode_into(&mut out);
+    out
+}
+
+/// `o <res>` or `o <res> <ns>`: prefix of a resource's objects, in one namespace or all.
+pub fn obj_scope(resource: &str, namespace: Option<&str>) -> Vec<u8> {
+    let mut out = vec![OBJ];
+    push_str(&mut out, resource.as_bytes());
+    if let Some(ns) = namespace {
+        push_str(&mut out, ns.as_bytes());
+    }
+    out
+}
+
+/// `r <res> <ns> <name>`: prefix of an object's revision entries.
+pub fn rev(key: &ObjectKey) -> Vec<u8> {
+    let mut out = vec![REV];
+    key.encode_into(&mut out);
+    out
+}
+
+/// `r <res>` or `r <res> <ns>`.
+pub fn rev_scope(resource: &str, namespace: Option<&str>) -> Vec<u8> {
+    let mut out = vec![REV];
+    push_str(&mut out, resource.as_bytes());
+    if let Some(ns) = namespace {
+        push_str(&mut out, ns.as_bytes());
+    }
+    out
+}
+
+/// `l <partition>`: prefix of one log partition.
+pub fn log_partition(partition: u16) -> Vec<u8> {
+    let mut out = vec![LOG];
+    out.extend_from_slice(&partition.to_be_bytes());
+    out
+}
+
+/// `l <partition> <vs>`: prefix of one event's chunks.
+pub fn log_event(partition: u16, vs: Versionstamp) -> Vec<u8> {
+    let mut out = log_partition(partition);
+    out.extend_from_slice(&vs.0);
+    out
+}
+
+/// Offset of the versionstamp inside a log key.
+pub const LOG_VS_OFFSET: usize = 3;
+
+/// The first log key of `partition` after `position`.
+pub fn log_after(partition: u16, position: Position) -> Vec<u8> {
+    match position.0.checked_add(1) {
+        Some(next) => log_event(partition, Position(next).versionstamp()),
+        None => crate::kv::prefix_end(&log_partition(partition)),
+    }
+}
+
+/// Splits a log key into its position and chunk index.
+pub fn parse_log_key(key: &[u8]) -> Option<(u16, Position, u16)> {
+    if key.len() != 1 + 2 + 10 + 2 || key[0] != LOG {
+        return None;
+    }
+    let partition = u16::from_be_bytes([key[1], key[2]]);
+    let vs = Versionstamp::from_slice(&key[3..13])?;
+    let chunk = u16::from_be_bytes([key[13], key[14]]);
+    Some((partition, Position::from_versionstamp(vs), chunk))
+}
+
+/// Appends a chunk index.
+pub fn with_chunk(prefix: &[u8], chunk: u16) -> Vec<u8> {
+    let mut out = Vec::with_capacity(prefix.len() + 2);
+    out.extend_from_slice(prefix);
+    out.extend_from_slice(&chunk.to_be_bytes());
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn string_elements_round_trip_and_sort_like_the_strings() {
+        let words: Vec<&[u8]> = vec![b"", b"a", b"a\0", b"a\0b", b"ab", b"b", b"\0", b"\xff"];
+        let mut encoded: Vec<(Vec<u8>, &[u8])> = words
+            .iter()
+            .map(|w| {
+                let mut out = Vec::new();
+                push_str(&mut out, w);
+                let (back, rest) = pop_str(&out).expect("decodes");
+                assert_eq!(back, *w);
+                assert!(rest.is_empty());
+                (out, *w)
+            })
+            .collect();
+        encoded.sort();
+        let order: Vec<&[u8]> = encoded.iter().map(|(_, w)| *w).collect();
+        let mut expected = words.clone();
+        expected.sort();
+        assert_eq!(order, expected);
+    }
+
+    #[test]
+    fn an_objects_chunks_sort_between_it_and_the_next_name() {
+        let a = obj(&ObjectKey::new("pods", "ns", "a"));
+        let ab = obj(&ObjectKey::new("pods", "ns", "ab"));
+        let a_chunk = with_chunk(&a, 7);
+        assert!(a < a_chunk && a_chunk < ab);
+        assert!(obj_scope("pods", Some("ns")) < a);
+        assert!(a.starts_with(&obj_scope("pods", None)));
+    }
+
+    #[test]
+    fn log_keys_parse_back_to_their_position() {
+        let p = Position(42 << 16 | 3);
+        let key = with_chunk(&log_event(5, p.versionstamp()), 2);
+        assert_eq!(parse_log_key(&key), Some((5, p, 2)));
+        assert!(log_after(5, p) > key);
+    }
+}

@@ -1,0 +1,632 @@
+//! The embedded backend: the [`Kv`] trait on redb, with optimistic concurrency and group commit.
+//!
+//! Shape:
+//! - Reads run on redb MVCC read transactions; the committed version is stored in the same
+//!   redb commit as the data, so a read transaction knows its read version exactly.
+//! - Writes are buffered in the transaction and sent to one committer thread. The committer
+//!   drains every request waiting in its bounded queue into one redb write transaction
+//!   (group commit), checks each request's read-conflict ranges against the writes of every
+//!   batch committed after its read version (FoundationDB's resolver, kept for
+//!   [`EmbeddedConfig::conflict_window_ms`]), applies the survivors with their versionstamps,
+//!   and commits once with `Durability::Immediate` (fsync). Only then is any writer answered.
+//! - redb commits are atomic (checksummed commit slots): a crash mid-commit leaves the
+//!   previous commit, i.e. the torn, unacknowledged tail is dropped on open.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::ops::Bound;
+use std::panic::AssertUnwindSafe;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{AtomicOp, Committed, KeyValue, KeyWatch, Kv, RangePage, RangeRequest, Transaction, apply_atomic, key_after};
+use crate::error::{Error, Result};
+use crate::position::{POSITION_VERSION_MAX, Versionstamp};
+
+const KV: TableDefinition<&[u8], &[u8]> = TableDefinition::new("kv");
+const SYS: TableDefinition<&str, u64> = TableDefinition::new("sys");
+const SYS_VERSION: &str = "committed_version";
+
+/// The name of the database file inside the data directory.
+pub const DATA_FILE_NAME: &str = "logbook.redb";
+
+/// Largest value the KV layer accepts, in bytes. FoundationDB's limit; enforcing it here
+/// makes the embedded backend catch what the FoundationDB backend would refuse.
+pub const KV_VALUE_BYTES_MAX: usize = 100_000;
+/// Largest key the KV layer accepts, in bytes (FoundationDB's limit).
+pub const KV_KEY_BYTES_MAX: usize = 10_000;
+
+/// Tunables of the embedded backend. Every field is a bound with its unit in the name.
+#[derive(Clone, Debug)]
+pub struct EmbeddedConfig {
+    /// The data directory; the database is `<dir>/logbook.redb`.
+    pub dir: PathBuf,
+    /// Most transactions one group commit applies (one redb commit, one fsync).
+    pub commit_batch_txns_max: usize,
+    /// Most transactions waiting for the committer; writers wait for room beyond it.
+    pub commit_queue_txns_max: usize,
+    /// How long committed write sets are kept for conflict checks; a transaction whose read
+    /// version is older gets [`Error::TransactionTooOld`] (FoundationDB: 5 s).
+    pub conflict_window_ms: u64,
+    /// Most committed batches kept for conflict checks, whatever their age.
+    pub conflict_history_batches_max: usize,
+    /// redb's page cache, in bytes.
+    pub cache_bytes: usize,
+    /// Verify every page checksum on open (slower open; refuses a damaged file instead of
+    /// trusting it). redb always verifies after an unclean shutdown.
+    pub check_integrity_on_open: bool,
+}
+
+impl EmbeddedConfig {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        EmbeddedConfig {
+            dir: dir.into(),
+            commit_batch_txns_max: 1024,
+            commit_queue_txns_max: 8192,
+            conflict_window_ms: 5_000,
+            conflict_history_batches_max: 100_000,
+            cache_bytes: 512 * 1024 * 1024,
+            check_integrity_on_open: false,
+        }
+    }
+}
+
+enum Mutation {
+    Set(Vec<u8>, Vec<u8>),
+    Clear(Vec<u8>),
+    ClearRange(Vec<u8>, Vec<u8>),
+    Atomic(Vec<u8>, Vec<u8>, AtomicOp),
+    VersionstampedKey(Vec<u8>, usize, Vec<u8>),
+    VersionstampedValue(Vec<u8>, Vec<u8>, usize),
+}
+
+struct CommitRequest {
+    read_version: u64,
+    read_conflicts: Vec<(Vec<u8>, Vec<u8>)>,
+    mutations: Vec<Mutation>,
+    reply: oneshot::Sender<Result<Committed>>,
+}
+
+struct KeyWatcher {
+    key: Vec<u8>,
+    fire: oneshot::Sender<()>,
+}
+
+struct Shared {
+    db: Arc<redb::Database>,
+    watchers: Mutex<Vec<KeyWatcher>>,
+    failed: AtomicBool,
+}
+
+/// The embedded backend. Cheap to clone; the committer stops when the last clone is dropped.
+#[derive(Clone)]
+pub struct Embedded {
+    shared: Arc<Shared>,
+    commits: mpsc::Sender<CommitRequest>,
+    committer: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
+}
+
+impl Embedded {
+    /// Opens (or creates) the database in `cfg.dir`.
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] when the file is damaged beyond what redb's crash recovery repairs;
+    /// [`Error::Io`] when the directory cannot be used.
+    pub fn open(cfg: EmbeddedConfig) -> Result<Self> {
+        std::fs::create_dir_all(&cfg.dir)?;
+        let path = cfg.dir.join(DATA_FILE_NAME);
+        let db = open_database(&path, &cfg)?;
+        let version = {
+            let wtx = db.begin_write().map_err(Error::backend)?;
+            let v = {
+                wtx.open_table(KV).map_err(Error::backend)?;
+                let sys = wtx.open_table(SYS).map_err(Error::backend)?;
+                sys.get(SYS_VERSION).map_err(Error::backend)?.map(|g| g.value()).unwrap_or(0)
+            };
+            wtx.commit().map_err(Error::backend)?;
+            v
+        };
+        let shared = Arc::new(Shared { db: Arc::new(db), watchers: Mutex::new(Vec::new()), failed: AtomicBool::new(false) });
+        let (tx, rx) = mpsc::channel(cfg.commit_queue_txns_max.max(1));
+        let committer_shared = shared.clone();
+        let handle = std::thread::Builder::new()
+            .name("logbook-committer".into())
+            .spawn(move || Committer::new(committer_shared, cfg, version).run(rx))?;
+        Ok(Embedded { shared, commits: tx, committer: Arc::new(Mutex::new(Some(handle))) })
+    }
+
+    /// The path of the database file for a data directory.
+    pub fn data_file(dir: &Path) -> PathBuf {
+        dir.join(DATA_FILE_NAME)
+    }
+
+    /// Stops the committer after the requests already queued, and waits for it. Other
+    /// clones see [`Error::Closed`] afterwards.
+    pub fn close(self) {
+        let Embedded { shared, commits, committer } = self;
+        drop(commits);
+        drop(shared);
+        // Other clones may still hold senders; then the committer lives on with them.
+        if let Ok(mut guard) = committer.lock()
+            && Arc::strong_count(&committer) == 1
+            && let Some(h) = guard.take()
+        {
+            let _ = h.join();
+        }
+    }
+
+    fn read_snapshot(&self) -> Result<(redb::ReadTransaction, u64)> {
+        let rtx = self.shared.db.begin_read().map_err(Error::backend)?;
+        let version = {
+            let sys = rtx.open_table(SYS).map_err(Error::backend)?;
+            sys.get(SYS_VERSION).map_err(Error::backend)?.map(|g| g.value()).unwrap_or(0)
+        };
+        Ok((rtx, version))
+    }
+}
+
+fn open_database(path: &Path, cfg: &EmbeddedConfig) -> Result<redb::Database> {
+    let mut builder = redb::Builder::new();
+    builder.set_cache_size(cfg.cache_bytes).set_check_integrity_on_open(cfg.check_integrity_on_open);
+    builder.set_repair_callback(|session| {
+        tracing::warn!(progress = session.progress(), "repairing the database after an unclean shutdown");
+    });
+    // redb may panic on some damaged files instead of returning Corrupted; a damaged file
+    // must become an error that names the file, never a crash of the server.
+    let opened = std::panic::catch_unwind(AssertUnwindSafe(|| builder.create(path)));
+    match opened {
+        Ok(Ok(db)) => Ok(db),
+        Ok(Err(e)) => Err(Error::Corrupt { location: path.display().to_string(), detail: e.to_string() }),
+        Err(_) => Err(Error::Corrupt { location: path.display().to_string(), detail: "the database file is damaged (redb refused to open it)".into() }),
+    }
+}
+
+#[async_trait]
+impl Kv for Embedded {
+    async fn begin(&self) -> Result<Box<dyn Transaction>> {
+        let (rtx, read_version) = self.read_snapshot()?;
+        let table = rtx.open_table(KV).map_err(Error::backend)?;
+        Ok(Box::new(EmbeddedTx {
+            commits: self.commits.clone(),
+            _rtx: rtx,
+            table,
+            read_version,
+            overlay: BTreeMap::new(),
+            cleared: Vec::new(),
+            mutations: Vec::new(),
+            read_conflicts: Vec::new(),
+            invalid: None,
+        }))
+    }
+
+    async fn watch(&self, key: &[u8]) -> Result<KeyWatch> {
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut w = self.shared.watchers.lock().map_err(|_| Error::Closed)?;
+            // Anything committed after this point fires the watch (the committer takes this
+            // lock after each commit); a commit racing with registration fires it spuriously,
+            // which FoundationDB allows too: callers re-read after a watch fires.
+            w.retain(|w| !w.fire.is_closed());
+            w.push(KeyWatcher { key: key.to_vec(), fire: tx });
+        }
+        Ok(Box::pin(async move { rx.await.map_err(|_| Error::Closed) }))
+    }
+
+    fn backend_name(&self) -> &'static str {
+        "embedded"
+    }
+}
+
+#[derive(Clone)]
+enum Overlay {
+    Value(Vec<u8>),
+    Cleared,
+    Atomic(Vec<(Vec<u8>, AtomicOp)>),
+}
+
+struct EmbeddedTx {
+    commits: mpsc::Sender<CommitRequest>,
+    _rtx: redb::ReadTransaction,
+    table: redb::ReadOnlyTable<&'static [u8], &'static [u8]>,
+    read_version: u64,
+    overlay: BTreeMap<Vec<u8>, Overlay>,
+    cleared: Vec<(Vec<u8>, Vec<u8>)>,
+    mutations: Vec<Mutation>,
+    read_conflicts: Vec<(Vec<u8>, Vec<u8>)>,
+    invalid: Option<Error>,
+}
+
+impl EmbeddedTx {
+    fn in_cleared_range(&self, key: &[u8]) -> bool {
+        self.cleared.iter().any(|(b, e)| b.as_slice() <= key && key < e.as_slice())
+    }
+
+    fn base_get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self.table.get(key).map_err(Error::backend)?.map(|g| g.value().to_vec()))
+    }
+
+    /// The value of `key` as this transaction sees it, given its stored value `base`.
+    fn resolve(&self, key: &[u8], base: Option<Vec<u8>>) -> Option<Vec<u8>> {
+        match self.overlay.get(key) {
+            Some(Overlay::Value(v)) => Some(v.clone()),
+            Some(Overlay::Cleared) => None,
+            Some(Overlay::Atomic(ops)) => {
+                let mut v = if self.in_cleared_range(key) { None } else { base };
+                for (param, op) in ops {
+                    v = Some(apply_atomic(v.as_deref(), param, *op));
+                }
+                v
+            }
+            None if self.in_cleared_range(key) => None,
+            None => base,
+        }
+    }
+
+    fn check_key(&mut self, key: &[u8]) {
+        if key.len() > KV_KEY_BYTES_MAX && self.invalid.is_none() {
+            self.invalid = Some(Error::TooLarge { what: "key", size: key.len(), limit: KV_KEY_BYTES_MAX });
+        }
+    }
+
+    fn check_value(&mut self, value: &[u8]) {
+        if value.len() > KV_VALUE_BYTES_MAX && self.invalid.is_none() {
+            self.invalid = Some(Error::TooLarge { what: "value", size: value.len(), limit: KV_VALUE_BYTES_MAX });
+        }
+    }
+}
+
+#[async_trait]
+impl Transaction for EmbeddedTx {
+    fn read_version(&self) -> u64 {
+        self.read_version
+    }
+
+    async fn get(&mut self, key: &[u8], snapshot: bool) -> Result<Option<Vec<u8>>> {
+        if !snapshot {
+            self.read_conflicts.push((key.to_vec(), key_after(key)));
+        }
+        let base = match self.overlay.get(key) {
+            Some(Overlay::Value(_)) | Some(Overlay::Cleared) => None,
+            _ => self.base_get(key)?,
+        };
+        Ok(self.resolve(key, base))
+    }
+
+    async fn get_range(&mut self, req: &RangeRequest) -> Result<RangePage> {
+        let mut page = RangePage::default();
+        if req.begin >= req.end {
+            return Ok(page);
+        }
+        let limit = if req.limit == 0 { usize::MAX } else { req.limit };
+        let range = (Bound::Included(req.begin.as_slice()), Bound::Excluded(req.end.as_slice()));
+        let db_range = self.table.range::<&[u8]>(range).map_err(Error::backend)?;
+        let mut db_iter: Box<dyn Iterator<Item = Result<(Vec<u8>, Vec<u8>)>>> = {
+            let map = |r: std::result::Result<(redb::AccessGuard<'_, &[u8]>, redb::AccessGuard<'_, &[u8]>), redb::StorageError>| {
+                r.map(|(k, v)| (k.value().to_vec(), v.value().to_vec())).map_err(Error::backend)
+            };
+            if req.reverse { Box::new(db_range.rev().map(map)) } else { Box::new(db_range.map(map)) }
+        };
+        let ov_range = self.overlay.range::<[u8], _>((Bound::Included(req.begin.as_slice()), Bound::Excluded(req.end.as_slice())));
+        let ov_keys: Vec<Vec<u8>> = if req.reverse { ov_range.rev().map(|(k, _)| k.clone()).collect() } else { ov_range.map(|(k, _)| k.clone()).collect() };
+        let mut ov_iter = ov_keys.into_iter().peekable();
+        let mut db_next = db_iter.next().transpose()?;
+        let before = |a: &[u8], b: &[u8]| if req.reverse { a > b } else { a < b };
+        while page.kvs.len() < limit {
+            let take_db = match (&db_next, ov_iter.peek()) {
+                (None, None) => break,
+                (Some(_), None) => Some(true),
+                (None, Some(_)) => Some(false),
+                (Some((dk, _)), Some(ok)) if dk == ok => None,
+                (Some((dk, _)), Some(ok)) => Some(before(dk, ok)),
+            };
+            let (key, value) = match take_db {
+                Some(true) => {
+                    let Some((k, v)) = db_next.take() else { break };
+                    db_next = db_iter.next().transpose()?;
+                    let resolved = if self.in_cleared_range(&k) { None } else { Some(v) };
+                    (k, resolved)
+                }
+                Some(false) => {
+                    let Some(k) = ov_iter.next() else { break };
+                    let v = self.resolve(&k, None);
+                    (k, v)
+                }
+                None => {
+                    let Some((k, v)) = db_next.take() else { break };
+                    db_next = db_iter.next().transpose()?;
+                    ov_iter.next();
+                    let resolved = self.resolve(&k, Some(v));
+                    (k, resolved)
+                }
+            };
+            if let Some(value) = value {
+                page.kvs.push(KeyValue { key, value });
+            }
+        }
+        if page.kvs.len() >= limit {
+            page.more = db_next.is_some() || ov_iter.peek().is_some();
+        }
+        if !req.snapshot {
+            let conflict = match (page.more, page.kvs.last()) {
+                (true, Some(last)) if req.reverse => (last.key.clone(), req.end.clone()),
+                (true, Some(last)) => (req.begin.clone(), key_after(&last.key)),
+                _ => (req.begin.clone(), req.end.clone()),
+            };
+            self.read_conflicts.push(conflict);
+        }
+        Ok(page)
+    }
+
+    fn set(&mut self, key: &[u8], value: &[u8]) {
+        self.check_key(key);
+        self.check_value(value);
+        self.overlay.insert(key.to_vec(), Overlay::Value(value.to_vec()));
+        self.mutations.push(Mutation::Set(key.to_vec(), value.to_vec()));
+    }
+
+    fn clear(&mut self, key: &[u8]) {
+        self.check_key(key);
+        self.overlay.insert(key.to_vec(), Overlay::Cleared);
+        self.mutations.push(Mutation::Clear(key.to_vec()));
+    }
+
+    fn clear_range(&mut self, begin: &[u8], end: &[u8]) {
+        if begin >= end {
+            return;
+        }
+        let doomed: Vec<Vec<u8>> = self.overlay.range::<[u8], _>((Bound::Included(begin), Bound::Excluded(end))).map(|(k, _)| k.clone()).collect();
+        for k in doomed {
+            self.overlay.remove(&k);
+        }
+        self.cleared.push((begin.to_vec(), end.to_vec()));
+        self.mutations.push(Mutation::ClearRange(begin.to_vec(), end.to_vec()));
+    }
+
+    fn atomic_op(&mut self, key: &[u8], param: &[u8], op: AtomicOp) {
+        self.check_key(key);
+        self.check_value(param);
+        let entry = self.overlay.entry(key.to_vec()).or_insert_with(|| Overlay::Atomic(Vec::new()));
+        match entry {
+            Overlay::Value(v) => *v = apply_atomic(Some(v), param, op),
+            Overlay::Cleared => *entry = Overlay::Value(apply_atomic(None, param, op)),
+            Overlay::Atomic(ops) => ops.push((param.to_vec(), op)),
+        }
+        self.mutations.push(Mutation::Atomic(key.to_vec(), param.to_vec(), op));
+    }
+
+    fn set_versionstamped_key(&mut self, key: &[u8], offset: usize, value: &[u8]) {
+        self.check_key(key);
+        self.check_value(value);
+        if offset + 10 > key.len() && self.invalid.is_none() {
+            self.invalid = Some(Error::InvalidArgument(format!("versionstamp offset {offset} outside a key of {} bytes", key.len())));
+        }
+        self.mutations.push(Mutation::VersionstampedKey(key.to_vec(), offset, value.to_vec()));
+    }
+
+    fn set_versionstamped_value(&mut self, key: &[u8], value: &[u8], offset: usize) {
+        self.check_key(key);
+        self.check_value(value);
+        if offset + 10 > value.len() && self.invalid.is_none() {
+            self.invalid = Some(Error::InvalidArgument(format!("versionstamp offset {offset} outside a value of {} bytes", value.len())));
+        }
+        // The value is unreadable inside this transaction until commit, as in FoundationDB.
+        self.overlay.remove(key);
+        self.mutations.push(Mutation::VersionstampedValue(key.to_vec(), value.to_vec(), offset));
+    }
+
+    fn add_read_conflict_range(&mut self, begin: &[u8], end: &[u8]) {
+        self.read_conflicts.push((begin.to_vec(), end.to_vec()));
+    }
+
+    async fn commit(self: Box<Self>) -> Result<Committed> {
+        let me = *self;
+        if let Some(e) = me.invalid {
+            return Err(e);
+        }
+        if me.mutations.is_empty() {
+            return Ok(Committed { version: me.read_version, versionstamp: None });
+        }
+        let (reply, answer) = oneshot::channel();
+        let req = CommitRequest { read_version: me.read_version, read_conflicts: me.read_conflicts, mutations: me.mutations, reply };
+        me.commits.send(req).await.map_err(|_| Error::Closed)?;
+        answer.await.map_err(|_| Error::Closed)?
+    }
+}
+
+struct BatchWrites {
+    version: u64,
+    at: Instant,
+    ranges: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+struct Committer {
+    shared: Arc<Shared>,
+    cfg: EmbeddedConfig,
+    version: u64,
+    history: VecDeque<BatchWrites>,
+    /// Every batch with a version above this is in `history`.
+    history_floor: u64,
+}
+
+fn overlaps(a: &(Vec<u8>, Vec<u8>), b: &(Vec<u8>, Vec<u8>)) -> bool {
+    a.0 < b.1 && b.0 < a.1
+}
+
+fn substitute(bytes: &mut [u8], offset: usize, vs: &Versionstamp) {
+    bytes[offset..offset + 10].copy_from_slice(&vs.0);
+}
+
+impl Committer {
+    fn new(shared: Arc<Shared>, cfg: EmbeddedConfig, version: u64) -> Self {
+        Committer { shared, cfg, version, history: VecDeque::new(), history_floor: version }
+    }
+
+    fn run(mut self, mut rx: mpsc::Receiver<CommitRequest>) {
+        while let Some(first) = rx.blocking_recv() {
+            let mut batch = vec![first];
+            while batch.len() < self.cfg.commit_batch_txns_max {
+                match rx.try_recv() {
+                    Ok(r) => batch.push(r),
+                    Err(_) => break,
+                }
+            }
+            if self.shared.failed.load(Ordering::Acquire) {
+                for r in batch {
+                    let _ = r.reply.send(Err(Error::Closed));
+                }
+                continue;
+            }
+            self.commit_batch(batch);
+        }
+        tracing::debug!("committer stopped: every sender is gone");
+    }
+
+    fn expire_history(&mut self, now: Instant) {
+        let window = Duration::from_millis(self.cfg.conflict_window_ms);
+        while let Some(front) = self.history.front() {
+            if now.duration_since(front.at) > window || self.history.len() > self.cfg.conflict_history_batches_max {
+                self.history_floor = front.version;
+                self.history.pop_front();
+            } else {
+                break;
+            }
+        }
+    }
+
+    fn check(&self, req: &CommitRequest, batch_ranges: &[(Vec<u8>, Vec<u8>)]) -> Result<()> {
+        if req.read_version < self.history_floor {
+            return Err(Error::TransactionTooOld);
+        }
+        let newer = self.history.iter().rev().take_while(|b| b.version > req.read_version);
+        for batch in newer {
+            if req.read_conflicts.iter().any(|r| batch.ranges.iter().any(|w| overlaps(r, w))) {
+                return Err(Error::TransactionConflict);
+            }
+        }
+        if req.read_conflicts.iter().any(|r| batch_ranges.iter().any(|w| overlaps(r, w))) {
+            return Err(Error::TransactionConflict);
+        }
+        Ok(())
+    }
+
+    fn commit_batch(&mut self, batch: Vec<CommitRequest>) {
+        let now = Instant::now();
+        self.expire_history(now);
+        let version = self.version + 1;
+        if version > POSITION_VERSION_MAX {
+            for r in batch {
+                let _ = r.reply.send(Err(Error::InvalidArgument("commit version beyond the position horizon".into())));
+            }
+            return;
+        }
+        let mut accepted: Vec<(oneshot::Sender<Result<Committed>>, Committed)> = Vec::with_capacity(batch.len());
+        let mut ranges: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        let result = (|| -> Result<redb::WriteTransaction> {
+            let wtx = self.shared.db.begin_write().map_err(Error::backend)?;
+            {
+                let mut table = wtx.open_table(KV).map_err(Error::backend)?;
+                let mut order: u16 = 0;
+                for req in batch {
+                    if let Err(e) = self.check(&req, &ranges) {
+                        let _ = req.reply.send(Err(e));
+                        continue;
+                    }
+                    let vs = Versionstamp::new(version, order);
+                    order = order.wrapping_add(1);
+                    for m in req.mutations {
+                        apply(&mut table, m, &vs, &mut ranges)?;
+                    }
+                    accepted.push((req.reply, Committed { version, versionstamp: Some(vs) }));
+                }
+                let mut sys = wtx.open_table(SYS).map_err(Error::backend)?;
+                sys.insert(SYS_VERSION, version).map_err(Error::backend)?;
+            }
+            Ok(wtx)
+        })();
+        let committed = result.and_then(|wtx| {
+            if accepted.is_empty() {
+                wtx.abort().map_err(Error::backend)
+            } else {
+                wtx.commit().map_err(Error::backend)
+            }
+        });
+        if let Err(e) = committed {
+            // redb refuses further writes after a failed commit; so do we, until reopened.
+            tracing::error!(error = %e, "group commit failed; the store refuses writes until reopened");
+            self.shared.failed.store(true, Ordering::Release);
+            let msg = e.to_string();
+            for (reply, _) in accepted {
+                let _ = reply.send(Err(Error::Backend(msg.clone().into())));
+            }
+            return;
+        }
+        if accepted.is_empty() {
+            return;
+        }
+        self.version = version;
+        self.fire_watches(&ranges);
+        self.history.push_back(BatchWrites { version, at: now, ranges });
+        for (reply, c) in accepted {
+            let _ = reply.send(Ok(c));
+        }
+    }
+
+    fn fire_watches(&self, ranges: &[(Vec<u8>, Vec<u8>)]) {
+        let Ok(mut watchers) = self.shared.watchers.lock() else { return };
+        if watchers.is_empty() {
+            return;
+        }
+        let all = std::mem::take(&mut *watchers);
+        for w in all {
+            let hit = ranges.iter().any(|(b, e)| b.as_slice() <= w.key.as_slice() && w.key.as_slice() < e.as_slice());
+            if hit {
+                let _ = w.fire.send(());
+            } else if !w.fire.is_closed() {
+                watchers.push(w);
+            }
+        }
+    }
+}
+
+fn apply(table: &mut redb::Table<&[u8], &[u8]>, m: Mutation, vs: &Versionstamp, ranges: &mut Vec<(Vec<u8>, Vec<u8>)>) -> Result<()> {
+    match m {
+        Mutation::Set(k, v) => {
+            table.insert(k.as_slice(), v.as_slice()).map_err(Error::backend)?;
+            let end = key_after(&k);
+            ranges.push((k, end));
+        }
+        Mutation::Clear(k) => {
+            table.remove(k.as_slice()).map_err(Error::backend)?;
+            ranges.push((k.clone(), key_after(&k)));
+        }
+        Mutation::ClearRange(b, e) => {
+            table
+                .retain_in::<&[u8], _>((Bound::Included(b.as_slice()), Bound::Excluded(e.as_slice())), |_, _| false)
+                .map_err(Error::backend)?;
+            ranges.push((b, e));
+        }
+        Mutation::Atomic(k, param, op) => {
+            let existing = table.get(k.as_slice()).map_err(Error::backend)?.map(|g| g.value().to_vec());
+            let v = apply_atomic(existing.as_deref(), &param, op);
+            table.insert(k.as_slice(), v.as_slice()).map_err(Error::backend)?;
+            ranges.push((k.clone(), key_after(&k)));
+        }
+        Mutation::VersionstampedKey(mut k, offset, v) => {
+            substitute(&mut k, offset, vs);
+            table.insert(k.as_slice(), v.as_slice()).map_err(Error::backend)?;
+            ranges.push((k.clone(), key_after(&k)));
+        }
+        Mutation::VersionstampedValue(k, mut v, offset) => {
+            substitute(&mut v, offset, vs);
+            table.insert(k.as_slice(), v.as_slice()).map_err(Error::backend)?;
+            ranges.push((k.clone(), key_after(&k)));
+        }
+    }
+    Ok(())
+}
+

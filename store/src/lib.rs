@@ -1,0 +1,37 @@
+//! logbook-store: the ground truth of Logbook.
+//!
+//! Owns the ordered transactional KV trait ([`kv::Kv`]) and its backends (embedded redb
+//! today, FoundationDB behind the `fdb` feature later), the event log and its projections
+//! ([`EventLog`]: current state, revision index, reads as of any retained position), and the
+//! watch hub ([`WatchHub`]) that turns the log into subscriptions.
+//!
+//! Where to start reading: [`kv`] for the storage contract, [`log`] for what one append
+//! writes, [`watch`] for how subscribers get every event exactly once.
+//!
+//! # Invariants
+//! - Knows no Kubernetes kinds or semantics: it stores keys, events and bytes. A resource
+//!   is an opaque string, an object an opaque byte string.
+//! - The log is the only state that cannot be rebuilt; the current-state and revision
+//!   projections are written in the same transaction as the event they derive from.
+//! - A position (`resourceVersion`) names exactly one event; positions increase strictly in
+//!   log order (one event per transaction, position from the commit versionstamp).
+//! - A write is acknowledged only after it is durable.
+//! - No watcher slows a commit: subscribers have bounded buffers and are cut off when full.
+//! - Code above [`kv`] never sees a redb (or FoundationDB) type.
+
+pub mod error;
+pub mod keys;
+pub mod kv;
+pub mod log;
+pub mod position;
+pub mod record;
+pub mod testing;
+pub mod watch;
+
+pub use error::{Error, Result};
+pub use keys::ObjectKey;
+pub use kv::embedded::{Embedded, EmbeddedConfig};
+pub use log::{AppendRequest, EventLog, Expect, ListAt, ListPage, LogConfig, VerifyReport, VerifyScope};
+pub use position::Position;
+pub use record::{Actor, Event, EventType, StoredObject};
+pub use watch::{HubConfig, Subscription, WatchHub, WatchItem};

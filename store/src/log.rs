@@ -1,0 +1,718 @@
+//! The event log and its projections, on any [`Kv`] backend.
+//!
+//! One append is one transaction: read the object's current state (preconditions), write the
+//! event under a versionstamped log key, replace the current-state record, add the revision
+//! index entry and move the head. Reads: the current object, a consistent paginated list, the
+//! log from a position, every revision of one object, and any object or list as of a
+//! retained position.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::error::{Error, Result};
+use crate::keys::{self, ObjectKey};
+use crate::kv::{Kv, RangeRequest, Transaction, prefix_end};
+use crate::position::{Position, VERSIONSTAMP_PLACEHOLDER, Versionstamp};
+use crate::record::{self, Actor, Event, EventType, NewEvent, OBJECT_BYTES_MAX, RECORD_CHUNKS_MAX, StoredObject};
+
+/// The on-disk format this code writes and reads.
+pub const STORE_FORMAT_VERSION: u64 = 1;
+/// How often an append retries after a transaction conflict before giving up.
+pub const APPEND_RETRIES_MAX: u32 = 64;
+/// Keys fetched per range read when scanning (a page, not a limit on results).
+pub const SCAN_PAGE_KVS: usize = 2048;
+/// Largest page a list returns, whatever the caller asks (DESIGN.md §4).
+pub const LIST_PAGE_ITEMS_MAX: usize = 10_000;
+
+/// Preconditions for an update or delete: both must match the current object when set.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Expect {
+    pub position: Option<Position>,
+    pub uid: Option<String>,
+}
+
+/// One write: `Added` requires the object to be absent, `Modified` and `Deleted` require it
+/// present (and matching `expect`).
+#[derive(Clone, Debug)]
+pub struct AppendRequest {
+    pub key: ObjectKey,
+    pub kind: EventType,
+    /// The object after the change; for `Deleted`, its final state.
+    pub object: Vec<u8>,
+    /// The object's uid; used by `Added` (updates and deletes keep the stored uid).
+    pub uid: String,
+    pub expect: Expect,
+    pub actor: Actor,
+    pub verb: String,
+    pub request_id: String,
+}
+
+/// Which state a list reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ListAt {
+    /// The latest committed state.
+    Latest,
+    /// Exactly the state as of this retained position.
+    Exact(Position),
+}
+
+/// One page of a list.
+#[derive(Clone, Debug)]
+pub struct ListPage {
+    pub items: Vec<StoredObject>,
+    /// The position the whole list (every page) is read at.
+    pub position: Position,
+    /// Present when more items follow; pass it back to get them.
+    pub continue_token: Option<String>,
+}
+
+/// How much of the log [`EventLog::verify`] checks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VerifyScope {
+    Full,
+    /// The newest `n` events of each partition.
+    Tail(usize),
+}
+
+/// What a verification saw.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct VerifyReport {
+    pub events: u64,
+    pub head: Position,
+}
+
+/// Configuration that only matters when a store is created.
+#[derive(Clone, Debug)]
+pub struct LogConfig {
+    /// Log partitions for a new store (an existing store keeps its own).
+    pub partitions: u16,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { partitions: 1 }
+    }
+}
+
+/// The event log over a [`Kv`] backend. Cheap to clone.
+#[derive(Clone)]
+pub struct EventLog {
+    kv: Arc<dyn Kv>,
+    partitions: u16,
+}
+
+fn now_unix_nanos() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
+}
+
+fn decode_u64(location: &str, bytes: &[u8]) -> Result<u64> {
+    let arr: [u8; 8] = bytes.try_into().map_err(|_| Error::Corrupt { location: location.into(), detail: "not an 8-byte integer".into() })?;
+    Ok(u64::from_be_bytes(arr))
+}
+
+/// `[obj(key)+00 00, obj(key)+ff 00)`: exactly the chunks of one object.
+fn obj_chunk_range(key: &ObjectKey) -> (Vec<u8>, Vec<u8>) {
+    let p = keys::obj(key);
+    (keys::with_chunk(&p, 0), keys::with_chunk(&p, 0xff00))
+}
+
+/// `[rev(key)+00, rev(key)+01)`: exactly the revision entries of one object (a
+/// versionstamp's first byte is 0 below the position horizon).
+fn rev_range(key: &ObjectKey) -> (Vec<u8>, Vec<u8>) {
+    let p = keys::rev(key);
+    let mut b = p.clone();
+    b.push(0);
+    let mut e = p;
+    e.push(1);
+    (b, e)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct ContinueToken {
+    v: u8,
+    position: u64,
+    resource: String,
+    namespace: Option<String>,
+    after_namespace: String,
+    after_name: String,
+}
+
+/// Reads `[begin, end)` page by page and calls `f` with each group of consecutive keys that
+/// share their first `key.len() - suffix` bytes. `f` returns `false` to stop; the scan then
+/// returns `true` ("stopped with more to read"), else `false` at the end of the range.
+async fn scan_groups(
+    tx: &mut dyn Transaction,
+    begin: Vec<u8>,
+    end: Vec<u8>,
+    suffix: usize,
+    snapshot: bool,
+    mut f: impl FnMut(&[u8], Vec<(Vec<u8>, Vec<u8>)>) -> Result<bool>,
+) -> Result<bool> {
+    let mut req = RangeRequest::between(begin, end).limit(SCAN_PAGE_KVS).snapshot(snapshot);
+    let mut group: Option<Vec<u8>> = None;
+    let mut parts: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    loop {
+        let page = tx.get_range(&req).await?;
+        let next = req.continue_after(&page);
+        for kv in page.kvs {
+            if kv.key.len() < suffix {
+                return Err(Error::Corrupt { location: hex(&kv.key), detail: "key shorter than its layout".into() });
+            }
+            let prefix = &kv.key[..kv.key.len() - suffix];
+            if group.as_deref() != Some(prefix) {
+                if let Some(g) = group.take()
+                    && !f(&g, std::mem::take(&mut parts))?
+                {
+                    return Ok(true);
+                }
+                group = Some(prefix.to_vec());
+            }
+            parts.push((kv.key, kv.value));
+        }
+        match next {
+            Some(n) => req = n,
+            None => break,
+        }
+    }
+    if let Some(g) = group {
+        f(&g, parts)?;
+    }
+    Ok(false)
+}
+
+fn join_parts(location: &dyn std::fmt::Display, parts: &[(Vec<u8>, Vec<u8>)]) -> Result<Vec<u8>> {
+    let indexed: Vec<(u16, &[u8])> = parts
+        .iter()
+        .map(|(k, v)| {
+            let n = k.len();
+            (u16::from_be_bytes([k[n - 2], k[n - 1]]), v.as_slice())
+        })
+        .collect();
+    record::join_chunks(location, &indexed)
+}
+
+fn object_from_parts(prefix: &[u8], parts: &[(Vec<u8>, Vec<u8>)]) -> Result<StoredObject> {
+    let (key, _) = ObjectKey::decode(&prefix[1..]).ok_or_else(|| Error::Corrupt { location: hex(prefix), detail: "undecodable object key".into() })?;
+    let bytes = join_parts(&key, parts)?;
+    record::decode_object(key, &bytes)
+}
+
+fn event_from_parts(prefix: &[u8], parts: &[(Vec<u8>, Vec<u8>)]) -> Result<Event> {
+    let vs = Versionstamp::from_slice(&prefix[keys::LOG_VS_OFFSET..]).ok_or_else(|| Error::Corrupt { location: hex(prefix), detail: "short log key".into() })?;
+    let position = Position::from_versionstamp(vs);
+    let bytes = join_parts(&format!("log position {position}"), parts)?;
+    record::decode_event(position, &bytes)
+}
+
+impl EventLog {
+    /// Opens the log on a backend, initialising a new store.
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] when the store was written by an unknown format version.
+    pub async fn open(kv: Arc<dyn Kv>, cfg: LogConfig) -> Result<Self> {
+        for _ in 0..APPEND_RETRIES_MAX {
+            let mut tx = kv.begin().await?;
+            let format = tx.get(keys::META_FORMAT, false).await?;
+            let partitions = match format {
+                Some(f) => {
+                    let v = decode_u64("meta format", &f)?;
+                    if v != STORE_FORMAT_VERSION {
+                        return Err(Error::Corrupt { location: "meta format".into(), detail: format!("store format {v}; this build reads {STORE_FORMAT_VERSION}") });
+                    }
+                    let p = tx.get(keys::META_PARTITIONS, false).await?.ok_or_else(|| Error::Corrupt { location: "meta partitions".into(), detail: "missing".into() })?;
+                    decode_u64("meta partitions", &p)? as u16
+                }
+                None => {
+                    let partitions = cfg.partitions.max(1);
+                    tx.set(keys::META_FORMAT, &STORE_FORMAT_VERSION.to_be_bytes());
+                    tx.set(keys::META_PARTITIONS, &u64::from(partitions).to_be_bytes());
+                    tx.set(keys::META_HORIZON, &0u64.to_be_bytes());
+                    partitions
+                }
+            };
+            match tx.commit().await {
+                Ok(_) => return Ok(EventLog { kv, partitions }),
+                Err(e) if e.is_retryable() => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(Error::TransactionConflict)
+    }
+
+    /// The backend under this log (for watches on the head key).
+    pub fn kv(&self) -> &Arc<dyn Kv> {
+        &self.kv
+    }
+
+    pub fn partitions(&self) -> u16 {
+        self.partitions
+    }
+
+    /// Appends one event and updates the projections, atomically and durably.
+    ///
+    /// # Errors
+    /// `AlreadyExists` (Added on a present object), `NotFound` (Modified/Deleted on an
+    /// absent one), `Conflict` (an `expect` field differs), `TooLarge` (object above
+    /// [`OBJECT_BYTES_MAX`]).
+    pub async fn append(&self, req: &AppendRequest) -> Result<Event> {
+        if req.object.len() > OBJECT_BYTES_MAX {
+            return Err(Error::TooLarge { what: "object", size: req.object.len(), limit: OBJECT_BYTES_MAX });
+        }
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            match self.try_append(req).await {
+                Err(e) if e.is_retryable() && attempts < APPEND_RETRIES_MAX => continue,
+                other => return other,
+            }
+        }
+    }
+
+    async fn try_append(&self, req: &AppendRequest) -> Result<Event> {
+        let mut tx = self.kv.begin().await?;
+        let current = self.read_object(tx.as_mut(), &req.key, false).await?;
+        let key_str = || req.key.to_string();
+        match (&current, req.kind) {
+            (Some(_), EventType::Added) => return Err(Error::AlreadyExists { key: key_str() }),
+            (None, EventType::Modified | EventType::Deleted) => return Err(Error::NotFound { key: key_str() }),
+            _ => {}
+        }
+        if let Some(cur) = &current {
+            if let Some(p) = req.expect.position
+                && p != cur.position
+            {
+                return Err(Error::Conflict { key: key_str(), detail: format!("expected position {p}, current is {}", cur.position) });
+            }
+            if let Some(uid) = &req.expect.uid
+                && uid != &cur.uid
+            {
+                return Err(Error::Conflict { key: key_str(), detail: format!("expected uid {uid}, current is {}", cur.uid) });
+            }
+        }
+        let uid = match &current {
+            Some(cur) => cur.uid.clone(),
+            None => req.uid.clone(),
+        };
+        let timestamp_unix_nanos = now_unix_nanos();
+        let prev_hash = current.as_ref().map_or([0u8; 32], |c| c.hash);
+        let new_event = NewEvent {
+            kind: req.kind,
+            key: &req.key,
+            uid: &uid,
+            object: &req.object,
+            prev_position: current.as_ref().map(|c| c.position),
+            actor: &req.actor,
+            verb: &req.verb,
+            request_id: &req.request_id,
+            timestamp_unix_nanos,
+            prev_hash,
+        };
+        let (event_bytes, hash) = record::encode_event(&new_event)?;
+        let partition = req.key.partition(self.partitions);
+
+        // The event, under l <partition> <versionstamp> <chunk>.
+        let log_prefix = keys::log_event(partition, Versionstamp(VERSIONSTAMP_PLACEHOLDER));
+        let mut n_chunks = 0;
+        for (i, chunk) in record::chunks(&event_bytes) {
+            tx.set_versionstamped_key(&keys::with_chunk(&log_prefix, i), keys::LOG_VS_OFFSET, chunk);
+            n_chunks += 1;
+        }
+        if n_chunks > RECORD_CHUNKS_MAX {
+            return Err(Error::TooLarge { what: "event record", size: event_bytes.len(), limit: RECORD_CHUNKS_MAX * record::VALUE_CHUNK_BYTES_MAX });
+        }
+
+        // The current-state projection.
+        let (ob, oe) = obj_chunk_range(&req.key);
+        tx.clear_range(&ob, &oe);
+        if req.kind != EventType::Deleted {
+            let obj_bytes = record::encode_object(&uid, &req.object, &hash, &req.request_id)?;
+            let prefix = keys::obj(&req.key);
+            for (i, chunk) in record::chunks(&obj_bytes) {
+                let k = keys::with_chunk(&prefix, i);
+                if i == 0 {
+                    tx.set_versionstamped_value(&k, chunk, record::OBJECT_VS_OFFSET);
+                } else {
+                    tx.set(&k, chunk);
+                }
+            }
+        }
+
+        // The revision index and the head.
+        let mut rev_key = keys::rev(&req.key);
+        let rev_vs_offset = rev_key.len();
+        rev_key.extend_from_slice(&VERSIONSTAMP_PLACEHOLDER);
+        tx.set_versionstamped_key(&rev_key, rev_vs_offset, &[req.kind as u8]);
+        tx.set_versionstamped_value(keys::META_HEAD, &VERSIONSTAMP_PLACEHOLDER, 0);
+
+        let committed = tx.commit().await?;
+        let vs = committed.versionstamp.ok_or_else(|| Error::InvalidArgument("commit wrote nothing".into()))?;
+        Ok(Event {
+            position: Position::from_versionstamp(vs),
+            kind: req.kind,
+            key: req.key.clone(),
+            uid,
+            object: req.object.clone(),
+            prev_position: current.as_ref().map(|c| c.position),
+            actor: req.actor.clone(),
+            verb: req.verb.clone(),
+            request_id: req.request_id.clone(),
+            timestamp_unix_nanos,
+            prev_hash,
+            hash,
+        })
+    }
+
+    async fn read_object(&self, tx: &mut dyn Transaction, key: &ObjectKey, snapshot: bool) -> Result<Option<StoredObject>> {
+        let (b, e) = obj_chunk_range(key);
+        let mut found = None;
+        scan_groups(tx, b, e, 2, snapshot, |prefix, parts| {
+            found = Some(object_from_parts(prefix, &parts)?);
+            Ok(false)
+        })
+        .await?;
+        Ok(found)
+    }
+
+    async fn read_head(&self, tx: &mut dyn Transaction) -> Result<Position> {
+        match tx.get(keys::META_HEAD, true).await? {
+            None => Ok(Position::ZERO),
+            Some(v) => {
+                let vs = Versionstamp::from_slice(&v).ok_or_else(|| Error::Corrupt { location: "meta head".into(), detail: "not a versionstamp".into() })?;
+                Ok(Position::from_versionstamp(vs))
+            }
+        }
+    }
+
+    async fn read_horizon(&self, tx: &mut dyn Transaction) -> Result<Position> {
+        match tx.get(keys::META_HORIZON, true).await? {
+            None => Ok(Position::ZERO),
+            Some(v) => Ok(Position(decode_u64("meta horizon", &v)?)),
+        }
+    }
+
+    /// The position of the newest event (ZERO for an empty log).
+    pub async fn head(&self) -> Result<Position> {
+        let mut tx = self.kv.begin().await?;
+        self.read_head(tx.as_mut()).await
+    }
+
+    /// Positions at or below this are compacted: reads there answer [`Error::Compacted`].
+    pub async fn horizon(&self) -> Result<Position> {
+        let mut tx = self.kv.begin().await?;
+        self.read_horizon(tx.as_mut()).await
+    }
+
+    /// The current state of one object.
+    pub async fn get(&self, key: &ObjectKey) -> Result<Option<StoredObject>> {
+        let mut tx = self.kv.begin().await?;
+        self.read_object(tx.as_mut(), key, true).await
+    }
+
+    async fn check_retained(&self, tx: &mut dyn Transaction, at: Position) -> Result<Position> {
+        let horizon = self.read_horizon(tx).await?;
+        if at < horizon {
+            return Err(Error::Compacted { requested: at, horizon });
+        }
+        let head = self.read_head(tx).await?;
+        if at > head {
+            return Err(Error::FutureRevision { requested: at, head });
+        }
+        Ok(head)
+    }
+
+    /// Lists the objects of `resource` (in `namespace`, or all), one page of at most `limit`
+    /// items (0 = [`LIST_PAGE_ITEMS_MAX`]). Every page of one list reads the same position:
+    /// the first page fixes it and the continue token carries it.
+    ///
+    /// # Errors
+    /// `InvalidArgument` for a token that is not ours or belongs to another list;
+    /// `Compacted` when the token's position fell below the retention horizon.
+    pub async fn list(&self, resource: &str, namespace: Option<&str>, at: ListAt, limit: usize, continue_token: Option<&str>) -> Result<ListPage> {
+        let limit = if limit == 0 { LIST_PAGE_ITEMS_MAX } else { limit.min(LIST_PAGE_ITEMS_MAX) };
+        let mut tx = self.kv.begin().await?;
+        let head = self.read_head(tx.as_mut()).await?;
+        let (position, after) = match continue_token {
+            Some(t) => {
+                let tok = self.parse_token(t, resource, namespace)?;
+                (Position(tok.position), Some(ObjectKey::new(resource, tok.after_namespace, tok.after_name)))
+            }
+            None => match at {
+                ListAt::Latest => (head, None),
+                ListAt::Exact(p) => (p, None),
+            },
+        };
+        if position == head {
+            // Nothing was written since: the current-state projection is the answer.
+            let begin = match &after {
+                Some(k) => keys::with_chunk(&keys::obj(k), 0xff00),
+                None => keys::obj_scope(resource, namespace),
+            };
+            let end = prefix_end(&keys::obj_scope(resource, namespace));
+            let mut items = Vec::new();
+            let more = scan_groups(tx.as_mut(), begin, end, 2, true, |prefix, parts| {
+                if items.len() >= limit {
+                    return Ok(false);
+                }
+                let o = object_from_parts(prefix, &parts)?;
+                if o.key.resource == resource && namespace.is_none_or(|ns| ns == o.key.namespace) {
+                    items.push(o);
+                }
+                Ok(true)
+            })
+            .await?;
+            return Ok(self.page(items, position, more, resource, namespace));
+        }
+        self.check_retained(tx.as_mut(), position).await?;
+        self.list_as_of(tx.as_mut(), resource, namespace, position, after, limit).await
+    }
+
+    fn page(&self, items: Vec<StoredObject>, position: Position, more: bool, resource: &str, namespace: Option<&str>) -> ListPage {
+        let continue_token = match (more, items.last()) {
+            (true, Some(last)) => {
+                let tok = ContinueToken {
+                    v: 1,
+                    position: position.0,
+                    resource: resource.to_string(),
+                    namespace: namespace.map(str::to_string),
+                    after_namespace: last.key.namespace.clone(),
+                    after_name: last.key.name.clone(),
+                };
+                rmp_serde::to_vec(&tok).ok().map(|b| hex(&b))
+            }
+            _ => None,
+        };
+        ListPage { items, position, continue_token }
+    }
+
+    fn parse_token(&self, t: &str, resource: &str, namespace: Option<&str>) -> Result<ContinueToken> {
+        let bad = || Error::InvalidArgument("continue token is not valid for this list".into());
+        let bytes = unhex(t).ok_or_else(bad)?;
+        let tok: ContinueToken = rmp_serde::from_slice(&bytes).map_err(|_| bad())?;
+        if tok.v != 1 || tok.resource != resource || tok.namespace.as_deref() != namespace {
+            return Err(bad());
+        }
+        Ok(tok)
+    }
+
+    async fn list_as_of(&self, tx: &mut dyn Transaction, resource: &str, namespace: Option<&str>, at: Position, after: Option<ObjectKey>, limit: usize) -> Result<ListPage> {
+        let scope = keys::rev_scope(resource, namespace);
+        let end = prefix_end(&scope);
+        let begin = match &after {
+            Some(k) => {
+                let mut b = keys::rev(k);
+                b.push(1);
+                b
+            }
+            None => scope,
+        };
+        // The newest revision at or below `at` of each object that existed then.
+        let mut picked: Vec<(ObjectKey, Position)> = Vec::new();
+        let more = scan_groups(tx, begin, end, 10, true, |prefix, parts| {
+            let Some((key, _)) = ObjectKey::decode(&prefix[1..]) else {
+                return Err(Error::Corrupt { location: hex(prefix), detail: "undecodable revision key".into() });
+            };
+            if key.resource != resource || namespace.is_some_and(|ns| ns != key.namespace) {
+                return Ok(true);
+            }
+            let mut best: Option<(Position, u8)> = None;
+            for (k, v) in &parts {
+                let vs = Versionstamp::from_slice(&k[k.len() - 10..]).ok_or_else(|| Error::Corrupt { location: hex(k), detail: "short revision key".into() })?;
+                let p = Position::from_versionstamp(vs);
+                if p <= at {
+                    best = Some((p, v.first().copied().unwrap_or(0)));
+                }
+            }
+            if let Some((p, kind)) = best
+                && EventType::from_byte(kind) != Some(EventType::Deleted)
+            {
+                if picked.len() >= limit {
+                    return Ok(false);
+                }
+                picked.push((key, p));
+            }
+            Ok(true)
+        })
+        .await?;
+        let mut items = Vec::with_capacity(picked.len());
+        for (key, p) in picked {
+            let e = self.read_event_at(tx, &key, p).await?.ok_or_else(|| Error::Corrupt { location: format!("log position {p}"), detail: format!("revision index of {key} points at a missing event") })?;
+            items.push(StoredObject { key, position: e.position, uid: e.uid, object: e.object, hash: e.hash, request_id: e.request_id });
+        }
+        Ok(self.page(items, at, more, resource, namespace))
+    }
+
+    async fn read_event_at(&self, tx: &mut dyn Transaction, key: &ObjectKey, p: Position) -> Result<Option<Event>> {
+        let prefix = keys::log_event(key.partition(self.partitions), p.versionstamp());
+        let end = prefix_end(&prefix);
+        let mut found = None;
+        scan_groups(tx, prefix, end, 2, true, |prefix, parts| {
+            found = Some(event_from_parts(prefix, &parts)?);
+            Ok(false)
+        })
+        .await?;
+        Ok(found)
+    }
+
+    /// Events after `after` (exclusive) up to `until` (inclusive, or the head), at most
+    /// `limit` (0 = no limit), in log order, merged across partitions.
+    pub async fn read_log(&self, after: Position, until: Option<Position>, limit: usize) -> Result<Vec<Event>> {
+        let mut tx = self.kv.begin().await?;
+        let horizon = self.read_horizon(tx.as_mut()).await?;
+        if after < horizon {
+            return Err(Error::Compacted { requested: after, horizon });
+        }
+        let max = if limit == 0 { usize::MAX } else { limit };
+        let mut merged: Vec<Event> = Vec::new();
+        for partition in 0..self.partitions {
+            let begin = keys::log_after(partition, after);
+            let end = match until {
+                Some(u) => keys::log_after(partition, u),
+                None => prefix_end(&keys::log_partition(partition)),
+            };
+            let mut taken = 0usize;
+            scan_groups(tx.as_mut(), begin, end, 2, true, |prefix, parts| {
+                if taken >= max {
+                    return Ok(false);
+                }
+                merged.push(event_from_parts(prefix, &parts)?);
+                taken += 1;
+                Ok(true)
+            })
+            .await?;
+        }
+        if self.partitions > 1 {
+            merged.sort_by_key(|e| e.position);
+            merged.truncate(max);
+        }
+        Ok(merged)
+    }
+
+    /// Every retained revision of one object, oldest first.
+    pub async fn revisions(&self, key: &ObjectKey) -> Result<Vec<Event>> {
+        let mut tx = self.kv.begin().await?;
+        let (b, e) = rev_range(key);
+        let mut positions = Vec::new();
+        let mut req = RangeRequest::between(b, e).limit(SCAN_PAGE_KVS).snapshot(true);
+        loop {
+            let page = tx.get_range(&req).await?;
+            for kv in &page.kvs {
+                if let Some(vs) = Versionstamp::from_slice(&kv.key[kv.key.len() - 10..]) {
+                    positions.push(Position::from_versionstamp(vs));
+                }
+            }
+            match req.continue_after(&page) {
+                Some(n) => req = n,
+                None => break,
+            }
+        }
+        let mut out = Vec::with_capacity(positions.len());
+        for p in positions {
+            let e = self.read_event_at(tx.as_mut(), key, p).await?.ok_or_else(|| Error::Corrupt { location: format!("log position {p}"), detail: format!("revision index of {key} points at a missing event") })?;
+            out.push(e);
+        }
+        Ok(out)
+    }
+
+    /// The object as of position `at`: the newest revision at or below it, or `None` if the
+    /// object did not exist then (absent or deleted).
+    pub async fn get_as_of(&self, key: &ObjectKey, at: Position) -> Result<Option<Event>> {
+        let mut tx = self.kv.begin().await?;
+        self.check_retained(tx.as_mut(), at).await?;
+        let (b, _) = rev_range(key);
+        let mut end = keys::rev(key);
+        end.extend_from_slice(&Position(at.0.saturating_add(1)).versionstamp().0);
+        let page = tx.get_range(&RangeRequest::between(b, end).limit(1).reverse(true).snapshot(true)).await?;
+        let Some(kv) = page.kvs.first() else { return Ok(None) };
+        if EventType::from_byte(kv.value.first().copied().unwrap_or(0)) == Some(EventType::Deleted) {
+            return Ok(None);
+        }
+        let vs = Versionstamp::from_slice(&kv.key[kv.key.len() - 10..]).ok_or_else(|| Error::Corrupt { location: hex(&kv.key), detail: "short revision key".into() })?;
+        self.read_event_at(tx.as_mut(), key, Position::from_versionstamp(vs)).await
+    }
+
+    /// Checks the log: every record's framing and checksum, every event's hash, every
+    /// hash-chain link, and that the head names the newest event. Calls `progress` with the
+    /// number of events checked every [`SCAN_PAGE_KVS`] events.
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] naming the first bad position.
+    pub async fn verify(&self, scope: VerifyScope, mut progress: impl FnMut(u64)) -> Result<VerifyReport> {
+        let mut tx = self.kv.begin().await?;
+        let head = self.read_head(tx.as_mut()).await?;
+        let mut report = VerifyReport { events: 0, head };
+        let mut newest = Position::ZERO;
+        // The hash of the newest revision seen per object, to check chain links.
+        let mut last_hash: HashMap<ObjectKey, (Position, [u8; 32])> = HashMap::new();
+        for partition in 0..self.partitions {
+            let pprefix = keys::log_partition(partition);
+            let end = prefix_end(&pprefix);
+            let begin = match scope {
+                VerifyScope::Full => pprefix.clone(),
+                VerifyScope::Tail(n) => {
+                    // Walk back n events from the end, chunk keys included.
+                    let page = tx.get_range(&RangeRequest::between(pprefix.clone(), end.clone()).limit(n.saturating_mul(2).max(1)).reverse(true).snapshot(true)).await?;
+                    let mut starts: Vec<Vec<u8>> = page.kvs.iter().filter(|kv| kv.key.ends_with(&[0, 0])).map(|kv| kv.key.clone()).collect();
+                    starts.truncate(n.max(1));
+                    starts.pop().unwrap_or_else(|| pprefix.clone())
+                }
+            };
+            let mut events: Vec<Event> = Vec::new();
+            let mut req_begin = begin;
+            loop {
+                events.clear();
+                let more = scan_groups(tx.as_mut(), req_begin.clone(), end.clone(), 2, true, |prefix, parts| {
+                    if events.len() >= SCAN_PAGE_KVS {
+                        return Ok(false);
+                    }
+                    events.push(event_from_parts(prefix, &parts)?);
+                    Ok(true)
+                })
+                .await?;
+                for e in &events {
+                    let at = || format!("log position {}", e.position);
+                    if !record::event_hash_is_valid(e) {
+                        return Err(Error::Corrupt { location: at(), detail: "event hash does not match its contents".into() });
+                    }
+                    let expected_prev = match (e.prev_position, last_hash.get(&e.key)) {
+                        (None, _) => Some([0u8; 32]),
+                        (Some(p), Some((seen_p, h))) if *seen_p == p => Some(*h),
+                        (Some(p), Some((seen_p, _))) => {
+                            return Err(Error::Corrupt { location: at(), detail: format!("previous revision is {p} but the log's previous revision of {} is {seen_p}", e.key) });
+                        }
+                        (Some(p), None) => self.read_event_at(tx.as_mut(), &e.key, p).await.ok().flatten().map(|prev| prev.hash),
+                    };
+                    if let Some(h) = expected_prev
+                        && h != e.prev_hash
+                    {
+                        return Err(Error::Corrupt { location: at(), detail: format!("hash chain broken: does not link to the previous revision of {}", e.key) });
+                    }
+                    last_hash.insert(e.key.clone(), (e.position, e.hash));
+                    newest = newest.max(e.position);
+                    report.events += 1;
+                }
+                progress(report.events);
+                let Some(last) = events.last() else { break };
+                if !more {
+                    break;
+                }
+                req_begin = keys::log_after(partition, last.position);
+            }
+        }
+        if newest != head && !(newest == Position::ZERO && scope != VerifyScope::Full) {
+            return Err(Error::Corrupt { location: format!("log position {head}"), detail: format!("the head names position {head} but the newest event is at {newest}") });
+        }
+        Ok(report)
+    }
+}
