@@ -34,6 +34,10 @@ const SYS_VERSION: &str = "committed_version";
 
 /// The name of the database file inside the data directory.
 pub const DATA_FILE_NAME: &str = "logbook.redb";
+/// Written once the database file holds an initialised store: a data directory with this
+/// marker and a missing or empty database file has lost its data, and must not be mistaken
+/// for a new store.
+pub const INIT_MARKER_FILE_NAME: &str = "logbook.initialized";
 
 /// Largest value the KV layer accepts, in bytes. FoundationDB's limit; enforcing it here
 /// makes the embedded backend catch what the FoundationDB backend would refuse.
@@ -120,6 +124,14 @@ impl Embedded {
     pub fn open(cfg: EmbeddedConfig) -> Result<Self> {
         std::fs::create_dir_all(&cfg.dir)?;
         let path = cfg.dir.join(DATA_FILE_NAME);
+        let marker = cfg.dir.join(INIT_MARKER_FILE_NAME);
+        let file_len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        if marker.exists() && file_len == 0 {
+            return Err(Error::Corrupt {
+                location: path.display().to_string(),
+                detail: "the data directory was initialised but its database file is missing or empty".into(),
+            });
+        }
         let db = open_database(&path, &cfg)?;
         let version = {
             let wtx = db.begin_write().map_err(Error::backend)?;
@@ -131,6 +143,11 @@ impl Embedded {
             wtx.commit().map_err(Error::backend)?;
             v
         };
+        if !marker.exists() {
+            std::fs::write(&marker, b"logbook store\n")?;
+            std::fs::File::open(&marker)?.sync_all()?;
+            std::fs::File::open(&cfg.dir)?.sync_all()?;
+        }
         let shared = Arc::new(Shared { db: Arc::new(db), watchers: Mutex::new(Vec::new()), failed: AtomicBool::new(false) });
         let (tx, rx) = mpsc::channel(cfg.commit_queue_txns_max.max(1));
         let committer_shared = shared.clone();
@@ -527,7 +544,9 @@ impl Committer {
         let mut accepted: Vec<(oneshot::Sender<Result<Committed>>, Committed)> = Vec::with_capacity(batch.len());
         let mut ranges: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
         let result = (|| -> Result<redb::WriteTransaction> {
-            let wtx = self.shared.db.begin_write().map_err(Error::backend)?;
+            let mut wtx = self.shared.db.begin_write().map_err(Error::backend)?;
+            // Explicit: a write is acknowledged only once it is on disk.
+            wtx.set_durability(redb::Durability::Immediate).map_err(Error::backend)?;
             {
                 let mut table = wtx.open_table(KV).map_err(Error::backend)?;
                 let mut order: u16 = 0;
