@@ -35,3 +35,30 @@ pub use log::{AppendRequest, EventLog, Expect, ListAt, ListPage, LogConfig, Veri
 pub use position::Position;
 pub use record::{Actor, Event, EventType, StoredObject};
 pub use watch::{HubConfig, Subscription, WatchHub, WatchItem};
+
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Opens the embedded store in `dir` the way a server starts: open the database (redb
+/// repairs an unclean shutdown), open the log, and verify it within `scope`, logging
+/// progress. Mid-log damage inside the scope stops startup with [`Error::Corrupt`] naming
+/// the position.
+///
+/// # Errors
+/// Whatever [`Embedded::open`], [`EventLog::open`] or [`EventLog::verify`] report.
+pub async fn open_embedded(cfg: EmbeddedConfig, scope: VerifyScope) -> Result<(Embedded, EventLog, VerifyReport)> {
+    let started = Instant::now();
+    let kv = Embedded::open(cfg)?;
+    let log = EventLog::open(Arc::new(kv.clone()) as Arc<dyn kv::Kv>, LogConfig::default()).await?;
+    let mut last_log = Instant::now();
+    let report = log
+        .verify(scope, |events| {
+            if last_log.elapsed().as_secs() >= 1 {
+                tracing::info!(events, "verifying the log");
+                last_log = Instant::now();
+            }
+        })
+        .await?;
+    tracing::info!(events = report.events, head = %report.head, elapsed_ms = started.elapsed().as_millis() as u64, "store open and verified");
+    Ok((kv, log, report))
+}

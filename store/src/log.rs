@@ -710,6 +710,27 @@ impl EventLog {
                 req_begin = keys::log_after(partition, last.position);
             }
         }
+        if scope == VerifyScope::Full {
+            // The current-state projection must be the fold of the log: every object record
+            // decodes, and names the newest revision of its object.
+            let begin = vec![keys::OBJ];
+            let end = prefix_end(&begin);
+            let mut bad: Option<Error> = None;
+            scan_groups(tx.as_mut(), begin, end, 2, true, |prefix, parts| {
+                let o = object_from_parts(prefix, &parts)?;
+                match last_hash.get(&o.key) {
+                    Some((p, h)) if *p == o.position && *h == o.hash => Ok(true),
+                    _ => {
+                        bad = Some(Error::Corrupt { location: format!("object {}", o.key), detail: format!("current state at {} is not the newest revision in the log", o.position) });
+                        Ok(false)
+                    }
+                }
+            })
+            .await?;
+            if let Some(e) = bad {
+                return Err(e);
+            }
+        }
         if newest != head && !(newest == Position::ZERO && scope != VerifyScope::Full) {
             return Err(Error::Corrupt { location: format!("log position {head}"), detail: format!("the head names position {head} but the newest event is at {newest}") });
         }

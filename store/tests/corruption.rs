@@ -132,3 +132,27 @@ async fn flipped_bytes_in_the_middle_are_refused_or_provably_harmless() {
     }
     eprintln!("byte flips: {refused} refused, {harmless} landed in unused space");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damage_in_the_middle_of_the_log_stops_startup_with_an_error_naming_the_position() {
+    let base = tempfile::tempdir().expect("tempdir");
+    let original = build(base.path()).await;
+    let bytes = std::fs::read(Embedded::data_file(base.path())).expect("read");
+    // Find the bytes of one event in the middle of the log and flip one of them.
+    let victim = &original[original.len() / 2];
+    let needle = &victim.object[100..140];
+    let at = bytes.windows(needle.len()).position(|w| w == needle).expect("the event's bytes are in the file");
+    let mut damaged = bytes.clone();
+    damaged[at + 5] ^= 0x01;
+    std::fs::write(Embedded::data_file(base.path()), &damaged).expect("write");
+    let err = match logbook_store::open_embedded(EmbeddedConfig::new(base.path()), VerifyScope::Full).await {
+        Ok(_) => panic!("startup must refuse a log with a damaged event"),
+        Err(e) => e,
+    };
+    let msg = err.to_string();
+    assert!(matches!(err, logbook_store::Error::Corrupt { .. }), "a Corrupt error, got {msg}");
+    // The same bytes may stand in several records; whichever was hit must be named.
+    let names_it = original.iter().any(|e| msg.contains(&format!("log position {}:", e.position)) || msg.contains(&format!("object {}:", e.key)));
+    assert!(names_it, "the error names a damaged record by its log position or object: {msg}");
+    eprintln!("startup refused: {msg}");
+}
