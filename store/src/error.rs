@@ -31,11 +31,18 @@ pub enum Error {
 
     /// An object or value exceeds a size bound.
     #[error("{what} is {size} bytes, above the limit of {limit} bytes")]
-    TooLarge { what: &'static str, size: usize, limit: usize },
+    TooLarge {
+        what: &'static str,
+        size: usize,
+        limit: usize,
+    },
 
     /// A read asked for a position that retention has already removed.
     #[error("position {requested} is compacted: the oldest retained position is {horizon}")]
-    Compacted { requested: Position, horizon: Position },
+    Compacted {
+        requested: Position,
+        horizon: Position,
+    },
 
     /// A read asked for a position that the log has not reached yet.
     #[error("position {requested} is ahead of the log head {head}")]

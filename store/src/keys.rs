@@ -67,8 +67,16 @@ pub struct ObjectKey {
 }
 
 impl ObjectKey {
-    pub fn new(resource: impl Into<String>, namespace: impl Into<String>, name: impl Into<String>) -> Self {
-        ObjectKey { resource: resource.into(), namespace: namespace.into(), name: name.into() }
+    pub fn new(
+        resource: impl Into<String>,
+        namespace: impl Into<String>,
+        name: impl Into<String>,
+    ) -> Self {
+        ObjectKey {
+            resource: resource.into(),
+            namespace: namespace.into(),
+            name: name.into(),
+        }
     }
 
     fn encode_into(&self, out: &mut Vec<u8>) {
@@ -82,7 +90,11 @@ impl ObjectKey {
         let (r, rest) = pop_str(input)?;
         let (ns, rest) = pop_str(rest)?;
         let (n, rest) = pop_str(rest)?;
-        let key = ObjectKey { resource: String::from_utf8(r).ok()?, namespace: String::from_utf8(ns).ok()?, name: String::from_utf8(n).ok()? };
+        let key = ObjectKey {
+            resource: String::from_utf8(r).ok()?,
+            namespace: String::from_utf8(ns).ok()?,
+            name: String::from_utf8(n).ok()?,
+        };
         Some((key, rest))
     }
 
@@ -93,7 +105,14 @@ impl ObjectKey {
         }
         // FNV-1a: stable across releases and platforms, unlike std's hasher.
         let mut h: u64 = 0xcbf29ce484222325;
-        for b in self.resource.bytes().chain([0]).chain(self.namespace.bytes()).chain([0]).chain(self.name.bytes()) {
+        for b in self
+            .resource
+            .bytes()
+            .chain([0])
+            .chain(self.namespace.bytes())
+            .chain([0])
+            .chain(self.name.bytes())
+        {
             h ^= u64::from(b);
             h = h.wrapping_mul(0x100000001b3);
         }

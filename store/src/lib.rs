@@ -31,7 +31,9 @@ pub mod watch;
 pub use error::{Error, Result};
 pub use keys::ObjectKey;
 pub use kv::embedded::{Embedded, EmbeddedConfig};
-pub use log::{AppendRequest, EventLog, Expect, ListAt, ListPage, LogConfig, VerifyReport, VerifyScope};
+pub use log::{
+    AppendRequest, EventLog, Expect, ListAt, ListPage, LogConfig, VerifyReport, VerifyScope,
+};
 pub use position::Position;
 pub use record::{Actor, Event, EventType, StoredObject};
 pub use watch::{HubConfig, Subscription, WatchHub, WatchItem};
@@ -46,10 +48,17 @@ use std::time::Instant;
 ///
 /// # Errors
 /// Whatever [`Embedded::open`], [`EventLog::open`] or [`EventLog::verify`] report.
-pub async fn open_embedded(cfg: EmbeddedConfig, scope: VerifyScope) -> Result<(Embedded, EventLog, VerifyReport)> {
+pub async fn open_embedded(
+    cfg: EmbeddedConfig,
+    scope: VerifyScope,
+) -> Result<(Embedded, EventLog, VerifyReport)> {
     let started = Instant::now();
     let kv = Embedded::open(cfg)?;
-    let log = EventLog::open(Arc::new(kv.clone()) as Arc<dyn kv::Kv>, LogConfig::default()).await?;
+    let log = EventLog::open(
+        Arc::new(kv.clone()) as Arc<dyn kv::Kv>,
+        LogConfig::default(),
+    )
+    .await?;
     let mut last_log = Instant::now();
     let report = log
         .verify(scope, |events| {

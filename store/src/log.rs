@@ -14,7 +14,9 @@ use crate::error::{Error, Result};
 use crate::keys::{self, ObjectKey};
 use crate::kv::{Kv, RangeRequest, Transaction, prefix_end};
 use crate::position::{Position, VERSIONSTAMP_PLACEHOLDER, Versionstamp};
-use crate::record::{self, Actor, Event, EventType, NewEvent, OBJECT_BYTES_MAX, RECORD_CHUNKS_MAX, StoredObject};
+use crate::record::{
+    self, Actor, Event, EventType, NewEvent, OBJECT_BYTES_MAX, RECORD_CHUNKS_MAX, StoredObject,
+};
 
 /// The on-disk format this code writes and reads.
 pub const STORE_FORMAT_VERSION: u64 = 1;
@@ -103,11 +105,17 @@ pub struct EventLog {
 }
 
 fn now_unix_nanos() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
 }
 
 fn decode_u64(location: &str, bytes: &[u8]) -> Result<u64> {
-    let arr: [u8; 8] = bytes.try_into().map_err(|_| Error::Corrupt { location: location.into(), detail: "not an 8-byte integer".into() })?;
+    let arr: [u8; 8] = bytes.try_into().map_err(|_| Error::Corrupt {
+        location: location.into(),
+        detail: "not an 8-byte integer".into(),
+    })?;
     Ok(u64::from_be_bytes(arr))
 }
 
@@ -133,10 +141,13 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 fn unhex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -160,7 +171,9 @@ async fn scan_groups(
     snapshot: bool,
     mut f: impl FnMut(&[u8], Vec<(Vec<u8>, Vec<u8>)>) -> Result<bool>,
 ) -> Result<bool> {
-    let mut req = RangeRequest::between(begin, end).limit(SCAN_PAGE_KVS).snapshot(snapshot);
+    let mut req = RangeRequest::between(begin, end)
+        .limit(SCAN_PAGE_KVS)
+        .snapshot(snapshot);
     let mut group: Option<Vec<u8>> = None;
     let mut parts: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
     loop {
@@ -168,7 +181,10 @@ async fn scan_groups(
         let next = req.continue_after(&page);
         for kv in page.kvs {
             if kv.key.len() < suffix {
-                return Err(Error::Corrupt { location: hex(&kv.key), detail: "key shorter than its layout".into() });
+                return Err(Error::Corrupt {
+                    location: hex(&kv.key),
+                    detail: "key shorter than its layout".into(),
+                });
             }
             let prefix = &kv.key[..kv.key.len() - suffix];
             if group.as_deref() != Some(prefix) {
@@ -204,13 +220,20 @@ fn join_parts(location: &dyn std::fmt::Display, parts: &[(Vec<u8>, Vec<u8>)]) ->
 }
 
 fn object_from_parts(prefix: &[u8], parts: &[(Vec<u8>, Vec<u8>)]) -> Result<StoredObject> {
-    let (key, _) = ObjectKey::decode(&prefix[1..]).ok_or_else(|| Error::Corrupt { location: hex(prefix), detail: "undecodable object key".into() })?;
+    let (key, _) = ObjectKey::decode(&prefix[1..]).ok_or_else(|| Error::Corrupt {
+        location: hex(prefix),
+        detail: "undecodable object key".into(),
+    })?;
     let bytes = join_parts(&key, parts)?;
     record::decode_object(key, &bytes)
 }
 
 fn event_from_parts(prefix: &[u8], parts: &[(Vec<u8>, Vec<u8>)]) -> Result<Event> {
-    let vs = Versionstamp::from_slice(&prefix[keys::LOG_VS_OFFSET..]).ok_or_else(|| Error::Corrupt { location: hex(prefix), detail: "short log key".into() })?;
+    let vs =
+        Versionstamp::from_slice(&prefix[keys::LOG_VS_OFFSET..]).ok_or_else(|| Error::Corrupt {
+            location: hex(prefix),
+            detail: "short log key".into(),
+        })?;
     let position = Position::from_versionstamp(vs);
     let bytes = join_parts(&format!("log position {position}"), parts)?;
     record::decode_event(position, &bytes)
@@ -229,9 +252,19 @@ impl EventLog {
                 Some(f) => {
                     let v = decode_u64("meta format", &f)?;
                     if v != STORE_FORMAT_VERSION {
-                        return Err(Error::Corrupt { location: "meta format".into(), detail: format!("store format {v}; this build reads {STORE_FORMAT_VERSION}") });
+                        return Err(Error::Corrupt {
+                            location: "meta format".into(),
+                            detail: format!(
+                                "store format {v}; this build reads {STORE_FORMAT_VERSION}"
+                            ),
+                        });
                     }
-                    let p = tx.get(keys::META_PARTITIONS, false).await?.ok_or_else(|| Error::Corrupt { location: "meta partitions".into(), detail: "missing".into() })?;
+                    let p = tx.get(keys::META_PARTITIONS, false).await?.ok_or_else(|| {
+                        Error::Corrupt {
+                            location: "meta partitions".into(),
+                            detail: "missing".into(),
+                        }
+                    })?;
                     decode_u64("meta partitions", &p)? as u16
                 }
                 None => {
@@ -268,7 +301,11 @@ impl EventLog {
     /// [`OBJECT_BYTES_MAX`]).
     pub async fn append(&self, req: &AppendRequest) -> Result<Event> {
         if req.object.len() > OBJECT_BYTES_MAX {
-            return Err(Error::TooLarge { what: "object", size: req.object.len(), limit: OBJECT_BYTES_MAX });
+            return Err(Error::TooLarge {
+                what: "object",
+                size: req.object.len(),
+                limit: OBJECT_BYTES_MAX,
+            });
         }
         let mut attempts = 0;
         loop {
@@ -286,19 +323,27 @@ impl EventLog {
         let key_str = || req.key.to_string();
         match (&current, req.kind) {
             (Some(_), EventType::Added) => return Err(Error::AlreadyExists { key: key_str() }),
-            (None, EventType::Modified | EventType::Deleted) => return Err(Error::NotFound { key: key_str() }),
+            (None, EventType::Modified | EventType::Deleted) => {
+                return Err(Error::NotFound { key: key_str() });
+            }
             _ => {}
         }
         if let Some(cur) = &current {
             if let Some(p) = req.expect.position
                 && p != cur.position
             {
-                return Err(Error::Conflict { key: key_str(), detail: format!("expected position {p}, current is {}", cur.position) });
+                return Err(Error::Conflict {
+                    key: key_str(),
+                    detail: format!("expected position {p}, current is {}", cur.position),
+                });
             }
             if let Some(uid) = &req.expect.uid
                 && uid != &cur.uid
             {
-                return Err(Error::Conflict { key: key_str(), detail: format!("expected uid {uid}, current is {}", cur.uid) });
+                return Err(Error::Conflict {
+                    key: key_str(),
+                    detail: format!("expected uid {uid}, current is {}", cur.uid),
+                });
             }
         }
         let uid = match &current {
@@ -326,11 +371,19 @@ impl EventLog {
         let log_prefix = keys::log_event(partition, Versionstamp(VERSIONSTAMP_PLACEHOLDER));
         let mut n_chunks = 0;
         for (i, chunk) in record::chunks(&event_bytes) {
-            tx.set_versionstamped_key(&keys::with_chunk(&log_prefix, i), keys::LOG_VS_OFFSET, chunk);
+            tx.set_versionstamped_key(
+                &keys::with_chunk(&log_prefix, i),
+                keys::LOG_VS_OFFSET,
+                chunk,
+            );
             n_chunks += 1;
         }
         if n_chunks > RECORD_CHUNKS_MAX {
-            return Err(Error::TooLarge { what: "event record", size: event_bytes.len(), limit: RECORD_CHUNKS_MAX * record::VALUE_CHUNK_BYTES_MAX });
+            return Err(Error::TooLarge {
+                what: "event record",
+                size: event_bytes.len(),
+                limit: RECORD_CHUNKS_MAX * record::VALUE_CHUNK_BYTES_MAX,
+            });
         }
 
         // The current-state projection.
@@ -357,7 +410,9 @@ impl EventLog {
         tx.set_versionstamped_value(keys::META_HEAD, &VERSIONSTAMP_PLACEHOLDER, 0);
 
         let committed = tx.commit().await?;
-        let vs = committed.versionstamp.ok_or_else(|| Error::InvalidArgument("commit wrote nothing".into()))?;
+        let vs = committed
+            .versionstamp
+            .ok_or_else(|| Error::InvalidArgument("commit wrote nothing".into()))?;
         Ok(Event {
             position: Position::from_versionstamp(vs),
             kind: req.kind,
@@ -374,7 +429,12 @@ impl EventLog {
         })
     }
 
-    async fn read_object(&self, tx: &mut dyn Transaction, key: &ObjectKey, snapshot: bool) -> Result<Option<StoredObject>> {
+    async fn read_object(
+        &self,
+        tx: &mut dyn Transaction,
+        key: &ObjectKey,
+        snapshot: bool,
+    ) -> Result<Option<StoredObject>> {
         let (b, e) = obj_chunk_range(key);
         let mut found = None;
         scan_groups(tx, b, e, 2, snapshot, |prefix, parts| {
@@ -389,7 +449,10 @@ impl EventLog {
         match tx.get(keys::META_HEAD, true).await? {
             None => Ok(Position::ZERO),
             Some(v) => {
-                let vs = Versionstamp::from_slice(&v).ok_or_else(|| Error::Corrupt { location: "meta head".into(), detail: "not a versionstamp".into() })?;
+                let vs = Versionstamp::from_slice(&v).ok_or_else(|| Error::Corrupt {
+                    location: "meta head".into(),
+                    detail: "not a versionstamp".into(),
+                })?;
                 Ok(Position::from_versionstamp(vs))
             }
         }
@@ -423,11 +486,17 @@ impl EventLog {
     async fn check_retained(&self, tx: &mut dyn Transaction, at: Position) -> Result<Position> {
         let horizon = self.read_horizon(tx).await?;
         if at < horizon {
-            return Err(Error::Compacted { requested: at, horizon });
+            return Err(Error::Compacted {
+                requested: at,
+                horizon,
+            });
         }
         let head = self.read_head(tx).await?;
         if at > head {
-            return Err(Error::FutureRevision { requested: at, head });
+            return Err(Error::FutureRevision {
+                requested: at,
+                head,
+            });
         }
         Ok(head)
     }
@@ -439,14 +508,32 @@ impl EventLog {
     /// # Errors
     /// `InvalidArgument` for a token that is not ours or belongs to another list;
     /// `Compacted` when the token's position fell below the retention horizon.
-    pub async fn list(&self, resource: &str, namespace: Option<&str>, at: ListAt, limit: usize, continue_token: Option<&str>) -> Result<ListPage> {
-        let limit = if limit == 0 { LIST_PAGE_ITEMS_MAX } else { limit.min(LIST_PAGE_ITEMS_MAX) };
+    pub async fn list(
+        &self,
+        resource: &str,
+        namespace: Option<&str>,
+        at: ListAt,
+        limit: usize,
+        continue_token: Option<&str>,
+    ) -> Result<ListPage> {
+        let limit = if limit == 0 {
+            LIST_PAGE_ITEMS_MAX
+        } else {
+            limit.min(LIST_PAGE_ITEMS_MAX)
+        };
         let mut tx = self.kv.begin().await?;
         let head = self.read_head(tx.as_mut()).await?;
         let (position, after) = match continue_token {
             Some(t) => {
                 let tok = self.parse_token(t, resource, namespace)?;
-                (Position(tok.position), Some(ObjectKey::new(resource, tok.after_namespace, tok.after_name)))
+                (
+                    Position(tok.position),
+                    Some(ObjectKey::new(
+                        resource,
+                        tok.after_namespace,
+                        tok.after_name,
+                    )),
+                )
             }
             None => match at {
                 ListAt::Latest => (head, None),
@@ -475,10 +562,18 @@ impl EventLog {
             return Ok(self.page(items, position, more, resource, namespace));
         }
         self.check_retained(tx.as_mut(), position).await?;
-        self.list_as_of(tx.as_mut(), resource, namespace, position, after, limit).await
+        self.list_as_of(tx.as_mut(), resource, namespace, position, after, limit)
+            .await
     }
 
-    fn page(&self, items: Vec<StoredObject>, position: Position, more: bool, resource: &str, namespace: Option<&str>) -> ListPage {
+    fn page(
+        &self,
+        items: Vec<StoredObject>,
+        position: Position,
+        more: bool,
+        resource: &str,
+        namespace: Option<&str>,
+    ) -> ListPage {
         let continue_token = match (more, items.last()) {
             (true, Some(last)) => {
                 let tok = ContinueToken {
@@ -493,10 +588,19 @@ impl EventLog {
             }
             _ => None,
         };
-        ListPage { items, position, continue_token }
+        ListPage {
+            items,
+            position,
+            continue_token,
+        }
     }
 
-    fn parse_token(&self, t: &str, resource: &str, namespace: Option<&str>) -> Result<ContinueToken> {
+    fn parse_token(
+        &self,
+        t: &str,
+        resource: &str,
+        namespace: Option<&str>,
+    ) -> Result<ContinueToken> {
         let bad = || Error::InvalidArgument("continue token is not valid for this list".into());
         let bytes = unhex(t).ok_or_else(bad)?;
         let tok: ContinueToken = rmp_serde::from_slice(&bytes).map_err(|_| bad())?;
@@ -506,7 +610,15 @@ impl EventLog {
         Ok(tok)
     }
 
-    async fn list_as_of(&self, tx: &mut dyn Transaction, resource: &str, namespace: Option<&str>, at: Position, after: Option<ObjectKey>, limit: usize) -> Result<ListPage> {
+    async fn list_as_of(
+        &self,
+        tx: &mut dyn Transaction,
+        resource: &str,
+        namespace: Option<&str>,
+        at: Position,
+        after: Option<ObjectKey>,
+        limit: usize,
+    ) -> Result<ListPage> {
         let scope = keys::rev_scope(resource, namespace);
         let end = prefix_end(&scope);
         let begin = match &after {
@@ -521,14 +633,21 @@ impl EventLog {
         let mut picked: Vec<(ObjectKey, Position)> = Vec::new();
         let more = scan_groups(tx, begin, end, 10, true, |prefix, parts| {
             let Some((key, _)) = ObjectKey::decode(&prefix[1..]) else {
-                return Err(Error::Corrupt { location: hex(prefix), detail: "undecodable revision key".into() });
+                return Err(Error::Corrupt {
+                    location: hex(prefix),
+                    detail: "undecodable revision key".into(),
+                });
             };
             if key.resource != resource || namespace.is_some_and(|ns| ns != key.namespace) {
                 return Ok(true);
             }
             let mut best: Option<(Position, u8)> = None;
             for (k, v) in &parts {
-                let vs = Versionstamp::from_slice(&k[k.len() - 10..]).ok_or_else(|| Error::Corrupt { location: hex(k), detail: "short revision key".into() })?;
+                let vs =
+                    Versionstamp::from_slice(&k[k.len() - 10..]).ok_or_else(|| Error::Corrupt {
+                        location: hex(k),
+                        detail: "short revision key".into(),
+                    })?;
                 let p = Position::from_versionstamp(vs);
                 if p <= at {
                     best = Some((p, v.first().copied().unwrap_or(0)));
@@ -547,13 +666,31 @@ impl EventLog {
         .await?;
         let mut items = Vec::with_capacity(picked.len());
         for (key, p) in picked {
-            let e = self.read_event_at(tx, &key, p).await?.ok_or_else(|| Error::Corrupt { location: format!("log position {p}"), detail: format!("revision index of {key} points at a missing event") })?;
-            items.push(StoredObject { key, position: e.position, uid: e.uid, object: e.object, hash: e.hash, request_id: e.request_id });
+            let e = self
+                .read_event_at(tx, &key, p)
+                .await?
+                .ok_or_else(|| Error::Corrupt {
+                    location: format!("log position {p}"),
+                    detail: format!("revision index of {key} points at a missing event"),
+                })?;
+            items.push(StoredObject {
+                key,
+                position: e.position,
+                uid: e.uid,
+                object: e.object,
+                hash: e.hash,
+                request_id: e.request_id,
+            });
         }
         Ok(self.page(items, at, more, resource, namespace))
     }
 
-    async fn read_event_at(&self, tx: &mut dyn Transaction, key: &ObjectKey, p: Position) -> Result<Option<Event>> {
+    async fn read_event_at(
+        &self,
+        tx: &mut dyn Transaction,
+        key: &ObjectKey,
+        p: Position,
+    ) -> Result<Option<Event>> {
         let prefix = keys::log_event(key.partition(self.partitions), p.versionstamp());
         let end = prefix_end(&prefix);
         let mut found = None;
@@ -567,11 +704,19 @@ impl EventLog {
 
     /// Events after `after` (exclusive) up to `until` (inclusive, or the head), at most
     /// `limit` (0 = no limit), in log order, merged across partitions.
-    pub async fn read_log(&self, after: Position, until: Option<Position>, limit: usize) -> Result<Vec<Event>> {
+    pub async fn read_log(
+        &self,
+        after: Position,
+        until: Option<Position>,
+        limit: usize,
+    ) -> Result<Vec<Event>> {
         let mut tx = self.kv.begin().await?;
         let horizon = self.read_horizon(tx.as_mut()).await?;
         if after < horizon {
-            return Err(Error::Compacted { requested: after, horizon });
+            return Err(Error::Compacted {
+                requested: after,
+                horizon,
+            });
         }
         let max = if limit == 0 { usize::MAX } else { limit };
         let mut merged: Vec<Event> = Vec::new();
@@ -604,7 +749,9 @@ impl EventLog {
         let mut tx = self.kv.begin().await?;
         let (b, e) = rev_range(key);
         let mut positions = Vec::new();
-        let mut req = RangeRequest::between(b, e).limit(SCAN_PAGE_KVS).snapshot(true);
+        let mut req = RangeRequest::between(b, e)
+            .limit(SCAN_PAGE_KVS)
+            .snapshot(true);
         loop {
             let page = tx.get_range(&req).await?;
             for kv in &page.kvs {
@@ -619,7 +766,13 @@ impl EventLog {
         }
         let mut out = Vec::with_capacity(positions.len());
         for p in positions {
-            let e = self.read_event_at(tx.as_mut(), key, p).await?.ok_or_else(|| Error::Corrupt { location: format!("log position {p}"), detail: format!("revision index of {key} points at a missing event") })?;
+            let e = self
+                .read_event_at(tx.as_mut(), key, p)
+                .await?
+                .ok_or_else(|| Error::Corrupt {
+                    location: format!("log position {p}"),
+                    detail: format!("revision index of {key} points at a missing event"),
+                })?;
             out.push(e);
         }
         Ok(out)
@@ -633,13 +786,29 @@ impl EventLog {
         let (b, _) = rev_range(key);
         let mut end = keys::rev(key);
         end.extend_from_slice(&Position(at.0.saturating_add(1)).versionstamp().0);
-        let page = tx.get_range(&RangeRequest::between(b, end).limit(1).reverse(true).snapshot(true)).await?;
-        let Some(kv) = page.kvs.first() else { return Ok(None) };
-        if EventType::from_byte(kv.value.first().copied().unwrap_or(0)) == Some(EventType::Deleted) {
+        let page = tx
+            .get_range(
+                &RangeRequest::between(b, end)
+                    .limit(1)
+                    .reverse(true)
+                    .snapshot(true),
+            )
+            .await?;
+        let Some(kv) = page.kvs.first() else {
+            return Ok(None);
+        };
+        if EventType::from_byte(kv.value.first().copied().unwrap_or(0)) == Some(EventType::Deleted)
+        {
             return Ok(None);
         }
-        let vs = Versionstamp::from_slice(&kv.key[kv.key.len() - 10..]).ok_or_else(|| Error::Corrupt { location: hex(&kv.key), detail: "short revision key".into() })?;
-        self.read_event_at(tx.as_mut(), key, Position::from_versionstamp(vs)).await
+        let vs = Versionstamp::from_slice(&kv.key[kv.key.len() - 10..]).ok_or_else(|| {
+            Error::Corrupt {
+                location: hex(&kv.key),
+                detail: "short revision key".into(),
+            }
+        })?;
+        self.read_event_at(tx.as_mut(), key, Position::from_versionstamp(vs))
+            .await
     }
 
     /// Checks the log: every record's framing and checksum, every event's hash, every
@@ -648,7 +817,11 @@ impl EventLog {
     ///
     /// # Errors
     /// [`Error::Corrupt`] naming the first bad position.
-    pub async fn verify(&self, scope: VerifyScope, mut progress: impl FnMut(u64)) -> Result<VerifyReport> {
+    pub async fn verify(
+        &self,
+        scope: VerifyScope,
+        mut progress: impl FnMut(u64),
+    ) -> Result<VerifyReport> {
         let mut tx = self.kv.begin().await?;
         let head = self.read_head(tx.as_mut()).await?;
         let mut report = VerifyReport { events: 0, head };
@@ -662,8 +835,20 @@ impl EventLog {
                 VerifyScope::Full => pprefix.clone(),
                 VerifyScope::Tail(n) => {
                     // Walk back n events from the end, chunk keys included.
-                    let page = tx.get_range(&RangeRequest::between(pprefix.clone(), end.clone()).limit(n.saturating_mul(2).max(1)).reverse(true).snapshot(true)).await?;
-                    let mut starts: Vec<Vec<u8>> = page.kvs.iter().filter(|kv| kv.key.ends_with(&[0, 0])).map(|kv| kv.key.clone()).collect();
+                    let page = tx
+                        .get_range(
+                            &RangeRequest::between(pprefix.clone(), end.clone())
+                                .limit(n.saturating_mul(2).max(1))
+                                .reverse(true)
+                                .snapshot(true),
+                        )
+                        .await?;
+                    let mut starts: Vec<Vec<u8>> = page
+                        .kvs
+                        .iter()
+                        .filter(|kv| kv.key.ends_with(&[0, 0]))
+                        .map(|kv| kv.key.clone())
+                        .collect();
                     starts.truncate(n.max(1));
                     starts.pop().unwrap_or_else(|| pprefix.clone())
                 }
@@ -672,31 +857,58 @@ impl EventLog {
             let mut req_begin = begin;
             loop {
                 events.clear();
-                let more = scan_groups(tx.as_mut(), req_begin.clone(), end.clone(), 2, true, |prefix, parts| {
-                    if events.len() >= SCAN_PAGE_KVS {
-                        return Ok(false);
-                    }
-                    events.push(event_from_parts(prefix, &parts)?);
-                    Ok(true)
-                })
+                let more = scan_groups(
+                    tx.as_mut(),
+                    req_begin.clone(),
+                    end.clone(),
+                    2,
+                    true,
+                    |prefix, parts| {
+                        if events.len() >= SCAN_PAGE_KVS {
+                            return Ok(false);
+                        }
+                        events.push(event_from_parts(prefix, &parts)?);
+                        Ok(true)
+                    },
+                )
                 .await?;
                 for e in &events {
                     let at = || format!("log position {}", e.position);
                     if !record::event_hash_is_valid(e) {
-                        return Err(Error::Corrupt { location: at(), detail: "event hash does not match its contents".into() });
+                        return Err(Error::Corrupt {
+                            location: at(),
+                            detail: "event hash does not match its contents".into(),
+                        });
                     }
                     let expected_prev = match (e.prev_position, last_hash.get(&e.key)) {
                         (None, _) => Some([0u8; 32]),
                         (Some(p), Some((seen_p, h))) if *seen_p == p => Some(*h),
                         (Some(p), Some((seen_p, _))) => {
-                            return Err(Error::Corrupt { location: at(), detail: format!("previous revision is {p} but the log's previous revision of {} is {seen_p}", e.key) });
+                            return Err(Error::Corrupt {
+                                location: at(),
+                                detail: format!(
+                                    "previous revision is {p} but the log's previous revision of {} is {seen_p}",
+                                    e.key
+                                ),
+                            });
                         }
-                        (Some(p), None) => self.read_event_at(tx.as_mut(), &e.key, p).await.ok().flatten().map(|prev| prev.hash),
+                        (Some(p), None) => self
+                            .read_event_at(tx.as_mut(), &e.key, p)
+                            .await
+                            .ok()
+                            .flatten()
+                            .map(|prev| prev.hash),
                     };
                     if let Some(h) = expected_prev
                         && h != e.prev_hash
                     {
-                        return Err(Error::Corrupt { location: at(), detail: format!("hash chain broken: does not link to the previous revision of {}", e.key) });
+                        return Err(Error::Corrupt {
+                            location: at(),
+                            detail: format!(
+                                "hash chain broken: does not link to the previous revision of {}",
+                                e.key
+                            ),
+                        });
                     }
                     last_hash.insert(e.key.clone(), (e.position, e.hash));
                     newest = newest.max(e.position);
@@ -721,7 +933,13 @@ impl EventLog {
                 match last_hash.get(&o.key) {
                     Some((p, h)) if *p == o.position && *h == o.hash => Ok(true),
                     _ => {
-                        bad = Some(Error::Corrupt { location: format!("object {}", o.key), detail: format!("current state at {} is not the newest revision in the log", o.position) });
+                        bad = Some(Error::Corrupt {
+                            location: format!("object {}", o.key),
+                            detail: format!(
+                                "current state at {} is not the newest revision in the log",
+                                o.position
+                            ),
+                        });
                         Ok(false)
                     }
                 }
@@ -732,7 +950,12 @@ impl EventLog {
             }
         }
         if newest != head && !(newest == Position::ZERO && scope != VerifyScope::Full) {
-            return Err(Error::Corrupt { location: format!("log position {head}"), detail: format!("the head names position {head} but the newest event is at {newest}") });
+            return Err(Error::Corrupt {
+                location: format!("log position {head}"),
+                detail: format!(
+                    "the head names position {head} but the newest event is at {newest}"
+                ),
+            });
         }
         Ok(report)
     }

@@ -62,7 +62,10 @@ impl Position {
     /// past it (see ARCHITECTURE.md for the horizon this gives).
     pub fn from_versionstamp(vs: Versionstamp) -> Self {
         let version = vs.version();
-        assert!(version <= POSITION_VERSION_MAX, "commit version {version} beyond the position horizon");
+        assert!(
+            version <= POSITION_VERSION_MAX,
+            "commit version {version} beyond the position horizon"
+        );
         Position(version << 16 | u64::from(vs.batch_order()))
     }
 
@@ -102,7 +105,13 @@ mod tests {
 
     #[test]
     fn positions_round_trip_through_versionstamps_and_keep_their_order() {
-        let cases = [(1u64, 0u16), (1, 1), (1, 65535), (2, 0), (POSITION_VERSION_MAX, 7)];
+        let cases = [
+            (1u64, 0u16),
+            (1, 1),
+            (1, 65535),
+            (2, 0),
+            (POSITION_VERSION_MAX, 7),
+        ];
         let mut last = None;
         for (v, o) in cases {
             let vs = Versionstamp::new(v, o);

@@ -183,7 +183,10 @@ fn crc_of(magic: u8, format: u8, len: u32, payload: &[u8]) -> u32 {
 }
 
 fn corrupt(location: impl std::fmt::Display, detail: impl Into<String>) -> Error {
-    Error::Corrupt { location: location.to_string(), detail: detail.into() }
+    Error::Corrupt {
+        location: location.to_string(),
+        detail: detail.into(),
+    }
 }
 
 /// Decodes and checks an event envelope found at `position`.
@@ -202,19 +205,27 @@ pub fn decode_event(position: Position, bytes: &[u8]) -> Result<Event> {
     let crc = u32::from_be_bytes([bytes[6], bytes[7], bytes[8], bytes[9]]);
     let payload = &bytes[EVENT_HEADER_BYTES..];
     if payload.len() != len as usize {
-        return Err(corrupt(&at, format!("payload is {} bytes, header says {len}", payload.len())));
+        return Err(corrupt(
+            &at,
+            format!("payload is {} bytes, header says {len}", payload.len()),
+        ));
     }
     if crc_of(bytes[0], bytes[1], len, payload) != crc {
         return Err(corrupt(&at, "checksum mismatch"));
     }
-    let r: EventRecord = rmp_serde::from_slice(payload).map_err(|e| corrupt(&at, format!("undecodable payload: {e}")))?;
+    let r: EventRecord = rmp_serde::from_slice(payload)
+        .map_err(|e| corrupt(&at, format!("undecodable payload: {e}")))?;
     let (Some(prev_hash), Some(hash)) = (to_array(&r.prev_hash), to_array(&r.hash)) else {
         return Err(corrupt(&at, "hash fields are not 32 bytes"));
     };
     Ok(Event {
         position,
         kind: r.kind,
-        key: ObjectKey { resource: r.resource, namespace: r.namespace, name: r.name },
+        key: ObjectKey {
+            resource: r.resource,
+            namespace: r.namespace,
+            name: r.name,
+        },
         uid: r.uid,
         object: r.object,
         prev_position: (r.prev_position != 0).then_some(Position(r.prev_position)),
@@ -274,8 +285,18 @@ pub struct StoredObject {
 
 /// Encodes the current-object record with a versionstamp placeholder at
 /// [`OBJECT_VS_OFFSET`].
-pub fn encode_object(uid: &str, object: &[u8], hash: &[u8; 32], request_id: &str) -> Result<Vec<u8>> {
-    let rec = ObjectRecord { uid: uid.to_string(), object: object.to_vec(), hash: hash.to_vec(), request_id: request_id.to_string() };
+pub fn encode_object(
+    uid: &str,
+    object: &[u8],
+    hash: &[u8; 32],
+    request_id: &str,
+) -> Result<Vec<u8>> {
+    let rec = ObjectRecord {
+        uid: uid.to_string(),
+        object: object.to_vec(),
+        hash: hash.to_vec(),
+        request_id: request_id.to_string(),
+    };
     let payload = rmp_serde::to_vec(&rec).map_err(|e| Error::InvalidArgument(e.to_string()))?;
     let mut out = Vec::with_capacity(OBJECT_HEADER_BYTES + payload.len());
     out.push(OBJECT_MAGIC);
@@ -302,7 +323,10 @@ pub fn decode_object(key: ObjectKey, bytes: &[u8]) -> Result<StoredObject> {
     let crc = u32::from_be_bytes([bytes[16], bytes[17], bytes[18], bytes[19]]);
     let payload = &bytes[OBJECT_HEADER_BYTES..];
     if payload.len() != len as usize {
-        return Err(corrupt(&at, format!("payload is {} bytes, header says {len}", payload.len())));
+        return Err(corrupt(
+            &at,
+            format!("payload is {} bytes, header says {len}", payload.len()),
+        ));
     }
     if crc_of(bytes[0], bytes[1], len, payload) != crc {
         return Err(corrupt(&at, "checksum mismatch"));
@@ -310,14 +334,25 @@ pub fn decode_object(key: ObjectKey, bytes: &[u8]) -> Result<StoredObject> {
     if vs.version() > crate::position::POSITION_VERSION_MAX {
         return Err(corrupt(&at, "versionstamp was never substituted"));
     }
-    let r: ObjectRecord = rmp_serde::from_slice(payload).map_err(|e| corrupt(&at, format!("undecodable payload: {e}")))?;
+    let r: ObjectRecord = rmp_serde::from_slice(payload)
+        .map_err(|e| corrupt(&at, format!("undecodable payload: {e}")))?;
     let hash = to_array(&r.hash).ok_or_else(|| corrupt(&at, "hash is not 32 bytes"))?;
-    Ok(StoredObject { key, position: Position::from_versionstamp(vs), uid: r.uid, object: r.object, hash, request_id: r.request_id })
+    Ok(StoredObject {
+        key,
+        position: Position::from_versionstamp(vs),
+        uid: r.uid,
+        object: r.object,
+        hash,
+        request_id: r.request_id,
+    })
 }
 
 /// Splits a record into chunks of at most [`VALUE_CHUNK_BYTES_MAX`].
 pub fn chunks(bytes: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
-    bytes.chunks(VALUE_CHUNK_BYTES_MAX).enumerate().map(|(i, c)| (i as u16, c))
+    bytes
+        .chunks(VALUE_CHUNK_BYTES_MAX)
+        .enumerate()
+        .map(|(i, c)| (i as u16, c))
 }
 
 /// Reassembles chunks given in key order; checks that indices run 0, 1, 2, ….
@@ -325,7 +360,10 @@ pub fn join_chunks(location: &dyn std::fmt::Display, parts: &[(u16, &[u8])]) -> 
     let mut out = Vec::with_capacity(parts.iter().map(|(_, p)| p.len()).sum());
     for (expected, (idx, part)) in parts.iter().enumerate() {
         if usize::from(*idx) != expected {
-            return Err(corrupt(location, format!("chunk {idx} where chunk {expected} belongs")));
+            return Err(corrupt(
+                location,
+                format!("chunk {idx} where chunk {expected} belongs"),
+            ));
         }
         out.extend_from_slice(part);
     }
@@ -338,7 +376,10 @@ mod tests {
 
     fn sample(object: &[u8]) -> (Vec<u8>, [u8; 32]) {
         let key = ObjectKey::new("pods", "default", "web");
-        let actor = Actor { user: "alice".into(), groups: vec!["devs".into()] };
+        let actor = Actor {
+            user: "alice".into(),
+            groups: vec!["devs".into()],
+        };
         encode_event(&NewEvent {
             kind: EventType::Added,
             key: &key,
@@ -364,7 +405,10 @@ mod tests {
         assert!(event_hash_is_valid(&e));
         let mut tampered = e.clone();
         tampered.object = b"{\"a\":2}".to_vec();
-        assert!(!event_hash_is_valid(&tampered), "a rewritten object must break the hash");
+        assert!(
+            !event_hash_is_valid(&tampered),
+            "a rewritten object must break the hash"
+        );
     }
 
     #[test]
@@ -373,13 +417,18 @@ mod tests {
         for i in 0..bytes.len() {
             let mut b = bytes.clone();
             b[i] ^= 0x40;
-            assert!(decode_event(Position(1), &b).is_err(), "flip at byte {i} went unnoticed");
+            assert!(
+                decode_event(Position(1), &b).is_err(),
+                "flip at byte {i} went unnoticed"
+            );
         }
     }
 
     #[test]
     fn chunks_rejoin_only_in_order() {
-        let data: Vec<u8> = (0..(VALUE_CHUNK_BYTES_MAX * 2 + 5)).map(|i| i as u8).collect();
+        let data: Vec<u8> = (0..(VALUE_CHUNK_BYTES_MAX * 2 + 5))
+            .map(|i| i as u8)
+            .collect();
         let parts: Vec<(u16, &[u8])> = chunks(&data).collect();
         assert_eq!(parts.len(), 3);
         assert_eq!(join_chunks(&"t", &parts).expect("joins"), data);

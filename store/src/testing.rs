@@ -36,22 +36,52 @@ pub async fn reads_see_the_transactions_own_writes(kv: Arc<dyn Kv>) -> R {
     tx.clear(b"b");
     tx.atomic_op(b"n", &[5, 0, 0, 0], AtomicOp::Add);
     tx.atomic_op(b"n", &[1, 0, 0, 0], AtomicOp::Add);
-    check(tx.get(b"a", false).await.map_err(e2s)? == Some(b"10".to_vec()), "own set is visible")?;
-    check(tx.get(b"b", false).await.map_err(e2s)?.is_none(), "own clear is visible")?;
-    check(tx.get(b"n", false).await.map_err(e2s)? == Some(vec![6, 0, 0, 0]), "own atomic adds are visible")?;
-    let page = tx.get_range(&RangeRequest::between(b"a".to_vec(), b"z".to_vec())).await.map_err(e2s)?;
+    check(
+        tx.get(b"a", false).await.map_err(e2s)? == Some(b"10".to_vec()),
+        "own set is visible",
+    )?;
+    check(
+        tx.get(b"b", false).await.map_err(e2s)?.is_none(),
+        "own clear is visible",
+    )?;
+    check(
+        tx.get(b"n", false).await.map_err(e2s)? == Some(vec![6, 0, 0, 0]),
+        "own atomic adds are visible",
+    )?;
+    let page = tx
+        .get_range(&RangeRequest::between(b"a".to_vec(), b"z".to_vec()))
+        .await
+        .map_err(e2s)?;
     let keys: Vec<&[u8]> = page.kvs.iter().map(|kv| kv.key.as_slice()).collect();
-    check(keys == vec![b"a".as_slice(), b"c", b"n"], "range merges own writes with stored keys")?;
+    check(
+        keys == vec![b"a".as_slice(), b"c", b"n"],
+        "range merges own writes with stored keys",
+    )?;
     tx.clear_range(b"a", b"d");
     tx.set(b"b", b"new");
-    let page = tx.get_range(&RangeRequest::between(b"a".to_vec(), b"z".to_vec())).await.map_err(e2s)?;
+    let page = tx
+        .get_range(&RangeRequest::between(b"a".to_vec(), b"z".to_vec()))
+        .await
+        .map_err(e2s)?;
     let keys: Vec<&[u8]> = page.kvs.iter().map(|kv| kv.key.as_slice()).collect();
-    check(keys == vec![b"b".as_slice(), b"n"], "a set after a clear-range is visible, the rest of the range is gone")?;
+    check(
+        keys == vec![b"b".as_slice(), b"n"],
+        "a set after a clear-range is visible, the rest of the range is gone",
+    )?;
     tx.commit().await.map_err(e2s)?;
     let mut tx = kv.begin().await.map_err(e2s)?;
-    let page = tx.get_range(&RangeRequest::between(b"a".to_vec(), b"z".to_vec())).await.map_err(e2s)?;
+    let page = tx
+        .get_range(&RangeRequest::between(b"a".to_vec(), b"z".to_vec()))
+        .await
+        .map_err(e2s)?;
     let got: Vec<(Vec<u8>, Vec<u8>)> = page.kvs.into_iter().map(|kv| (kv.key, kv.value)).collect();
-    check(got == vec![(b"b".to_vec(), b"new".to_vec()), (b"n".to_vec(), vec![6, 0, 0, 0])], "committed state equals what the transaction saw")
+    check(
+        got == vec![
+            (b"b".to_vec(), b"new".to_vec()),
+            (b"n".to_vec(), vec![6, 0, 0, 0]),
+        ],
+        "committed state equals what the transaction saw",
+    )
 }
 
 /// A transaction reads one snapshot: commits after its read version are invisible to it.
@@ -59,11 +89,23 @@ pub async fn a_transaction_reads_one_snapshot(kv: Arc<dyn Kv>) -> R {
     put(&kv, &[(b"k", b"old")]).await?;
     let mut reader = kv.begin().await.map_err(e2s)?;
     put(&kv, &[(b"k", b"new"), (b"k2", b"x")]).await?;
-    check(reader.get(b"k", true).await.map_err(e2s)? == Some(b"old".to_vec()), "old value at the old read version")?;
-    check(reader.get(b"k2", true).await.map_err(e2s)?.is_none(), "later keys are invisible")?;
+    check(
+        reader.get(b"k", true).await.map_err(e2s)? == Some(b"old".to_vec()),
+        "old value at the old read version",
+    )?;
+    check(
+        reader.get(b"k2", true).await.map_err(e2s)?.is_none(),
+        "later keys are invisible",
+    )?;
     let mut fresh = kv.begin().await.map_err(e2s)?;
-    check(fresh.read_version() > reader.read_version(), "read versions advance with commits")?;
-    check(fresh.get(b"k", true).await.map_err(e2s)? == Some(b"new".to_vec()), "a new transaction sees the commit")
+    check(
+        fresh.read_version() > reader.read_version(),
+        "read versions advance with commits",
+    )?;
+    check(
+        fresh.get(b"k", true).await.map_err(e2s)? == Some(b"new".to_vec()),
+        "a new transaction sees the commit",
+    )
 }
 
 /// Range reads honour limit, reverse and continuation.
@@ -94,7 +136,10 @@ pub async fn range_reads_page_forward_and_backward(kv: Arc<dyn Kv>) -> R {
         if reverse {
             expected.reverse();
         }
-        check(seen == expected, "pages concatenate to the whole range in order")?;
+        check(
+            seen == expected,
+            "pages concatenate to the whole range in order",
+        )?;
         check(pages == 4, "25 keys in pages of 7 take 4 pages")?;
     }
     Ok(())
@@ -117,14 +162,25 @@ pub async fn conflicting_transactions_fail_with_a_retryable_error(kv: Arc<dyn Kv
         Err(e) => check(e.is_retryable(), "the conflict is retryable")?,
         Ok(_) => return Err("a read of a key written after the read version must conflict".into()),
     }
-    snap.commit().await.map_err(|e| format!("snapshot read must not conflict: {e}"))?;
-    blind.commit().await.map_err(|e| format!("blind write must not conflict: {e}"))?;
+    snap.commit()
+        .await
+        .map_err(|e| format!("snapshot read must not conflict: {e}"))?;
+    blind
+        .commit()
+        .await
+        .map_err(|e| format!("blind write must not conflict: {e}"))?;
     // A range read conflicts with a write into the range.
     let mut t2 = kv.begin().await.map_err(e2s)?;
-    let _ = t2.get_range(&RangeRequest::between(b"r0".to_vec(), b"r9".to_vec())).await.map_err(e2s)?;
+    let _ = t2
+        .get_range(&RangeRequest::between(b"r0".to_vec(), b"r9".to_vec()))
+        .await
+        .map_err(e2s)?;
     t2.set(b"other", b"v");
     put(&kv, &[(b"r5", b"v")]).await?;
-    check(t2.commit().await.is_err(), "a write into a read range conflicts")
+    check(
+        t2.commit().await.is_err(),
+        "a write into a read range conflicts",
+    )
 }
 
 /// Versionstamps are substituted in keys and values, unique and increasing per commit.
@@ -139,20 +195,41 @@ pub async fn versionstamps_increase_and_are_substituted(kv: Arc<dyn Kv>) -> R {
         value.extend_from_slice(&VERSIONSTAMP_PLACEHOLDER);
         tx.set_versionstamped_value(b"vsv", &value, 1);
         let c = tx.commit().await.map_err(e2s)?;
-        let vs = c.versionstamp.ok_or("a writing commit has a versionstamp")?;
-        check(vs.version() == c.version, "the versionstamp carries the commit version")?;
+        let vs = c
+            .versionstamp
+            .ok_or("a writing commit has a versionstamp")?;
+        check(
+            vs.version() == c.version,
+            "the versionstamp carries the commit version",
+        )?;
         let mut tx = kv.begin().await.map_err(e2s)?;
         let mut expect_key = b"vs/".to_vec();
         expect_key.extend_from_slice(&vs.0);
-        check(tx.get(&expect_key, true).await.map_err(e2s)? == Some(vec![i]), "the key holds the versionstamp")?;
-        let v = tx.get(b"vsv", true).await.map_err(e2s)?.ok_or("value present")?;
-        check(v[0] == 7 && v[1..] == vs.0, "the value holds the versionstamp at its offset")?;
+        check(
+            tx.get(&expect_key, true).await.map_err(e2s)? == Some(vec![i]),
+            "the key holds the versionstamp",
+        )?;
+        let v = tx
+            .get(b"vsv", true)
+            .await
+            .map_err(e2s)?
+            .ok_or("value present")?;
+        check(
+            v[0] == 7 && v[1..] == vs.0,
+            "the value holds the versionstamp at its offset",
+        )?;
         stamps.push(vs);
     }
-    check(stamps.windows(2).all(|w| w[0] < w[1]), "versionstamps strictly increase")?;
+    check(
+        stamps.windows(2).all(|w| w[0] < w[1]),
+        "versionstamps strictly increase",
+    )?;
     let mut tx = kv.begin().await.map_err(e2s)?;
     tx.set_versionstamped_key(b"short", 0, b"v");
-    check(tx.commit().await.is_err(), "a versionstamp offset outside the key is refused")
+    check(
+        tx.commit().await.is_err(),
+        "a versionstamp offset outside the key is refused",
+    )
 }
 
 /// Concurrent atomic adds all land, and do not conflict with each other.
@@ -170,7 +247,11 @@ pub async fn atomic_adds_from_concurrent_transactions_all_land(kv: Arc<dyn Kv>) 
         t.await.map_err(|e| e.to_string())?.map_err(e2s)?;
     }
     let mut tx = kv.begin().await.map_err(e2s)?;
-    let v = tx.get(b"counter", true).await.map_err(e2s)?.ok_or("counter present")?;
+    let v = tx
+        .get(b"counter", true)
+        .await
+        .map_err(e2s)?
+        .ok_or("counter present")?;
     let arr: [u8; 8] = v.as_slice().try_into().map_err(|_| "8 bytes")?;
     check(u64::from_le_bytes(arr) == 50, "50 adds of 1 make 50")
 }

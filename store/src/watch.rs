@@ -112,7 +112,16 @@ impl WatchHub {
     pub async fn start(log: EventLog, cfg: HubConfig) -> Result<Self> {
         let head = log.head().await?;
         let (applied_tx, _) = watch::channel(head);
-        let inner = Arc::new(HubInner { log, cfg, state: Mutex::new(HubState { applied: head, rings: HashMap::new(), subscribers: HashMap::new() }), applied_tx });
+        let inner = Arc::new(HubInner {
+            log,
+            cfg,
+            state: Mutex::new(HubState {
+                applied: head,
+                rings: HashMap::new(),
+                subscribers: HashMap::new(),
+            }),
+            applied_tx,
+        });
         let tailer = tokio::spawn(tail(inner.clone()));
         Ok(WatchHub { inner, tailer })
     }
@@ -125,17 +134,28 @@ impl WatchHub {
     /// Waits until the hub has fanned out every event up to `position`.
     pub async fn wait_applied(&self, position: Position) -> Result<()> {
         let mut rx = self.inner.applied_tx.subscribe();
-        rx.wait_for(|p| *p >= position).await.map(|_| ()).map_err(|_| Error::Closed)
+        rx.wait_for(|p| *p >= position)
+            .await
+            .map(|_| ())
+            .map_err(|_| Error::Closed)
     }
 
     /// Subscribes to the events of `resource` (in `namespace`, or all) after `from`.
     ///
     /// # Errors
     /// [`Error::Compacted`] when `from` is below the retention horizon.
-    pub async fn subscribe(&self, resource: &str, namespace: Option<&str>, from: Position) -> Result<Subscription> {
+    pub async fn subscribe(
+        &self,
+        resource: &str,
+        namespace: Option<&str>,
+        from: Position,
+    ) -> Result<Subscription> {
         let horizon = self.inner.log.horizon().await?;
         if from < horizon {
-            return Err(Error::Compacted { requested: from, horizon });
+            return Err(Error::Compacted {
+                requested: from,
+                horizon,
+            });
         }
         let cut = Arc::new(AtomicBool::new(false));
         let (tx, rx) = mpsc::channel(self.inner.cfg.subscriber_buffer_events_max.max(1));
@@ -146,17 +166,30 @@ impl WatchHub {
         } else {
             match st.rings.get(resource) {
                 Some(ring) if ring.floor <= from => Backlog::Ring(
-                    ring.events.iter().filter(|e| e.position > from && namespace.is_none_or(|ns| ns == e.key.namespace)).cloned().collect(),
+                    ring.events
+                        .iter()
+                        .filter(|e| {
+                            e.position > from && namespace.is_none_or(|ns| ns == e.key.namespace)
+                        })
+                        .cloned()
+                        .collect(),
                 ),
-                _ => Backlog::Log { next: from, until: applied, page: VecDeque::new() },
+                _ => Backlog::Log {
+                    next: from,
+                    until: applied,
+                    page: VecDeque::new(),
+                },
             }
         };
-        st.subscribers.entry(resource.to_string()).or_default().push(SubscriberSlot {
-            namespace: namespace.map(str::to_string),
-            after: from.max(applied),
-            tx,
-            cut: cut.clone(),
-        });
+        st.subscribers
+            .entry(resource.to_string())
+            .or_default()
+            .push(SubscriberSlot {
+                namespace: namespace.map(str::to_string),
+                after: from.max(applied),
+                tx,
+                cut: cut.clone(),
+            });
         drop(st);
         Ok(Subscription {
             inner: self.inner.clone(),
@@ -177,7 +210,11 @@ fn in_scope(e: &Event, resource: &str, namespace: Option<&str>) -> bool {
 
 enum Backlog {
     Ring(VecDeque<Arc<Event>>),
-    Log { next: Position, until: Position, page: VecDeque<Arc<Event>> },
+    Log {
+        next: Position,
+        until: Position,
+        page: VecDeque<Arc<Event>>,
+    },
     Done,
 }
 
@@ -221,10 +258,22 @@ impl Subscription {
                         continue;
                     }
                     let (from, to) = (*next, *until);
-                    let events = self.inner.log.read_log(from, Some(to), self.inner.cfg.catchup_page_events_max).await?;
+                    let events = self
+                        .inner
+                        .log
+                        .read_log(from, Some(to), self.inner.cfg.catchup_page_events_max)
+                        .await?;
                     let next = events.last().map_or(to, |e| e.position);
-                    let page = events.into_iter().filter(|e| in_scope(e, &self.resource, self.namespace.as_deref())).map(Arc::new).collect();
-                    self.backlog = Backlog::Log { next, until: to, page };
+                    let page = events
+                        .into_iter()
+                        .filter(|e| in_scope(e, &self.resource, self.namespace.as_deref()))
+                        .map(Arc::new)
+                        .collect();
+                    self.backlog = Backlog::Log {
+                        next,
+                        until: to,
+                        page,
+                    };
                 }
             }
         }
@@ -239,7 +288,9 @@ impl Subscription {
                 }
                 Ok(None) => {
                     return if self.cut.load(Ordering::Acquire) {
-                        Err(Error::FellBehind { last_delivered: self.last_delivered })
+                        Err(Error::FellBehind {
+                            last_delivered: self.last_delivered,
+                        })
                     } else {
                         Err(Error::Closed)
                     };
@@ -283,7 +334,11 @@ async fn tail(inner: Arc<HubInner>) {
         };
         loop {
             let applied = lock(&inner.state).applied;
-            match inner.log.read_log(applied, None, inner.cfg.tail_batch_events_max).await {
+            match inner
+                .log
+                .read_log(applied, None, inner.cfg.tail_batch_events_max)
+                .await
+            {
                 Ok(events) if events.is_empty() => break,
                 Ok(events) => publish(&inner, events),
                 Err(e) => {
@@ -308,7 +363,13 @@ fn publish(inner: &HubInner, events: Vec<Event>) {
         }
         let e = Arc::new(e);
         let start = st.applied;
-        let ring = st.rings.entry(e.key.resource.clone()).or_insert_with(|| Ring { floor: start, events: VecDeque::new() });
+        let ring = st
+            .rings
+            .entry(e.key.resource.clone())
+            .or_insert_with(|| Ring {
+                floor: start,
+                events: VecDeque::new(),
+            });
         ring.events.push_back(e.clone());
         while ring.events.len() > ring_max {
             if let Some(old) = ring.events.pop_front() {
@@ -317,7 +378,11 @@ fn publish(inner: &HubInner, events: Vec<Event>) {
         }
         if let Some(subs) = st.subscribers.get_mut(&e.key.resource) {
             subs.retain(|s| {
-                if e.position <= s.after || s.namespace.as_deref().is_some_and(|ns| ns != e.key.namespace) {
+                if e.position <= s.after
+                    || s.namespace
+                        .as_deref()
+                        .is_some_and(|ns| ns != e.key.namespace)
+                {
                     return !s.tx.is_closed();
                 }
                 match s.tx.try_send(e.clone()) {

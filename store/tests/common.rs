@@ -4,7 +4,10 @@
 use std::sync::Arc;
 
 use logbook_store::kv::Kv;
-use logbook_store::{Actor, AppendRequest, Embedded, EmbeddedConfig, EventLog, EventType, Expect, LogConfig, ObjectKey};
+use logbook_store::{
+    Actor, AppendRequest, Embedded, EmbeddedConfig, EventLog, EventType, Expect, LogConfig,
+    ObjectKey,
+};
 
 pub struct Store {
     pub dir: tempfile::TempDir,
@@ -14,7 +17,9 @@ pub struct Store {
 
 pub async fn open_in(dir: &std::path::Path) -> (Embedded, EventLog) {
     let kv = Embedded::open(EmbeddedConfig::new(dir)).expect("open embedded store");
-    let log = EventLog::open(Arc::new(kv.clone()) as Arc<dyn Kv>, LogConfig::default()).await.expect("open log");
+    let log = EventLog::open(Arc::new(kv.clone()) as Arc<dyn Kv>, LogConfig::default())
+        .await
+        .expect("open log");
     (kv, log)
 }
 
@@ -31,7 +36,10 @@ pub fn req(kind: EventType, ns: &str, name: &str, object: &[u8]) -> AppendReques
         object: object.to_vec(),
         uid: format!("uid-{ns}-{name}"),
         expect: Expect::default(),
-        actor: Actor { user: "tester".into(), groups: vec!["system:masters".into()] },
+        actor: Actor {
+            user: "tester".into(),
+            groups: vec!["system:masters".into()],
+        },
         verb: match kind {
             EventType::Added => "create",
             EventType::Modified => "update",

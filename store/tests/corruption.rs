@@ -10,19 +10,33 @@ use std::sync::Arc;
 
 use common::req;
 use logbook_store::kv::Kv;
-use logbook_store::{Embedded, EmbeddedConfig, Event, EventLog, EventType, LogConfig, Position, VerifyScope};
+use logbook_store::{
+    Embedded, EmbeddedConfig, Event, EventLog, EventType, LogConfig, Position, VerifyScope,
+};
 
 const CORRUPTION_EVENTS_COUNT: usize = 300;
 
 async fn build(dir: &Path) -> Vec<Event> {
     let kv = Embedded::open(EmbeddedConfig::new(dir)).expect("open");
-    let log = EventLog::open(Arc::new(kv.clone()) as Arc<dyn Kv>, LogConfig::default()).await.expect("log");
+    let log = EventLog::open(Arc::new(kv.clone()) as Arc<dyn Kv>, LogConfig::default())
+        .await
+        .expect("log");
     for i in 0..CORRUPTION_EVENTS_COUNT {
         let size = if i % 40 == 3 { 200_000 } else { 700 };
         let body: Vec<u8> = (0..size).map(|j| ((i + j) % 251) as u8).collect();
-        let kind = if i % 3 == 2 { EventType::Modified } else { EventType::Added };
-        let name = if kind == EventType::Modified { format!("o{}", i - 1) } else { format!("o{i}") };
-        log.append(&req(kind, "ns", &name, &body)).await.expect("append");
+        let kind = if i % 3 == 2 {
+            EventType::Modified
+        } else {
+            EventType::Added
+        };
+        let name = if kind == EventType::Modified {
+            format!("o{}", i - 1)
+        } else {
+            format!("o{i}")
+        };
+        log.append(&req(kind, "ns", &name, &body))
+            .await
+            .expect("append");
     }
     let events = log.read_log(Position::ZERO, None, 0).await.expect("read");
     drop(log);
@@ -46,7 +60,8 @@ async fn open_damaged(dir: &Path, original: &[Event]) -> Outcome {
             return Outcome::Refused;
         }
     };
-    let log = match EventLog::open(Arc::new(kv.clone()) as Arc<dyn Kv>, LogConfig::default()).await {
+    let log = match EventLog::open(Arc::new(kv.clone()) as Arc<dyn Kv>, LogConfig::default()).await
+    {
         Ok(l) => l,
         Err(_) => return Outcome::Refused,
     };
@@ -54,15 +69,27 @@ async fn open_damaged(dir: &Path, original: &[Event]) -> Outcome {
         eprintln!("verify refused: {e}");
         return Outcome::Refused;
     }
-    let Ok(events) = log.read_log(Position::ZERO, None, 0).await else { return Outcome::Refused };
-    assert!(events.len() <= original.len(), "no event appears from nowhere");
-    assert_eq!(events.as_slice(), &original[..events.len()], "whatever opens and verifies equals what was written: a prefix of the log");
+    let Ok(events) = log.read_log(Position::ZERO, None, 0).await else {
+        return Outcome::Refused;
+    };
+    assert!(
+        events.len() <= original.len(),
+        "no event appears from nowhere"
+    );
+    assert_eq!(
+        events.as_slice(),
+        &original[..events.len()],
+        "whatever opens and verifies equals what was written: a prefix of the log"
+    );
     for e in events.iter().rev().take(20) {
         if e.kind == EventType::Deleted {
             continue;
         }
         match log.get(&e.key).await {
-            Ok(Some(o)) => assert!(o.position >= e.position, "current state is never older than the log says"),
+            Ok(Some(o)) => assert!(
+                o.position >= e.position,
+                "current state is never older than the log says"
+            ),
             Ok(None) | Err(_) => return Outcome::Refused,
         }
     }
@@ -93,11 +120,18 @@ async fn a_truncated_data_file_is_refused_or_reads_back_a_verified_prefix() {
     for cut in offsets {
         let work = tempfile::tempdir().expect("tempdir");
         copy_dir(base.path(), work.path());
-        let f = std::fs::OpenOptions::new().write(true).open(Embedded::data_file(work.path())).expect("open copy");
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(Embedded::data_file(work.path()))
+            .expect("open copy");
         f.set_len(cut).expect("truncate");
         drop(f);
         let outcome = open_damaged(work.path(), &original).await;
-        assert_eq!(outcome, Outcome::Refused, "a data file truncated at {cut} of {len} bytes must be refused");
+        assert_eq!(
+            outcome,
+            Outcome::Refused,
+            "a data file truncated at {cut} of {len} bytes must be refused"
+        );
         outcomes.push((cut, outcome));
     }
     eprintln!("truncation outcomes (offset, outcome): {outcomes:?}");
@@ -125,7 +159,11 @@ async fn flipped_bytes_in_the_middle_are_refused_or_provably_harmless() {
         match open_damaged(work.path(), &original).await {
             Outcome::Refused => refused += 1,
             Outcome::Intact(n) => {
-                assert_eq!(n, original.len(), "round {round}: a flip in the middle must not silently drop events");
+                assert_eq!(
+                    n,
+                    original.len(),
+                    "round {round}: a flip in the middle must not silently drop events"
+                );
                 harmless += 1;
             }
         }
@@ -141,18 +179,33 @@ async fn damage_in_the_middle_of_the_log_stops_startup_with_an_error_naming_the_
     // Find the bytes of one event in the middle of the log and flip one of them.
     let victim = &original[original.len() / 2];
     let needle = &victim.object[100..140];
-    let at = bytes.windows(needle.len()).position(|w| w == needle).expect("the event's bytes are in the file");
+    let at = bytes
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .expect("the event's bytes are in the file");
     let mut damaged = bytes.clone();
     damaged[at + 5] ^= 0x01;
     std::fs::write(Embedded::data_file(base.path()), &damaged).expect("write");
-    let err = match logbook_store::open_embedded(EmbeddedConfig::new(base.path()), VerifyScope::Full).await {
-        Ok(_) => panic!("startup must refuse a log with a damaged event"),
-        Err(e) => e,
-    };
+    let err =
+        match logbook_store::open_embedded(EmbeddedConfig::new(base.path()), VerifyScope::Full)
+            .await
+        {
+            Ok(_) => panic!("startup must refuse a log with a damaged event"),
+            Err(e) => e,
+        };
     let msg = err.to_string();
-    assert!(matches!(err, logbook_store::Error::Corrupt { .. }), "a Corrupt error, got {msg}");
+    assert!(
+        matches!(err, logbook_store::Error::Corrupt { .. }),
+        "a Corrupt error, got {msg}"
+    );
     // The same bytes may stand in several records; whichever was hit must be named.
-    let names_it = original.iter().any(|e| msg.contains(&format!("log position {}:", e.position)) || msg.contains(&format!("object {}:", e.key)));
-    assert!(names_it, "the error names a damaged record by its log position or object: {msg}");
+    let names_it = original.iter().any(|e| {
+        msg.contains(&format!("log position {}:", e.position))
+            || msg.contains(&format!("object {}:", e.key))
+    });
+    assert!(
+        names_it,
+        "the error names a damaged record by its log position or object: {msg}"
+    );
     eprintln!("startup refused: {msg}");
 }

@@ -58,7 +58,11 @@ fn run_round(dir: &std::path::Path, round: usize, delay: Duration) -> Vec<(Posit
     child.kill().expect("kill");
     let _ = child.wait();
     let acked = reader.join().expect("reader");
-    eprintln!("round {round}: killed after {:?} with {} acknowledged appends", started.elapsed(), acked.len());
+    eprintln!(
+        "round {round}: killed after {:?} with {} acknowledged appends",
+        started.elapsed(),
+        acked.len()
+    );
     acked
 }
 
@@ -74,21 +78,50 @@ async fn every_acknowledged_append_survives_sigkill_and_positions_keep_increasin
         total_acked += acked.len();
 
         let (kv, log) = open_in(dir.path()).await;
-        log.verify(VerifyScope::Full, |_| {}).await.unwrap_or_else(|e| panic!("round {round}: the log does not verify after SIGKILL: {e}"));
-        let events = log.read_log(Position::ZERO, None, 0).await.expect("read log");
-        assert!(events.windows(2).all(|w| w[0].position < w[1].position), "round {round}: positions strictly increase");
-        let by_position: HashMap<Position, &str> = events.iter().map(|e| (e.position, e.key.name.as_str())).collect();
+        log.verify(VerifyScope::Full, |_| {})
+            .await
+            .unwrap_or_else(|e| {
+                panic!("round {round}: the log does not verify after SIGKILL: {e}")
+            });
+        let events = log
+            .read_log(Position::ZERO, None, 0)
+            .await
+            .expect("read log");
+        assert!(
+            events.windows(2).all(|w| w[0].position < w[1].position),
+            "round {round}: positions strictly increase"
+        );
+        let by_position: HashMap<Position, &str> = events
+            .iter()
+            .map(|e| (e.position, e.key.name.as_str()))
+            .collect();
         for (pos, name) in &acked {
-            assert_eq!(by_position.get(pos).copied(), Some(name.as_str()), "round {round}: acknowledged append {name} at {pos} is missing after SIGKILL");
-            let obj = log.get(&ObjectKey::new("pods", "crash", name.clone())).await.expect("get");
-            assert!(obj.is_some(), "round {round}: current state of acknowledged {name} is missing");
+            assert_eq!(
+                by_position.get(pos).copied(),
+                Some(name.as_str()),
+                "round {round}: acknowledged append {name} at {pos} is missing after SIGKILL"
+            );
+            let obj = log
+                .get(&ObjectKey::new("pods", "crash", name.clone()))
+                .await
+                .expect("get");
+            assert!(
+                obj.is_some(),
+                "round {round}: current state of acknowledged {name} is missing"
+            );
         }
         if let Some(min) = acked.iter().map(|(p, _)| *p).min() {
-            assert!(min > last_max, "round {round}: new positions ({min}) must follow the previous round's ({last_max})");
+            assert!(
+                min > last_max,
+                "round {round}: new positions ({min}) must follow the previous round's ({last_max})"
+            );
         }
         last_max = log.head().await.expect("head");
         drop(log);
         kv.close();
     }
-    assert!(total_acked > CRASH_ROUNDS, "the writer must have acknowledged appends to check ({total_acked})");
+    assert!(
+        total_acked > CRASH_ROUNDS,
+        "the writer must have acknowledged appends to check ({total_acked})"
+    );
 }

@@ -29,10 +29,17 @@ fn op() -> impl Strategy<Value = Op> {
 
 async fn run_case(ops: Vec<Op>, resume_at: usize, buffer: usize, ring: usize) {
     let s = fresh().await;
-    let cfg = HubConfig { subscriber_buffer_events_max: buffer, ring_events_max: ring, ..HubConfig::default() };
+    let cfg = HubConfig {
+        subscriber_buffer_events_max: buffer,
+        ring_events_max: ring,
+        ..HubConfig::default()
+    };
     let hub = WatchHub::start(s.log.clone(), cfg).await.expect("hub");
     // Subscribed before any write and not read until the end: small buffers get cut off.
-    let mut early = hub.subscribe("pods", None, Position::ZERO).await.expect("subscribe");
+    let mut early = hub
+        .subscribe("pods", None, Position::ZERO)
+        .await
+        .expect("subscribe");
 
     let mut model: BTreeMap<ObjectKey, Vec<u8>> = BTreeMap::new();
     for (i, op) in ops.iter().enumerate() {
@@ -60,51 +67,88 @@ async fn run_case(ops: Vec<Op>, resume_at: usize, buffer: usize, ring: usize) {
         }
     }
 
-    let log = s.log.read_log(Position::ZERO, None, 0).await.expect("read log");
-    assert!(log.windows(2).all(|w| w[0].position < w[1].position), "positions strictly increase");
+    let log = s
+        .log
+        .read_log(Position::ZERO, None, 0)
+        .await
+        .expect("read log");
+    assert!(
+        log.windows(2).all(|w| w[0].position < w[1].position),
+        "positions strictly increase"
+    );
 
     let keys: std::collections::BTreeSet<ObjectKey> = log.iter().map(|e| e.key.clone()).collect();
     for key in &keys {
         let revisions = s.log.revisions(key).await.expect("revisions");
         let subsequence: Vec<_> = log.iter().filter(|e| &e.key == key).cloned().collect();
-        assert_eq!(revisions, subsequence, "revisions of {key} are the log's subsequence for it");
-        let folded = revisions.last().filter(|e| e.kind != EventType::Deleted).map(|e| e.object.clone());
+        assert_eq!(
+            revisions, subsequence,
+            "revisions of {key} are the log's subsequence for it"
+        );
+        let folded = revisions
+            .last()
+            .filter(|e| e.kind != EventType::Deleted)
+            .map(|e| e.object.clone());
         let current = s.log.get(key).await.expect("get").map(|o| o.object);
-        assert_eq!(current, folded, "current state of {key} is the fold of its revisions");
+        assert_eq!(
+            current, folded,
+            "current state of {key} is the fold of its revisions"
+        );
         assert_eq!(current.as_ref(), model.get(key), "and matches the model");
     }
 
     // Every position P: a fresh subscription yields the suffix after P.
-    let positions: Vec<Position> = std::iter::once(Position::ZERO).chain(log.iter().map(|e| e.position)).collect();
+    let positions: Vec<Position> = std::iter::once(Position::ZERO)
+        .chain(log.iter().map(|e| e.position))
+        .collect();
     let from = positions[resume_at % positions.len()];
-    let expected: Vec<Position> = log.iter().filter(|e| e.position > from).map(|e| e.position).collect();
+    let expected: Vec<Position> = log
+        .iter()
+        .filter(|e| e.position > from)
+        .map(|e| e.position)
+        .collect();
     let mut sub = hub.subscribe("pods", None, from).await.expect("subscribe");
     let mut got = Vec::new();
     while got.len() < expected.len() {
-        match tokio::time::timeout(Duration::from_secs(30), sub.next()).await.expect("event within 30 s") {
+        match tokio::time::timeout(Duration::from_secs(30), sub.next())
+            .await
+            .expect("event within 30 s")
+        {
             Ok(WatchItem::Event(e)) => got.push(e.position),
             Ok(WatchItem::Bookmark(_)) => {}
             Err(e) => panic!("fresh subscription failed: {e}"),
         }
     }
-    assert_eq!(got, expected, "subscription from {from} yields the log suffix after it");
+    assert_eq!(
+        got, expected,
+        "subscription from {from} yields the log suffix after it"
+    );
 
     // The early subscriber, cut off or not, resumes to the whole log.
     let all: Vec<Position> = log.iter().map(|e| e.position).collect();
     let mut got = Vec::new();
     let mut cutoffs = 0;
     while got.len() < all.len() {
-        match tokio::time::timeout(Duration::from_secs(30), early.next()).await.expect("event within 30 s") {
+        match tokio::time::timeout(Duration::from_secs(30), early.next())
+            .await
+            .expect("event within 30 s")
+        {
             Ok(WatchItem::Event(e)) => got.push(e.position),
             Ok(WatchItem::Bookmark(_)) => {}
             Err(Error::FellBehind { last_delivered }) => {
                 cutoffs += 1;
-                early = hub.subscribe("pods", None, last_delivered).await.expect("resubscribe");
+                early = hub
+                    .subscribe("pods", None, last_delivered)
+                    .await
+                    .expect("resubscribe");
             }
             Err(e) => panic!("early subscription failed: {e}"),
         }
     }
-    assert_eq!(got, all, "across {cutoffs} cut-offs, every event exactly once, in order");
+    assert_eq!(
+        got, all,
+        "across {cutoffs} cut-offs, every event exactly once, in order"
+    );
 }
 
 proptest! {

@@ -8,33 +8,85 @@ use logbook_store::{Error, EventType, Expect, ListAt, ObjectKey, Position, Verif
 #[tokio::test]
 async fn create_get_update_delete_follow_their_preconditions() {
     let s = fresh().await;
-    let added = s.log.append(&req(EventType::Added, "default", "web", b"v1")).await.expect("create");
+    let added = s
+        .log
+        .append(&req(EventType::Added, "default", "web", b"v1"))
+        .await
+        .expect("create");
     assert!(added.position > Position::ZERO);
-    assert!(matches!(s.log.append(&req(EventType::Added, "default", "web", b"v1")).await, Err(Error::AlreadyExists { .. })));
-    assert!(matches!(s.log.append(&req(EventType::Modified, "default", "nope", b"x")).await, Err(Error::NotFound { .. })));
-    assert!(matches!(s.log.append(&req(EventType::Deleted, "default", "nope", b"x")).await, Err(Error::NotFound { .. })));
+    assert!(matches!(
+        s.log
+            .append(&req(EventType::Added, "default", "web", b"v1"))
+            .await,
+        Err(Error::AlreadyExists { .. })
+    ));
+    assert!(matches!(
+        s.log
+            .append(&req(EventType::Modified, "default", "nope", b"x"))
+            .await,
+        Err(Error::NotFound { .. })
+    ));
+    assert!(matches!(
+        s.log
+            .append(&req(EventType::Deleted, "default", "nope", b"x"))
+            .await,
+        Err(Error::NotFound { .. })
+    ));
 
     let mut stale = req(EventType::Modified, "default", "web", b"v2");
-    stale.expect = Expect { position: Some(Position(added.position.0 + 1)), uid: None };
-    assert!(matches!(s.log.append(&stale).await, Err(Error::Conflict { .. })), "a stale position must conflict");
+    stale.expect = Expect {
+        position: Some(Position(added.position.0 + 1)),
+        uid: None,
+    };
+    assert!(
+        matches!(s.log.append(&stale).await, Err(Error::Conflict { .. })),
+        "a stale position must conflict"
+    );
     let mut wrong_uid = req(EventType::Modified, "default", "web", b"v2");
-    wrong_uid.expect = Expect { position: None, uid: Some("someone-else".into()) };
-    assert!(matches!(s.log.append(&wrong_uid).await, Err(Error::Conflict { .. })), "a different uid must conflict");
+    wrong_uid.expect = Expect {
+        position: None,
+        uid: Some("someone-else".into()),
+    };
+    assert!(
+        matches!(s.log.append(&wrong_uid).await, Err(Error::Conflict { .. })),
+        "a different uid must conflict"
+    );
 
     let mut update = req(EventType::Modified, "default", "web", b"v2");
-    update.expect = Expect { position: Some(added.position), uid: Some(added.uid.clone()) };
+    update.expect = Expect {
+        position: Some(added.position),
+        uid: Some(added.uid.clone()),
+    };
     let modified = s.log.append(&update).await.expect("update");
     assert!(modified.position > added.position);
     assert_eq!(modified.prev_position, Some(added.position));
-    assert_eq!(modified.prev_hash, added.hash, "each revision chains to the previous one");
+    assert_eq!(
+        modified.prev_hash, added.hash,
+        "each revision chains to the previous one"
+    );
 
-    let got = s.log.get(&ObjectKey::new("pods", "default", "web")).await.expect("get").expect("present");
+    let got = s
+        .log
+        .get(&ObjectKey::new("pods", "default", "web"))
+        .await
+        .expect("get")
+        .expect("present");
     assert_eq!(got.object, b"v2");
     assert_eq!(got.position, modified.position);
     assert_eq!(got.uid, "uid-default-web");
 
-    let deleted = s.log.append(&req(EventType::Deleted, "default", "web", b"v2")).await.expect("delete");
-    assert!(s.log.get(&ObjectKey::new("pods", "default", "web")).await.expect("get").is_none());
+    let deleted = s
+        .log
+        .append(&req(EventType::Deleted, "default", "web", b"v2"))
+        .await
+        .expect("delete");
+    assert!(
+        s.log
+            .get(&ObjectKey::new("pods", "default", "web"))
+            .await
+            .expect("get")
+            .is_none()
+    );
     assert_eq!(s.log.head().await.expect("head"), deleted.position);
 }
 
@@ -42,70 +94,229 @@ async fn create_get_update_delete_follow_their_preconditions() {
 async fn objects_up_to_one_and_a_half_mebibytes_are_stored_and_larger_ones_refused() {
     let s = fresh().await;
     let big: Vec<u8> = (0..1536 * 1024).map(|i| (i % 251) as u8).collect();
-    s.log.append(&req(EventType::Added, "default", "big", &big)).await.expect("1.5 MiB object is stored");
-    let got = s.log.get(&ObjectKey::new("pods", "default", "big")).await.expect("get").expect("present");
+    s.log
+        .append(&req(EventType::Added, "default", "big", &big))
+        .await
+        .expect("1.5 MiB object is stored");
+    let got = s
+        .log
+        .get(&ObjectKey::new("pods", "default", "big"))
+        .await
+        .expect("get")
+        .expect("present");
     assert_eq!(got.object, big, "a chunked object reads back byte for byte");
     let shrunk = vec![1u8; 10];
-    s.log.append(&req(EventType::Modified, "default", "big", &shrunk)).await.expect("shrink");
-    let got = s.log.get(&ObjectKey::new("pods", "default", "big")).await.expect("get").expect("present");
-    assert_eq!(got.object, shrunk, "old chunks of a larger revision do not leak into a smaller one");
-    let revs = s.log.revisions(&ObjectKey::new("pods", "default", "big")).await.expect("revisions");
+    s.log
+        .append(&req(EventType::Modified, "default", "big", &shrunk))
+        .await
+        .expect("shrink");
+    let got = s
+        .log
+        .get(&ObjectKey::new("pods", "default", "big"))
+        .await
+        .expect("get")
+        .expect("present");
+    assert_eq!(
+        got.object, shrunk,
+        "old chunks of a larger revision do not leak into a smaller one"
+    );
+    let revs = s
+        .log
+        .revisions(&ObjectKey::new("pods", "default", "big"))
+        .await
+        .expect("revisions");
     assert_eq!(revs[0].object, big);
     let too_big = vec![0u8; 1536 * 1024 + 1];
-    assert!(matches!(s.log.append(&req(EventType::Added, "default", "huge", &too_big)).await, Err(Error::TooLarge { .. })));
-    assert!(s.log.get(&ObjectKey::new("pods", "default", "huge")).await.expect("get").is_none(), "nothing half-written");
+    assert!(matches!(
+        s.log
+            .append(&req(EventType::Added, "default", "huge", &too_big))
+            .await,
+        Err(Error::TooLarge { .. })
+    ));
+    assert!(
+        s.log
+            .get(&ObjectKey::new("pods", "default", "huge"))
+            .await
+            .expect("get")
+            .is_none(),
+        "nothing half-written"
+    );
 }
 
 #[tokio::test]
 async fn history_and_as_of_reads_answer_for_any_retained_position() {
     let s = fresh().await;
-    let a1 = s.log.append(&req(EventType::Added, "ns", "a", b"a1")).await.expect("a1");
-    let b1 = s.log.append(&req(EventType::Added, "ns", "b", b"b1")).await.expect("b1");
-    let a2 = s.log.append(&req(EventType::Modified, "ns", "a", b"a2")).await.expect("a2");
-    let bd = s.log.append(&req(EventType::Deleted, "ns", "b", b"b1")).await.expect("bd");
-    let c1 = s.log.append(&req(EventType::Added, "other", "c", b"c1")).await.expect("c1");
+    let a1 = s
+        .log
+        .append(&req(EventType::Added, "ns", "a", b"a1"))
+        .await
+        .expect("a1");
+    let b1 = s
+        .log
+        .append(&req(EventType::Added, "ns", "b", b"b1"))
+        .await
+        .expect("b1");
+    let a2 = s
+        .log
+        .append(&req(EventType::Modified, "ns", "a", b"a2"))
+        .await
+        .expect("a2");
+    let bd = s
+        .log
+        .append(&req(EventType::Deleted, "ns", "b", b"b1"))
+        .await
+        .expect("bd");
+    let c1 = s
+        .log
+        .append(&req(EventType::Added, "other", "c", b"c1"))
+        .await
+        .expect("c1");
 
-    let revs = s.log.revisions(&ObjectKey::new("pods", "ns", "a")).await.expect("revisions");
-    assert_eq!(revs.iter().map(|e| e.position).collect::<Vec<_>>(), vec![a1.position, a2.position]);
+    let revs = s
+        .log
+        .revisions(&ObjectKey::new("pods", "ns", "a"))
+        .await
+        .expect("revisions");
+    assert_eq!(
+        revs.iter().map(|e| e.position).collect::<Vec<_>>(),
+        vec![a1.position, a2.position]
+    );
     assert_eq!(revs[1].actor.user, "tester");
 
     let a = ObjectKey::new("pods", "ns", "a");
     let b = ObjectKey::new("pods", "ns", "b");
-    assert!(s.log.get_as_of(&a, Position(a1.position.0 - 1)).await.expect("as of").is_none());
-    assert_eq!(s.log.get_as_of(&a, a1.position).await.expect("as of").expect("a").object, b"a1");
-    assert_eq!(s.log.get_as_of(&a, b1.position).await.expect("as of").expect("a").object, b"a1");
-    assert_eq!(s.log.get_as_of(&a, a2.position).await.expect("as of").expect("a").object, b"a2");
-    assert!(s.log.get_as_of(&b, bd.position).await.expect("as of").is_none(), "deleted at that point");
-    assert!(matches!(s.log.get_as_of(&a, Position(c1.position.0 + 1)).await, Err(Error::FutureRevision { .. })));
+    assert!(
+        s.log
+            .get_as_of(&a, Position(a1.position.0 - 1))
+            .await
+            .expect("as of")
+            .is_none()
+    );
+    assert_eq!(
+        s.log
+            .get_as_of(&a, a1.position)
+            .await
+            .expect("as of")
+            .expect("a")
+            .object,
+        b"a1"
+    );
+    assert_eq!(
+        s.log
+            .get_as_of(&a, b1.position)
+            .await
+            .expect("as of")
+            .expect("a")
+            .object,
+        b"a1"
+    );
+    assert_eq!(
+        s.log
+            .get_as_of(&a, a2.position)
+            .await
+            .expect("as of")
+            .expect("a")
+            .object,
+        b"a2"
+    );
+    assert!(
+        s.log
+            .get_as_of(&b, bd.position)
+            .await
+            .expect("as of")
+            .is_none(),
+        "deleted at that point"
+    );
+    assert!(matches!(
+        s.log.get_as_of(&a, Position(c1.position.0 + 1)).await,
+        Err(Error::FutureRevision { .. })
+    ));
 
-    let names = |page: logbook_store::ListPage| page.items.into_iter().map(|o| (o.key.name, o.object)).collect::<Vec<_>>();
-    let at_b1 = s.log.list("pods", None, ListAt::Exact(b1.position), 0, None).await.expect("list");
-    assert_eq!(names(at_b1), vec![("a".to_string(), b"a1".to_vec()), ("b".to_string(), b"b1".to_vec())]);
-    let at_bd = s.log.list("pods", Some("ns"), ListAt::Exact(bd.position), 0, None).await.expect("list");
+    let names = |page: logbook_store::ListPage| {
+        page.items
+            .into_iter()
+            .map(|o| (o.key.name, o.object))
+            .collect::<Vec<_>>()
+    };
+    let at_b1 = s
+        .log
+        .list("pods", None, ListAt::Exact(b1.position), 0, None)
+        .await
+        .expect("list");
+    assert_eq!(
+        names(at_b1),
+        vec![
+            ("a".to_string(), b"a1".to_vec()),
+            ("b".to_string(), b"b1".to_vec())
+        ]
+    );
+    let at_bd = s
+        .log
+        .list("pods", Some("ns"), ListAt::Exact(bd.position), 0, None)
+        .await
+        .expect("list");
     assert_eq!(names(at_bd), vec![("a".to_string(), b"a2".to_vec())]);
-    let latest = s.log.list("pods", None, ListAt::Latest, 0, None).await.expect("list");
+    let latest = s
+        .log
+        .list("pods", None, ListAt::Latest, 0, None)
+        .await
+        .expect("list");
     assert_eq!(latest.position, c1.position);
-    assert_eq!(names(latest), vec![("a".to_string(), b"a2".to_vec()), ("c".to_string(), b"c1".to_vec())]);
+    assert_eq!(
+        names(latest),
+        vec![
+            ("a".to_string(), b"a2".to_vec()),
+            ("c".to_string(), b"c1".to_vec())
+        ]
+    );
 }
 
 #[tokio::test]
 async fn a_paginated_list_stays_on_its_snapshot_while_writes_go_on() {
     let s = fresh().await;
     for i in 0..25 {
-        s.log.append(&req(EventType::Added, "ns", &format!("obj-{i:02}"), format!("v{i}").as_bytes())).await.expect("create");
+        s.log
+            .append(&req(
+                EventType::Added,
+                "ns",
+                &format!("obj-{i:02}"),
+                format!("v{i}").as_bytes(),
+            ))
+            .await
+            .expect("create");
     }
-    let first = s.log.list("pods", Some("ns"), ListAt::Latest, 10, None).await.expect("page 1");
+    let first = s
+        .log
+        .list("pods", Some("ns"), ListAt::Latest, 10, None)
+        .await
+        .expect("page 1");
     assert_eq!(first.items.len(), 10);
     let snapshot = first.position;
     // Writes between pages: a delete, an update, a create — none may show in later pages.
-    s.log.append(&req(EventType::Deleted, "ns", "obj-15", b"")).await.expect("delete");
-    s.log.append(&req(EventType::Modified, "ns", "obj-20", b"changed")).await.expect("update");
-    s.log.append(&req(EventType::Added, "ns", "obj-12a", b"new")).await.expect("create");
+    s.log
+        .append(&req(EventType::Deleted, "ns", "obj-15", b""))
+        .await
+        .expect("delete");
+    s.log
+        .append(&req(EventType::Modified, "ns", "obj-20", b"changed"))
+        .await
+        .expect("update");
+    s.log
+        .append(&req(EventType::Added, "ns", "obj-12a", b"new"))
+        .await
+        .expect("create");
     let mut all = first.items;
     let mut token = first.continue_token;
     while let Some(t) = token {
-        let page = s.log.list("pods", Some("ns"), ListAt::Latest, 10, Some(&t)).await.expect("next page");
-        assert_eq!(page.position, snapshot, "every page reports the first page's position");
+        let page = s
+            .log
+            .list("pods", Some("ns"), ListAt::Latest, 10, Some(&t))
+            .await
+            .expect("next page");
+        assert_eq!(
+            page.position, snapshot,
+            "every page reports the first page's position"
+        );
         all.extend(page.items);
         token = page.continue_token;
     }
@@ -114,7 +325,12 @@ async fn a_paginated_list_stays_on_its_snapshot_while_writes_go_on() {
     assert_eq!(names, expected, "the list is exactly the snapshot");
     let obj20 = all.iter().find(|o| o.key.name == "obj-20").expect("obj-20");
     assert_eq!(obj20.object, b"v20");
-    assert!(matches!(s.log.list("pods", Some("other"), ListAt::Latest, 10, Some("zz")).await, Err(Error::InvalidArgument(_))));
+    assert!(matches!(
+        s.log
+            .list("pods", Some("other"), ListAt::Latest, 10, Some("zz"))
+            .await,
+        Err(Error::InvalidArgument(_))
+    ));
 }
 
 #[tokio::test]
@@ -124,7 +340,11 @@ async fn acknowledged_writes_survive_a_reopen_and_positions_keep_increasing() {
         let (kv, log) = open_in(dir.path()).await;
         let mut last = Position::ZERO;
         for i in 0..20 {
-            last = log.append(&req(EventType::Added, "ns", &format!("o{i}"), b"x")).await.expect("append").position;
+            last = log
+                .append(&req(EventType::Added, "ns", &format!("o{i}"), b"x"))
+                .await
+                .expect("append")
+                .position;
         }
         drop(log);
         kv.close();
@@ -134,14 +354,20 @@ async fn acknowledged_writes_survive_a_reopen_and_positions_keep_increasing() {
     assert_eq!(log.head().await.expect("head"), last);
     let report = log.verify(VerifyScope::Full, |_| {}).await.expect("verify");
     assert_eq!(report.events, 20);
-    let next = log.append(&req(EventType::Added, "ns", "after", b"x")).await.expect("append");
+    let next = log
+        .append(&req(EventType::Added, "ns", "after", b"x"))
+        .await
+        .expect("append");
     assert!(next.position > last);
 }
 
 #[tokio::test]
 async fn concurrent_updates_of_one_object_serialize_through_preconditions() {
     let s = fresh().await;
-    s.log.append(&req(EventType::Added, "ns", "counter", b"0")).await.expect("create");
+    s.log
+        .append(&req(EventType::Added, "ns", "counter", b"0"))
+        .await
+        .expect("create");
     let key = ObjectKey::new("pods", "ns", "counter");
     let mut tasks = Vec::new();
     for _ in 0..16 {
@@ -152,8 +378,15 @@ async fn concurrent_updates_of_one_object_serialize_through_preconditions() {
             // API server will do for an update.
             loop {
                 let cur = log.get(&key).await.expect("get").expect("present");
-                let n: u64 = String::from_utf8_lossy(&cur.object).parse().expect("number");
-                let mut r = req(EventType::Modified, "ns", "counter", (n + 1).to_string().as_bytes());
+                let n: u64 = String::from_utf8_lossy(&cur.object)
+                    .parse()
+                    .expect("number");
+                let mut r = req(
+                    EventType::Modified,
+                    "ns",
+                    "counter",
+                    (n + 1).to_string().as_bytes(),
+                );
                 r.expect.position = Some(cur.position);
                 match log.append(&r).await {
                     Ok(_) => return,

@@ -6,12 +6,19 @@ use std::io::Write;
 use std::sync::Arc;
 
 use logbook_store::kv::Kv;
-use logbook_store::{Actor, AppendRequest, Embedded, EmbeddedConfig, EventLog, EventType, Expect, LogConfig, ObjectKey};
+use logbook_store::{
+    Actor, AppendRequest, Embedded, EmbeddedConfig, EventLog, EventType, Expect, LogConfig,
+    ObjectKey,
+};
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let (Some(dir), Some(round), Some(writers)) = (args.get(1), args.get(2), args.get(3).and_then(|w| w.parse::<usize>().ok())) else {
+    let (Some(dir), Some(round), Some(writers)) = (
+        args.get(1),
+        args.get(2),
+        args.get(3).and_then(|w| w.parse::<usize>().ok()),
+    ) else {
         eprintln!("usage: logbook-store-crash-writer <data-dir> <round> <writers>");
         std::process::exit(2);
     };
@@ -46,7 +53,10 @@ async fn main() {
                     object: vec![(i % 251) as u8; size],
                     uid: name.clone(),
                     expect: Expect::default(),
-                    actor: Actor { user: "crash-writer".into(), groups: vec![] },
+                    actor: Actor {
+                        user: "crash-writer".into(),
+                        groups: vec![],
+                    },
                     verb: "create".into(),
                     request_id: name.clone(),
                 };

@@ -24,7 +24,10 @@ use async_trait::async_trait;
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{AtomicOp, Committed, KeyValue, KeyWatch, Kv, RangePage, RangeRequest, Transaction, apply_atomic, key_after};
+use super::{
+    AtomicOp, Committed, KeyValue, KeyWatch, Kv, RangePage, RangeRequest, Transaction,
+    apply_atomic, key_after,
+};
 use crate::error::{Error, Result};
 use crate::position::{POSITION_VERSION_MAX, Versionstamp};
 
@@ -129,7 +132,9 @@ impl Embedded {
         if marker.exists() && file_len == 0 {
             return Err(Error::Corrupt {
                 location: path.display().to_string(),
-                detail: "the data directory was initialised but its database file is missing or empty".into(),
+                detail:
+                    "the data directory was initialised but its database file is missing or empty"
+                        .into(),
             });
         }
         let db = open_database(&path, &cfg)?;
@@ -138,7 +143,10 @@ impl Embedded {
             let v = {
                 wtx.open_table(KV).map_err(Error::backend)?;
                 let sys = wtx.open_table(SYS).map_err(Error::backend)?;
-                sys.get(SYS_VERSION).map_err(Error::backend)?.map(|g| g.value()).unwrap_or(0)
+                sys.get(SYS_VERSION)
+                    .map_err(Error::backend)?
+                    .map(|g| g.value())
+                    .unwrap_or(0)
             };
             wtx.commit().map_err(Error::backend)?;
             v
@@ -148,13 +156,21 @@ impl Embedded {
             std::fs::File::open(&marker)?.sync_all()?;
             std::fs::File::open(&cfg.dir)?.sync_all()?;
         }
-        let shared = Arc::new(Shared { db: Arc::new(db), watchers: Mutex::new(Vec::new()), failed: AtomicBool::new(false) });
+        let shared = Arc::new(Shared {
+            db: Arc::new(db),
+            watchers: Mutex::new(Vec::new()),
+            failed: AtomicBool::new(false),
+        });
         let (tx, rx) = mpsc::channel(cfg.commit_queue_txns_max.max(1));
         let committer_shared = shared.clone();
         let handle = std::thread::Builder::new()
             .name("logbook-committer".into())
             .spawn(move || Committer::new(committer_shared, cfg, version).run(rx))?;
-        Ok(Embedded { shared, commits: tx, committer: Arc::new(Mutex::new(Some(handle))) })
+        Ok(Embedded {
+            shared,
+            commits: tx,
+            committer: Arc::new(Mutex::new(Some(handle))),
+        })
     }
 
     /// The path of the database file for a data directory.
@@ -165,7 +181,11 @@ impl Embedded {
     /// Stops the committer after the requests already queued, and waits for it. Other
     /// clones see [`Error::Closed`] afterwards.
     pub fn close(self) {
-        let Embedded { shared, commits, committer } = self;
+        let Embedded {
+            shared,
+            commits,
+            committer,
+        } = self;
         drop(commits);
         drop(shared);
         // Other clones may still hold senders; then the committer lives on with them.
@@ -181,7 +201,10 @@ impl Embedded {
         let rtx = self.shared.db.begin_read().map_err(Error::backend)?;
         let version = {
             let sys = rtx.open_table(SYS).map_err(Error::backend)?;
-            sys.get(SYS_VERSION).map_err(Error::backend)?.map(|g| g.value()).unwrap_or(0)
+            sys.get(SYS_VERSION)
+                .map_err(Error::backend)?
+                .map(|g| g.value())
+                .unwrap_or(0)
         };
         Ok((rtx, version))
     }
@@ -189,17 +212,28 @@ impl Embedded {
 
 fn open_database(path: &Path, cfg: &EmbeddedConfig) -> Result<redb::Database> {
     let mut builder = redb::Builder::new();
-    builder.set_cache_size(cfg.cache_bytes).set_check_integrity_on_open(cfg.check_integrity_on_open);
+    builder
+        .set_cache_size(cfg.cache_bytes)
+        .set_check_integrity_on_open(cfg.check_integrity_on_open);
     builder.set_repair_callback(|session| {
-        tracing::warn!(progress = session.progress(), "repairing the database after an unclean shutdown");
+        tracing::warn!(
+            progress = session.progress(),
+            "repairing the database after an unclean shutdown"
+        );
     });
     // redb may panic on some damaged files instead of returning Corrupted; a damaged file
     // must become an error that names the file, never a crash of the server.
     let opened = std::panic::catch_unwind(AssertUnwindSafe(|| builder.create(path)));
     match opened {
         Ok(Ok(db)) => Ok(db),
-        Ok(Err(e)) => Err(Error::Corrupt { location: path.display().to_string(), detail: e.to_string() }),
-        Err(_) => Err(Error::Corrupt { location: path.display().to_string(), detail: "the database file is damaged (redb refused to open it)".into() }),
+        Ok(Err(e)) => Err(Error::Corrupt {
+            location: path.display().to_string(),
+            detail: e.to_string(),
+        }),
+        Err(_) => Err(Error::Corrupt {
+            location: path.display().to_string(),
+            detail: "the database file is damaged (redb refused to open it)".into(),
+        }),
     }
 }
 
@@ -229,7 +263,10 @@ impl Kv for Embedded {
             // lock after each commit); a commit racing with registration fires it spuriously,
             // which FoundationDB allows too: callers re-read after a watch fires.
             w.retain(|w| !w.fire.is_closed());
-            w.push(KeyWatcher { key: key.to_vec(), fire: tx });
+            w.push(KeyWatcher {
+                key: key.to_vec(),
+                fire: tx,
+            });
         }
         Ok(Box::pin(async move { rx.await.map_err(|_| Error::Closed) }))
     }
@@ -260,11 +297,17 @@ struct EmbeddedTx {
 
 impl EmbeddedTx {
     fn in_cleared_range(&self, key: &[u8]) -> bool {
-        self.cleared.iter().any(|(b, e)| b.as_slice() <= key && key < e.as_slice())
+        self.cleared
+            .iter()
+            .any(|(b, e)| b.as_slice() <= key && key < e.as_slice())
     }
 
     fn base_get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        Ok(self.table.get(key).map_err(Error::backend)?.map(|g| g.value().to_vec()))
+        Ok(self
+            .table
+            .get(key)
+            .map_err(Error::backend)?
+            .map(|g| g.value().to_vec()))
     }
 
     /// The value of `key` as this transaction sees it, given its stored value `base`.
@@ -273,7 +316,11 @@ impl EmbeddedTx {
             Some(Overlay::Value(v)) => Some(v.clone()),
             Some(Overlay::Cleared) => None,
             Some(Overlay::Atomic(ops)) => {
-                let mut v = if self.in_cleared_range(key) { None } else { base };
+                let mut v = if self.in_cleared_range(key) {
+                    None
+                } else {
+                    base
+                };
                 for (param, op) in ops {
                     v = Some(apply_atomic(v.as_deref(), param, *op));
                 }
@@ -286,13 +333,21 @@ impl EmbeddedTx {
 
     fn check_key(&mut self, key: &[u8]) {
         if key.len() > KV_KEY_BYTES_MAX && self.invalid.is_none() {
-            self.invalid = Some(Error::TooLarge { what: "key", size: key.len(), limit: KV_KEY_BYTES_MAX });
+            self.invalid = Some(Error::TooLarge {
+                what: "key",
+                size: key.len(),
+                limit: KV_KEY_BYTES_MAX,
+            });
         }
     }
 
     fn check_value(&mut self, value: &[u8]) {
         if value.len() > KV_VALUE_BYTES_MAX && self.invalid.is_none() {
-            self.invalid = Some(Error::TooLarge { what: "value", size: value.len(), limit: KV_VALUE_BYTES_MAX });
+            self.invalid = Some(Error::TooLarge {
+                what: "value",
+                size: value.len(),
+                limit: KV_VALUE_BYTES_MAX,
+            });
         }
     }
 }
@@ -319,17 +374,39 @@ impl Transaction for EmbeddedTx {
         if req.begin >= req.end {
             return Ok(page);
         }
-        let limit = if req.limit == 0 { usize::MAX } else { req.limit };
-        let range = (Bound::Included(req.begin.as_slice()), Bound::Excluded(req.end.as_slice()));
+        let limit = if req.limit == 0 {
+            usize::MAX
+        } else {
+            req.limit
+        };
+        let range = (
+            Bound::Included(req.begin.as_slice()),
+            Bound::Excluded(req.end.as_slice()),
+        );
         let db_range = self.table.range::<&[u8]>(range).map_err(Error::backend)?;
         let mut db_iter: Box<dyn Iterator<Item = Result<(Vec<u8>, Vec<u8>)>>> = {
-            let map = |r: std::result::Result<(redb::AccessGuard<'_, &[u8]>, redb::AccessGuard<'_, &[u8]>), redb::StorageError>| {
-                r.map(|(k, v)| (k.value().to_vec(), v.value().to_vec())).map_err(Error::backend)
+            let map = |r: std::result::Result<
+                (redb::AccessGuard<'_, &[u8]>, redb::AccessGuard<'_, &[u8]>),
+                redb::StorageError,
+            >| {
+                r.map(|(k, v)| (k.value().to_vec(), v.value().to_vec()))
+                    .map_err(Error::backend)
             };
-            if req.reverse { Box::new(db_range.rev().map(map)) } else { Box::new(db_range.map(map)) }
+            if req.reverse {
+                Box::new(db_range.rev().map(map))
+            } else {
+                Box::new(db_range.map(map))
+            }
         };
-        let ov_range = self.overlay.range::<[u8], _>((Bound::Included(req.begin.as_slice()), Bound::Excluded(req.end.as_slice())));
-        let ov_keys: Vec<Vec<u8>> = if req.reverse { ov_range.rev().map(|(k, _)| k.clone()).collect() } else { ov_range.map(|(k, _)| k.clone()).collect() };
+        let ov_range = self.overlay.range::<[u8], _>((
+            Bound::Included(req.begin.as_slice()),
+            Bound::Excluded(req.end.as_slice()),
+        ));
+        let ov_keys: Vec<Vec<u8>> = if req.reverse {
+            ov_range.rev().map(|(k, _)| k.clone()).collect()
+        } else {
+            ov_range.map(|(k, _)| k.clone()).collect()
+        };
         let mut ov_iter = ov_keys.into_iter().peekable();
         let mut db_next = db_iter.next().transpose()?;
         let before = |a: &[u8], b: &[u8]| if req.reverse { a > b } else { a < b };
@@ -345,7 +422,11 @@ impl Transaction for EmbeddedTx {
                 Some(true) => {
                     let Some((k, v)) = db_next.take() else { break };
                     db_next = db_iter.next().transpose()?;
-                    let resolved = if self.in_cleared_range(&k) { None } else { Some(v) };
+                    let resolved = if self.in_cleared_range(&k) {
+                        None
+                    } else {
+                        Some(v)
+                    };
                     (k, resolved)
                 }
                 Some(false) => {
@@ -382,8 +463,10 @@ impl Transaction for EmbeddedTx {
     fn set(&mut self, key: &[u8], value: &[u8]) {
         self.check_key(key);
         self.check_value(value);
-        self.overlay.insert(key.to_vec(), Overlay::Value(value.to_vec()));
-        self.mutations.push(Mutation::Set(key.to_vec(), value.to_vec()));
+        self.overlay
+            .insert(key.to_vec(), Overlay::Value(value.to_vec()));
+        self.mutations
+            .push(Mutation::Set(key.to_vec(), value.to_vec()));
     }
 
     fn clear(&mut self, key: &[u8]) {
@@ -396,44 +479,67 @@ impl Transaction for EmbeddedTx {
         if begin >= end {
             return;
         }
-        let doomed: Vec<Vec<u8>> = self.overlay.range::<[u8], _>((Bound::Included(begin), Bound::Excluded(end))).map(|(k, _)| k.clone()).collect();
+        let doomed: Vec<Vec<u8>> = self
+            .overlay
+            .range::<[u8], _>((Bound::Included(begin), Bound::Excluded(end)))
+            .map(|(k, _)| k.clone())
+            .collect();
         for k in doomed {
             self.overlay.remove(&k);
         }
         self.cleared.push((begin.to_vec(), end.to_vec()));
-        self.mutations.push(Mutation::ClearRange(begin.to_vec(), end.to_vec()));
+        self.mutations
+            .push(Mutation::ClearRange(begin.to_vec(), end.to_vec()));
     }
 
     fn atomic_op(&mut self, key: &[u8], param: &[u8], op: AtomicOp) {
         self.check_key(key);
         self.check_value(param);
-        let entry = self.overlay.entry(key.to_vec()).or_insert_with(|| Overlay::Atomic(Vec::new()));
+        let entry = self
+            .overlay
+            .entry(key.to_vec())
+            .or_insert_with(|| Overlay::Atomic(Vec::new()));
         match entry {
             Overlay::Value(v) => *v = apply_atomic(Some(v), param, op),
             Overlay::Cleared => *entry = Overlay::Value(apply_atomic(None, param, op)),
             Overlay::Atomic(ops) => ops.push((param.to_vec(), op)),
         }
-        self.mutations.push(Mutation::Atomic(key.to_vec(), param.to_vec(), op));
+        self.mutations
+            .push(Mutation::Atomic(key.to_vec(), param.to_vec(), op));
     }
 
     fn set_versionstamped_key(&mut self, key: &[u8], offset: usize, value: &[u8]) {
         self.check_key(key);
         self.check_value(value);
         if offset + 10 > key.len() && self.invalid.is_none() {
-            self.invalid = Some(Error::InvalidArgument(format!("versionstamp offset {offset} outside a key of {} bytes", key.len())));
+            self.invalid = Some(Error::InvalidArgument(format!(
+                "versionstamp offset {offset} outside a key of {} bytes",
+                key.len()
+            )));
         }
-        self.mutations.push(Mutation::VersionstampedKey(key.to_vec(), offset, value.to_vec()));
+        self.mutations.push(Mutation::VersionstampedKey(
+            key.to_vec(),
+            offset,
+            value.to_vec(),
+        ));
     }
 
     fn set_versionstamped_value(&mut self, key: &[u8], value: &[u8], offset: usize) {
         self.check_key(key);
         self.check_value(value);
         if offset + 10 > value.len() && self.invalid.is_none() {
-            self.invalid = Some(Error::InvalidArgument(format!("versionstamp offset {offset} outside a value of {} bytes", value.len())));
+            self.invalid = Some(Error::InvalidArgument(format!(
+                "versionstamp offset {offset} outside a value of {} bytes",
+                value.len()
+            )));
         }
         // The value is unreadable inside this transaction until commit, as in FoundationDB.
         self.overlay.remove(key);
-        self.mutations.push(Mutation::VersionstampedValue(key.to_vec(), value.to_vec(), offset));
+        self.mutations.push(Mutation::VersionstampedValue(
+            key.to_vec(),
+            value.to_vec(),
+            offset,
+        ));
     }
 
     fn add_read_conflict_range(&mut self, begin: &[u8], end: &[u8]) {
@@ -446,10 +552,18 @@ impl Transaction for EmbeddedTx {
             return Err(e);
         }
         if me.mutations.is_empty() {
-            return Ok(Committed { version: me.read_version, versionstamp: None });
+            return Ok(Committed {
+                version: me.read_version,
+                versionstamp: None,
+            });
         }
         let (reply, answer) = oneshot::channel();
-        let req = CommitRequest { read_version: me.read_version, read_conflicts: me.read_conflicts, mutations: me.mutations, reply };
+        let req = CommitRequest {
+            read_version: me.read_version,
+            read_conflicts: me.read_conflicts,
+            mutations: me.mutations,
+            reply,
+        };
         me.commits.send(req).await.map_err(|_| Error::Closed)?;
         answer.await.map_err(|_| Error::Closed)?
     }
@@ -480,7 +594,13 @@ fn substitute(bytes: &mut [u8], offset: usize, vs: &Versionstamp) {
 
 impl Committer {
     fn new(shared: Arc<Shared>, cfg: EmbeddedConfig, version: u64) -> Self {
-        Committer { shared, cfg, version, history: VecDeque::new(), history_floor: version }
+        Committer {
+            shared,
+            cfg,
+            version,
+            history: VecDeque::new(),
+            history_floor: version,
+        }
     }
 
     fn run(mut self, mut rx: mpsc::Receiver<CommitRequest>) {
@@ -506,7 +626,9 @@ impl Committer {
     fn expire_history(&mut self, now: Instant) {
         let window = Duration::from_millis(self.cfg.conflict_window_ms);
         while let Some(front) = self.history.front() {
-            if now.duration_since(front.at) > window || self.history.len() > self.cfg.conflict_history_batches_max {
+            if now.duration_since(front.at) > window
+                || self.history.len() > self.cfg.conflict_history_batches_max
+            {
                 self.history_floor = front.version;
                 self.history.pop_front();
             } else {
@@ -519,13 +641,25 @@ impl Committer {
         if req.read_version < self.history_floor {
             return Err(Error::TransactionTooOld);
         }
-        let newer = self.history.iter().rev().take_while(|b| b.version > req.read_version);
+        let newer = self
+            .history
+            .iter()
+            .rev()
+            .take_while(|b| b.version > req.read_version);
         for batch in newer {
-            if req.read_conflicts.iter().any(|r| batch.ranges.iter().any(|w| overlaps(r, w))) {
+            if req
+                .read_conflicts
+                .iter()
+                .any(|r| batch.ranges.iter().any(|w| overlaps(r, w)))
+            {
                 return Err(Error::TransactionConflict);
             }
         }
-        if req.read_conflicts.iter().any(|r| batch_ranges.iter().any(|w| overlaps(r, w))) {
+        if req
+            .read_conflicts
+            .iter()
+            .any(|r| batch_ranges.iter().any(|w| overlaps(r, w)))
+        {
             return Err(Error::TransactionConflict);
         }
         Ok(())
@@ -537,16 +671,20 @@ impl Committer {
         let version = self.version + 1;
         if version > POSITION_VERSION_MAX {
             for r in batch {
-                let _ = r.reply.send(Err(Error::InvalidArgument("commit version beyond the position horizon".into())));
+                let _ = r.reply.send(Err(Error::InvalidArgument(
+                    "commit version beyond the position horizon".into(),
+                )));
             }
             return;
         }
-        let mut accepted: Vec<(oneshot::Sender<Result<Committed>>, Committed)> = Vec::with_capacity(batch.len());
+        let mut accepted: Vec<(oneshot::Sender<Result<Committed>>, Committed)> =
+            Vec::with_capacity(batch.len());
         let mut ranges: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
         let result = (|| -> Result<redb::WriteTransaction> {
             let mut wtx = self.shared.db.begin_write().map_err(Error::backend)?;
             // Explicit: a write is acknowledged only once it is on disk.
-            wtx.set_durability(redb::Durability::Immediate).map_err(Error::backend)?;
+            wtx.set_durability(redb::Durability::Immediate)
+                .map_err(Error::backend)?;
             {
                 let mut table = wtx.open_table(KV).map_err(Error::backend)?;
                 let mut order: u16 = 0;
@@ -560,7 +698,13 @@ impl Committer {
                     for m in req.mutations {
                         apply(&mut table, m, &vs, &mut ranges)?;
                     }
-                    accepted.push((req.reply, Committed { version, versionstamp: Some(vs) }));
+                    accepted.push((
+                        req.reply,
+                        Committed {
+                            version,
+                            versionstamp: Some(vs),
+                        },
+                    ));
                 }
                 let mut sys = wtx.open_table(SYS).map_err(Error::backend)?;
                 sys.insert(SYS_VERSION, version).map_err(Error::backend)?;
@@ -589,20 +733,28 @@ impl Committer {
         }
         self.version = version;
         self.fire_watches(&ranges);
-        self.history.push_back(BatchWrites { version, at: now, ranges });
+        self.history.push_back(BatchWrites {
+            version,
+            at: now,
+            ranges,
+        });
         for (reply, c) in accepted {
             let _ = reply.send(Ok(c));
         }
     }
 
     fn fire_watches(&self, ranges: &[(Vec<u8>, Vec<u8>)]) {
-        let Ok(mut watchers) = self.shared.watchers.lock() else { return };
+        let Ok(mut watchers) = self.shared.watchers.lock() else {
+            return;
+        };
         if watchers.is_empty() {
             return;
         }
         let all = std::mem::take(&mut *watchers);
         for w in all {
-            let hit = ranges.iter().any(|(b, e)| b.as_slice() <= w.key.as_slice() && w.key.as_slice() < e.as_slice());
+            let hit = ranges
+                .iter()
+                .any(|(b, e)| b.as_slice() <= w.key.as_slice() && w.key.as_slice() < e.as_slice());
             if hit {
                 let _ = w.fire.send(());
             } else if !w.fire.is_closed() {
@@ -612,10 +764,17 @@ impl Committer {
     }
 }
 
-fn apply(table: &mut redb::Table<&[u8], &[u8]>, m: Mutation, vs: &Versionstamp, ranges: &mut Vec<(Vec<u8>, Vec<u8>)>) -> Result<()> {
+fn apply(
+    table: &mut redb::Table<&[u8], &[u8]>,
+    m: Mutation,
+    vs: &Versionstamp,
+    ranges: &mut Vec<(Vec<u8>, Vec<u8>)>,
+) -> Result<()> {
     match m {
         Mutation::Set(k, v) => {
-            table.insert(k.as_slice(), v.as_slice()).map_err(Error::backend)?;
+            table
+                .insert(k.as_slice(), v.as_slice())
+                .map_err(Error::backend)?;
             let end = key_after(&k);
             ranges.push((k, end));
         }
@@ -625,27 +784,38 @@ fn apply(table: &mut redb::Table<&[u8], &[u8]>, m: Mutation, vs: &Versionstamp, 
         }
         Mutation::ClearRange(b, e) => {
             table
-                .retain_in::<&[u8], _>((Bound::Included(b.as_slice()), Bound::Excluded(e.as_slice())), |_, _| false)
+                .retain_in::<&[u8], _>(
+                    (Bound::Included(b.as_slice()), Bound::Excluded(e.as_slice())),
+                    |_, _| false,
+                )
                 .map_err(Error::backend)?;
             ranges.push((b, e));
         }
         Mutation::Atomic(k, param, op) => {
-            let existing = table.get(k.as_slice()).map_err(Error::backend)?.map(|g| g.value().to_vec());
+            let existing = table
+                .get(k.as_slice())
+                .map_err(Error::backend)?
+                .map(|g| g.value().to_vec());
             let v = apply_atomic(existing.as_deref(), &param, op);
-            table.insert(k.as_slice(), v.as_slice()).map_err(Error::backend)?;
+            table
+                .insert(k.as_slice(), v.as_slice())
+                .map_err(Error::backend)?;
             ranges.push((k.clone(), key_after(&k)));
         }
         Mutation::VersionstampedKey(mut k, offset, v) => {
             substitute(&mut k, offset, vs);
-            table.insert(k.as_slice(), v.as_slice()).map_err(Error::backend)?;
+            table
+                .insert(k.as_slice(), v.as_slice())
+                .map_err(Error::backend)?;
             ranges.push((k.clone(), key_after(&k)));
         }
         Mutation::VersionstampedValue(k, mut v, offset) => {
             substitute(&mut v, offset, vs);
-            table.insert(k.as_slice(), v.as_slice()).map_err(Error::backend)?;
+            table
+                .insert(k.as_slice(), v.as_slice())
+                .map_err(Error::backend)?;
             ranges.push((k.clone(), key_after(&k)));
         }
     }
     Ok(())
 }
-

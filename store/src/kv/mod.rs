@@ -47,11 +47,23 @@ pub struct RangeRequest {
 impl RangeRequest {
     /// All keys starting with `prefix`.
     pub fn prefix(prefix: &[u8]) -> Self {
-        RangeRequest { begin: prefix.to_vec(), end: prefix_end(prefix), limit: 0, reverse: false, snapshot: false }
+        RangeRequest {
+            begin: prefix.to_vec(),
+            end: prefix_end(prefix),
+            limit: 0,
+            reverse: false,
+            snapshot: false,
+        }
     }
 
     pub fn between(begin: Vec<u8>, end: Vec<u8>) -> Self {
-        RangeRequest { begin, end, limit: 0, reverse: false, snapshot: false }
+        RangeRequest {
+            begin,
+            end,
+            limit: 0,
+            reverse: false,
+            snapshot: false,
+        }
     }
 
     pub fn limit(mut self, limit: usize) -> Self {
@@ -217,12 +229,26 @@ pub fn apply_atomic(existing: Option<&[u8]>, param: &[u8], op: AtomicOp) -> Vec<
         }
         AtomicOp::BitAnd => match existing {
             None => param.to_vec(),
-            Some(_) => widen(existing).iter().zip(param).map(|(a, b)| a & b).collect(),
+            Some(_) => widen(existing)
+                .iter()
+                .zip(param)
+                .map(|(a, b)| a & b)
+                .collect(),
         },
-        AtomicOp::BitOr => widen(existing).iter().zip(param).map(|(a, b)| a | b).collect(),
-        AtomicOp::BitXor => widen(existing).iter().zip(param).map(|(a, b)| a ^ b).collect(),
+        AtomicOp::BitOr => widen(existing)
+            .iter()
+            .zip(param)
+            .map(|(a, b)| a | b)
+            .collect(),
+        AtomicOp::BitXor => widen(existing)
+            .iter()
+            .zip(param)
+            .map(|(a, b)| a ^ b)
+            .collect(),
         AtomicOp::Max | AtomicOp::Min => {
-            let Some(_) = existing else { return param.to_vec() };
+            let Some(_) = existing else {
+                return param.to_vec();
+            };
             let a = widen(existing);
             // Compare as little-endian unsigned integers: most significant byte last.
             let ord = a.iter().rev().cmp(param.iter().rev());
@@ -257,23 +283,63 @@ mod tests {
     #[test]
     fn atomic_ops_follow_foundationdb_semantics() {
         // (existing, param, op, expected)
-        let cases: Vec<(Option<Vec<u8>>, Vec<u8>, AtomicOp, Vec<u8>)> = vec![
+        type Case = (Option<Vec<u8>>, Vec<u8>, AtomicOp, Vec<u8>);
+        let cases: Vec<Case> = vec![
             (None, vec![1, 0], AtomicOp::Add, vec![1, 0]),
             (Some(vec![0xff, 0]), vec![1, 0], AtomicOp::Add, vec![0, 1]),
-            (Some(vec![0xff, 0xff]), vec![1, 0], AtomicOp::Add, vec![0, 0]),
+            (
+                Some(vec![0xff, 0xff]),
+                vec![1, 0],
+                AtomicOp::Add,
+                vec![0, 0],
+            ),
             (Some(vec![5]), vec![1, 0], AtomicOp::Add, vec![6, 0]),
-            (Some(vec![0b1100]), vec![0b1010], AtomicOp::BitAnd, vec![0b1000]),
+            (
+                Some(vec![0b1100]),
+                vec![0b1010],
+                AtomicOp::BitAnd,
+                vec![0b1000],
+            ),
             (None, vec![0b1010], AtomicOp::BitAnd, vec![0b1010]),
-            (Some(vec![0b1100]), vec![0b1010], AtomicOp::BitOr, vec![0b1110]),
-            (Some(vec![0b1100]), vec![0b1010], AtomicOp::BitXor, vec![0b0110]),
+            (
+                Some(vec![0b1100]),
+                vec![0b1010],
+                AtomicOp::BitOr,
+                vec![0b1110],
+            ),
+            (
+                Some(vec![0b1100]),
+                vec![0b1010],
+                AtomicOp::BitXor,
+                vec![0b0110],
+            ),
             (Some(vec![0, 2]), vec![0xff, 1], AtomicOp::Max, vec![0, 2]),
-            (Some(vec![0, 2]), vec![0xff, 1], AtomicOp::Min, vec![0xff, 1]),
+            (
+                Some(vec![0, 2]),
+                vec![0xff, 1],
+                AtomicOp::Min,
+                vec![0xff, 1],
+            ),
             (None, vec![3], AtomicOp::Min, vec![3]),
-            (Some(b"b".to_vec()), b"a".to_vec(), AtomicOp::ByteMax, b"b".to_vec()),
-            (Some(b"b".to_vec()), b"a".to_vec(), AtomicOp::ByteMin, b"a".to_vec()),
+            (
+                Some(b"b".to_vec()),
+                b"a".to_vec(),
+                AtomicOp::ByteMax,
+                b"b".to_vec(),
+            ),
+            (
+                Some(b"b".to_vec()),
+                b"a".to_vec(),
+                AtomicOp::ByteMin,
+                b"a".to_vec(),
+            ),
         ];
         for (existing, param, op, expected) in cases {
-            assert_eq!(apply_atomic(existing.as_deref(), &param, op), expected, "{op:?} on {existing:?} with {param:?}");
+            assert_eq!(
+                apply_atomic(existing.as_deref(), &param, op),
+                expected,
+                "{op:?} on {existing:?} with {param:?}"
+            );
         }
     }
 }
