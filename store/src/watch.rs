@@ -278,6 +278,12 @@ impl Subscription {
             }
         }
         let interval = Duration::from_millis(self.inner.cfg.bookmark_interval_ms);
+        // Fast path without a timer: a busy subscriber usually has events waiting.
+        while let Ok(e) = self.live.try_recv() {
+            if e.position > self.last_delivered {
+                return Ok(self.deliver(e));
+            }
+        }
         loop {
             match tokio::time::timeout(interval, self.live.recv()).await {
                 Ok(Some(e)) => {
