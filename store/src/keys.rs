@@ -139,12 +139,7 @@ pub fn obj(key: &ObjectKey) -> Vec<u8> {
 
 /// `o <res>` or `o <res> <ns>`: prefix of a resource's objects, in one namespace or all.
 pub fn obj_scope(resource: &str, namespace: Option<&str>) -> Vec<u8> {
-    let mut out = vec![OBJ];
-    push_str(&mut out, resource.as_bytes());
-    if let Some(ns) = namespace {
-        push_str(&mut out, ns.as_bytes());
-    }
-    out
+    scope(OBJ, resource, namespace)
 }
 
 /// `r <res> <ns> <name>`: prefix of an object's revision entries.
@@ -156,7 +151,11 @@ pub fn rev(key: &ObjectKey) -> Vec<u8> {
 
 /// `r <res>` or `r <res> <ns>`.
 pub fn rev_scope(resource: &str, namespace: Option<&str>) -> Vec<u8> {
-    let mut out = vec![REV];
+    scope(REV, resource, namespace)
+}
+
+fn scope(subspace: u8, resource: &str, namespace: Option<&str>) -> Vec<u8> {
+    let mut out = vec![subspace];
     push_str(&mut out, resource.as_bytes());
     if let Some(ns) = namespace {
         push_str(&mut out, ns.as_bytes());

@@ -189,30 +189,64 @@ fn corrupt(location: impl std::fmt::Display, detail: impl Into<String>) -> Error
     }
 }
 
+/// Checks an envelope's magic, format, length and checksum; returns its payload. The
+/// payload length and CRC sit at `len_at` (after any versionstamp).
+fn open_envelope<'a>(
+    at: &str,
+    bytes: &'a [u8],
+    magic: u8,
+    what: &str,
+    len_at: usize,
+) -> Result<&'a [u8]> {
+    let header = len_at + 8;
+    if bytes.len() < header || bytes[0] != magic {
+        return Err(corrupt(
+            at,
+            format!(
+                "not {} {what} record",
+                if what.starts_with('o') || what.starts_with('e') {
+                    "an"
+                } else {
+                    "a"
+                }
+            ),
+        ));
+    }
+    if bytes[1] != FORMAT_V1 {
+        return Err(corrupt(at, format!("unknown {what} format {}", bytes[1])));
+    }
+    let len = u32::from_be_bytes([
+        bytes[len_at],
+        bytes[len_at + 1],
+        bytes[len_at + 2],
+        bytes[len_at + 3],
+    ]);
+    let crc = u32::from_be_bytes([
+        bytes[len_at + 4],
+        bytes[len_at + 5],
+        bytes[len_at + 6],
+        bytes[len_at + 7],
+    ]);
+    let payload = &bytes[header..];
+    if payload.len() != len as usize {
+        return Err(corrupt(
+            at,
+            format!("payload is {} bytes, header says {len}", payload.len()),
+        ));
+    }
+    if crc_of(bytes[0], bytes[1], len, payload) != crc {
+        return Err(corrupt(at, "checksum mismatch"));
+    }
+    Ok(payload)
+}
+
 /// Decodes and checks an event envelope found at `position`.
 ///
 /// # Errors
 /// [`Error::Corrupt`] naming the position if framing, checksum or hash chain fields are off.
 pub fn decode_event(position: Position, bytes: &[u8]) -> Result<Event> {
     let at = format!("log position {position}");
-    if bytes.len() < EVENT_HEADER_BYTES || bytes[0] != EVENT_MAGIC {
-        return Err(corrupt(&at, "not an event record"));
-    }
-    if bytes[1] != FORMAT_V1 {
-        return Err(corrupt(&at, format!("unknown event format {}", bytes[1])));
-    }
-    let len = u32::from_be_bytes([bytes[2], bytes[3], bytes[4], bytes[5]]);
-    let crc = u32::from_be_bytes([bytes[6], bytes[7], bytes[8], bytes[9]]);
-    let payload = &bytes[EVENT_HEADER_BYTES..];
-    if payload.len() != len as usize {
-        return Err(corrupt(
-            &at,
-            format!("payload is {} bytes, header says {len}", payload.len()),
-        ));
-    }
-    if crc_of(bytes[0], bytes[1], len, payload) != crc {
-        return Err(corrupt(&at, "checksum mismatch"));
-    }
+    let payload = open_envelope(&at, bytes, EVENT_MAGIC, "event", 2)?;
     let r: EventRecord = rmp_serde::from_slice(payload)
         .map_err(|e| corrupt(&at, format!("undecodable payload: {e}")))?;
     let (Some(prev_hash), Some(hash)) = (to_array(&r.prev_hash), to_array(&r.hash)) else {
@@ -312,25 +346,9 @@ pub fn encode_object(
 /// Decodes and checks a current-object record.
 pub fn decode_object(key: ObjectKey, bytes: &[u8]) -> Result<StoredObject> {
     let at = format!("object {key}");
-    if bytes.len() < OBJECT_HEADER_BYTES || bytes[0] != OBJECT_MAGIC {
-        return Err(corrupt(&at, "not an object record"));
-    }
-    if bytes[1] != FORMAT_V1 {
-        return Err(corrupt(&at, format!("unknown object format {}", bytes[1])));
-    }
-    let vs = Versionstamp::from_slice(&bytes[2..12]).ok_or_else(|| corrupt(&at, "short header"))?;
-    let len = u32::from_be_bytes([bytes[12], bytes[13], bytes[14], bytes[15]]);
-    let crc = u32::from_be_bytes([bytes[16], bytes[17], bytes[18], bytes[19]]);
-    let payload = &bytes[OBJECT_HEADER_BYTES..];
-    if payload.len() != len as usize {
-        return Err(corrupt(
-            &at,
-            format!("payload is {} bytes, header says {len}", payload.len()),
-        ));
-    }
-    if crc_of(bytes[0], bytes[1], len, payload) != crc {
-        return Err(corrupt(&at, "checksum mismatch"));
-    }
+    let payload = open_envelope(&at, bytes, OBJECT_MAGIC, "object", OBJECT_VS_OFFSET + 10)?;
+    let vs = Versionstamp::from_slice(&bytes[OBJECT_VS_OFFSET..])
+        .ok_or_else(|| corrupt(&at, "short header"))?;
     if vs.version() > crate::position::POSITION_VERSION_MAX {
         return Err(corrupt(&at, "versionstamp was never substituted"));
     }
