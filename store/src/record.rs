@@ -200,17 +200,7 @@ fn open_envelope<'a>(
 ) -> Result<&'a [u8]> {
     let header = len_at + 8;
     if bytes.len() < header || bytes[0] != magic {
-        return Err(corrupt(
-            at,
-            format!(
-                "not {} {what} record",
-                if what.starts_with('o') || what.starts_with('e') {
-                    "an"
-                } else {
-                    "a"
-                }
-            ),
-        ));
+        return Err(corrupt(at, format!("not an {what} record")));
     }
     if bytes[1] != FORMAT_V1 {
         return Err(corrupt(at, format!("unknown {what} format {}", bytes[1])));
