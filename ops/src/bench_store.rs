@@ -35,6 +35,8 @@ pub const BENCH_OBJECT_BYTES: usize = 1024;
 pub const BENCH_RESOURCE: &str = "pods";
 /// The namespace every object is in.
 pub const BENCH_NAMESPACE: &str = "default";
+/// The resource written between list pages (so the pods list stays as loaded).
+pub const BENCH_OTHER_RESOURCE: &str = "configmaps";
 /// The concurrent-writer levels of the append phase (and of etcd's puts).
 pub const BENCH_WRITERS_COUNTS: [usize; 3] = [1, 16, 64];
 /// How long each append level runs, in seconds.
@@ -709,6 +711,7 @@ async fn bench_list(dir: &Path) -> Result<ListResult> {
         walks_ms.push(ms);
         pages = walk_pages;
     }
+    let with_writes_ms = list_walk_with_writes(&store.log).await?;
     store.close().await?;
     let mut sorted = walks_ms.clone();
     sorted.sort_by(f64::total_cmp);
@@ -721,12 +724,47 @@ async fn bench_list(dir: &Path) -> Result<ListResult> {
         median_total_ms: sorted[sorted.len() / 2],
         page_median_ms: page_ms[page_ms.len() / 2],
         page_max_ms: page_ms.last().copied().unwrap_or(0.0),
+        with_writes_total_ms: with_writes_ms,
     };
     eprintln!(
         "[list] median {:.1} ms for {} objects ({} pages, {:.1} ms per page)",
         result.median_total_ms, result.objects, result.pages, result.page_median_ms
     );
     Ok(result)
+}
+
+/// One more walk, with an append to another resource before every page after the first: the
+/// head then moves past the list's position, so pages after the first read the list as of
+/// that position (the revision index) instead of the current-state projection. Only the list
+/// calls are timed.
+async fn list_walk_with_writes(log: &EventLog) -> Result<f64> {
+    let mut token: Option<String> = None;
+    let mut items = 0u64;
+    let mut listing = Duration::ZERO;
+    for i in 0u64.. {
+        if token.is_some() {
+            let mut req = add_request(format!("between-pages-{i}"), object_bytes(i, 0));
+            req.key.resource = BENCH_OTHER_RESOURCE.into();
+            log.append(&req).await?;
+        }
+        let t = Instant::now();
+        let page = log
+            .list(BENCH_RESOURCE, None, ListAt::Latest, 0, token.as_deref())
+            .await?;
+        listing += t.elapsed();
+        items += page.items.len() as u64;
+        match page.continue_token {
+            Some(t) => token = Some(t),
+            None => break,
+        }
+    }
+    ensure!(
+        items == BENCH_LIST_OBJECTS_COUNT,
+        "the list with writes between pages returned {items} objects, expected {BENCH_LIST_OBJECTS_COUNT}"
+    );
+    let ms = listing.as_secs_f64() * 1e3;
+    eprintln!("  list walk with a write between pages: {items} objects, {ms:.1} ms listing");
+    Ok(ms)
 }
 
 async fn bench_reopen(dir: &Path, events: u64) -> Result<ReopenResult> {
