@@ -185,48 +185,22 @@ async fn history_and_as_of_reads_answer_for_any_retained_position() {
 
     let a = ObjectKey::new("pods", "ns", "a");
     let b = ObjectKey::new("pods", "ns", "b");
-    assert!(
-        s.log
-            .get_as_of(&a, Position(a1.position.0 - 1))
-            .await
-            .expect("as of")
-            .is_none()
-    );
-    assert_eq!(
-        s.log
-            .get_as_of(&a, a1.position)
-            .await
-            .expect("as of")
-            .expect("a")
-            .object,
-        b"a1"
-    );
-    assert_eq!(
-        s.log
-            .get_as_of(&a, b1.position)
-            .await
-            .expect("as of")
-            .expect("a")
-            .object,
-        b"a1"
-    );
-    assert_eq!(
-        s.log
-            .get_as_of(&a, a2.position)
-            .await
-            .expect("as of")
-            .expect("a")
-            .object,
-        b"a2"
-    );
-    assert!(
-        s.log
-            .get_as_of(&b, bd.position)
-            .await
-            .expect("as of")
-            .is_none(),
-        "deleted at that point"
-    );
+    // (object, position, its state then)
+    let as_of_cases: [(&ObjectKey, Position, Option<&[u8]>); 5] = [
+        (&a, Position(a1.position.0 - 1), None),
+        (&a, a1.position, Some(b"a1")),
+        (&a, b1.position, Some(b"a1")),
+        (&a, a2.position, Some(b"a2")),
+        (&b, bd.position, None),
+    ];
+    for (key, at, expected) in as_of_cases {
+        let got = s.log.get_as_of(key, at).await.expect("as of");
+        assert_eq!(
+            got.as_ref().map(|e| e.object.as_slice()),
+            expected,
+            "{key} as of {at}"
+        );
+    }
     assert!(matches!(
         s.log.get_as_of(&a, Position(c1.position.0 + 1)).await,
         Err(Error::FutureRevision { .. })
