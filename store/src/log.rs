@@ -15,7 +15,8 @@ use crate::keys::{self, ObjectKey};
 use crate::kv::{Kv, RangeRequest, Transaction, prefix_end};
 use crate::position::{Position, VERSIONSTAMP_PLACEHOLDER, Versionstamp};
 use crate::record::{
-    self, Actor, Event, EventType, NewEvent, OBJECT_BYTES_MAX, RECORD_CHUNKS_MAX, StoredObject,
+    self, Actor, Event, EventType, NewEvent, OBJECT_BYTES_MAX, ObjectRef, RECORD_CHUNKS_MAX,
+    StoredObject,
 };
 
 /// The on-disk format this code writes and reads.
@@ -119,12 +120,6 @@ fn decode_u64(location: &str, bytes: &[u8]) -> Result<u64> {
     Ok(u64::from_be_bytes(arr))
 }
 
-/// `[obj(key)+00 00, obj(key)+ff 00)`: exactly the chunks of one object.
-fn obj_chunk_range(key: &ObjectKey) -> (Vec<u8>, Vec<u8>) {
-    let p = keys::obj(key);
-    (keys::with_chunk(&p, 0), keys::with_chunk(&p, 0xff00))
-}
-
 /// `[rev(key)+00, rev(key)+01)`: exactly the revision entries of one object (a
 /// versionstamp's first byte is 0 below the position horizon).
 fn rev_range(key: &ObjectKey) -> (Vec<u8>, Vec<u8>) {
@@ -219,13 +214,26 @@ fn join_parts(location: &dyn std::fmt::Display, parts: &[(Vec<u8>, Vec<u8>)]) ->
     record::join_chunks(location, &indexed)
 }
 
-fn object_from_parts(prefix: &[u8], parts: &[(Vec<u8>, Vec<u8>)]) -> Result<StoredObject> {
-    let (key, _) = ObjectKey::decode(&prefix[1..]).ok_or_else(|| Error::Corrupt {
-        location: hex(prefix),
+fn object_ref(key_bytes: &[u8], value: &[u8]) -> Result<ObjectRef> {
+    let (key, _) = ObjectKey::decode(&key_bytes[1..]).ok_or_else(|| Error::Corrupt {
+        location: hex(key_bytes),
         detail: "undecodable object key".into(),
     })?;
-    let bytes = join_parts(&key, parts)?;
-    record::decode_object(key, &bytes)
+    record::decode_object(key, value)
+}
+
+/// The current state a pointer names, checked against the event it points at.
+fn stored(r: ObjectRef, e: Event) -> Result<StoredObject> {
+    if e.hash != r.hash || e.key != r.key {
+        return Err(Error::Corrupt {
+            location: format!("object {}", r.key),
+            detail: format!(
+                "current state points at log position {}, which holds another revision",
+                r.position
+            ),
+        });
+    }
+    Ok(StoredObject::from_event(e))
 }
 
 fn event_from_parts(prefix: &[u8], parts: &[(Vec<u8>, Vec<u8>)]) -> Result<Event> {
@@ -319,7 +327,7 @@ impl EventLog {
 
     async fn try_append(&self, req: &AppendRequest) -> Result<Event> {
         let mut tx = self.kv.begin().await?;
-        let current = self.read_object(tx.as_mut(), &req.key, false).await?;
+        let current = self.read_object_ref(tx.as_mut(), &req.key, false).await?;
         let key_str = || req.key.to_string();
         match (&current, req.kind) {
             (Some(_), EventType::Added) => return Err(Error::AlreadyExists { key: key_str() }),
@@ -386,20 +394,13 @@ impl EventLog {
             });
         }
 
-        // The current-state projection.
-        let (ob, oe) = obj_chunk_range(&req.key);
-        tx.clear_range(&ob, &oe);
-        if req.kind != EventType::Deleted {
-            let obj_bytes = record::encode_object(&uid, &req.object, &hash, &req.request_id)?;
-            let prefix = keys::obj(&req.key);
-            for (i, chunk) in record::chunks(&obj_bytes) {
-                let k = keys::with_chunk(&prefix, i);
-                if i == 0 {
-                    tx.set_versionstamped_value(&k, chunk, record::OBJECT_VS_OFFSET);
-                } else {
-                    tx.set(&k, chunk);
-                }
-            }
+        // The current-state projection: a pointer to this event.
+        let obj_key = keys::obj(&req.key);
+        if req.kind == EventType::Deleted {
+            tx.clear(&obj_key);
+        } else {
+            let pointer = record::encode_object(&uid, &hash, &req.request_id)?;
+            tx.set_versionstamped_value(&obj_key, &pointer, record::OBJECT_VS_OFFSET);
         }
 
         // The revision index and the head.
@@ -429,20 +430,44 @@ impl EventLog {
         })
     }
 
-    async fn read_object(
+    async fn read_object_ref(
         &self,
         tx: &mut dyn Transaction,
         key: &ObjectKey,
         snapshot: bool,
-    ) -> Result<Option<StoredObject>> {
-        let (b, e) = obj_chunk_range(key);
-        let mut found = None;
-        scan_groups(tx, b, e, 2, snapshot, |prefix, parts| {
-            found = Some(object_from_parts(prefix, &parts)?);
-            Ok(false)
-        })
-        .await?;
-        Ok(found)
+    ) -> Result<Option<ObjectRef>> {
+        match tx.get(&keys::obj(key), snapshot).await? {
+            None => Ok(None),
+            Some(v) => Ok(Some(record::decode_object(key.clone(), &v)?)),
+        }
+    }
+
+    /// Reads the events the pointers name and returns the objects, in pointer order.
+    async fn resolve(
+        &self,
+        tx: &mut dyn Transaction,
+        refs: Vec<ObjectRef>,
+    ) -> Result<Vec<StoredObject>> {
+        // Read in log order (neighbouring positions share B-tree pages), answer in key order.
+        let mut order: Vec<usize> = (0..refs.len()).collect();
+        order.sort_unstable_by_key(|&i| refs[i].position);
+        let mut slots: Vec<Option<ObjectRef>> = refs.into_iter().map(Some).collect();
+        let mut found: Vec<Option<StoredObject>> = vec![None; slots.len()];
+        for i in order {
+            let Some(r) = slots[i].take() else { continue };
+            let e = self
+                .read_event_at(tx, &r.key, r.position)
+                .await?
+                .ok_or_else(|| Error::Corrupt {
+                    location: format!("object {}", r.key),
+                    detail: format!(
+                        "current state points at log position {}, which is missing",
+                        r.position
+                    ),
+                })?;
+            found[i] = Some(stored(r, e)?);
+        }
+        Ok(found.into_iter().flatten().collect())
     }
 
     async fn read_head(&self, tx: &mut dyn Transaction) -> Result<Position> {
@@ -480,7 +505,10 @@ impl EventLog {
     /// The current state of one object.
     pub async fn get(&self, key: &ObjectKey) -> Result<Option<StoredObject>> {
         let mut tx = self.kv.begin().await?;
-        self.read_object(tx.as_mut(), key, true).await
+        let Some(r) = self.read_object_ref(tx.as_mut(), key, true).await? else {
+            return Ok(None);
+        };
+        Ok(self.resolve(tx.as_mut(), vec![r]).await?.pop())
     }
 
     async fn check_retained(&self, tx: &mut dyn Transaction, at: Position) -> Result<Position> {
@@ -543,22 +571,27 @@ impl EventLog {
         if position == head {
             // Nothing was written since: the current-state projection is the answer.
             let begin = match &after {
-                Some(k) => keys::with_chunk(&keys::obj(k), 0xff00),
+                Some(k) => crate::kv::key_after(&keys::obj(k)),
                 None => keys::obj_scope(resource, namespace),
             };
             let end = prefix_end(&keys::obj_scope(resource, namespace));
-            let mut items = Vec::new();
-            let more = scan_groups(tx.as_mut(), begin, end, 2, true, |prefix, parts| {
-                if items.len() >= limit {
+            let mut refs = Vec::new();
+            let more = scan_groups(tx.as_mut(), begin, end, 0, true, |key, parts| {
+                if refs.len() >= limit {
                     return Ok(false);
                 }
-                let o = object_from_parts(prefix, &parts)?;
-                if o.key.resource == resource && namespace.is_none_or(|ns| ns == o.key.namespace) {
-                    items.push(o);
+                for (_, value) in &parts {
+                    let r = object_ref(key, value)?;
+                    if r.key.resource == resource
+                        && namespace.is_none_or(|ns| ns == r.key.namespace)
+                    {
+                        refs.push(r);
+                    }
                 }
                 Ok(true)
             })
             .await?;
+            let items = self.resolve(tx.as_mut(), refs).await?;
             return Ok(self.page(items, position, more, resource, namespace));
         }
         self.check_retained(tx.as_mut(), position).await?;
@@ -692,6 +725,15 @@ impl EventLog {
         p: Position,
     ) -> Result<Option<Event>> {
         let prefix = keys::log_event(key.partition(self.partitions), p.versionstamp());
+        // Most events fit one chunk: a point read, without a range scan.
+        let first = tx.get(&keys::with_chunk(&prefix, 0), true).await?;
+        match first {
+            None => return Ok(None),
+            Some(chunk) if chunk.len() < record::VALUE_CHUNK_BYTES_MAX => {
+                return record::decode_event(p, &chunk).map(Some);
+            }
+            Some(_) => {}
+        }
         let end = prefix_end(&prefix);
         let mut found = None;
         scan_groups(tx, prefix, end, 2, true, |prefix, parts| {
@@ -928,8 +970,11 @@ impl EventLog {
             let begin = vec![keys::OBJ];
             let end = prefix_end(&begin);
             let mut bad: Option<Error> = None;
-            scan_groups(tx.as_mut(), begin, end, 2, true, |prefix, parts| {
-                let o = object_from_parts(prefix, &parts)?;
+            scan_groups(tx.as_mut(), begin, end, 0, true, |key, parts| {
+                let Some((_, value)) = parts.first() else {
+                    return Ok(true);
+                };
+                let o = object_ref(key, value)?;
                 match last_hash.get(&o.key) {
                     Some((p, h)) if *p == o.position && *h == o.hash => Ok(true),
                     _ => {

@@ -282,12 +282,11 @@ pub fn event_hash_is_valid(e: &Event) -> bool {
     event_hash(&record).map(|h| h == e.hash).unwrap_or(false)
 }
 
-/// The stored form of the current state of one object.
+/// The stored form of the current-state pointer of one object. The object's bytes live only
+/// in the log; this record says which event holds the current state.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 struct ObjectRecord {
     uid: String,
-    #[serde(with = "serde_bytes")]
-    object: Vec<u8>,
     #[serde(with = "serde_bytes")]
     hash: Vec<u8>,
     request_id: String,
@@ -307,17 +306,35 @@ pub struct StoredObject {
     pub request_id: String,
 }
 
-/// Encodes the current-object record with a versionstamp placeholder at
-/// [`OBJECT_VS_OFFSET`].
-pub fn encode_object(
-    uid: &str,
-    object: &[u8],
-    hash: &[u8; 32],
-    request_id: &str,
-) -> Result<Vec<u8>> {
+impl StoredObject {
+    /// The state an event left its object in.
+    pub fn from_event(e: Event) -> Self {
+        StoredObject {
+            key: e.key,
+            position: e.position,
+            uid: e.uid,
+            object: e.object,
+            hash: e.hash,
+            request_id: e.request_id,
+        }
+    }
+}
+
+/// The current-state pointer of one object: which event holds its current state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectRef {
+    pub key: ObjectKey,
+    pub position: Position,
+    pub uid: String,
+    pub hash: [u8; 32],
+    pub request_id: String,
+}
+
+/// Encodes the current-state pointer with a versionstamp placeholder at
+/// [`OBJECT_VS_OFFSET`] (the backend writes the event's position there at commit).
+pub fn encode_object(uid: &str, hash: &[u8; 32], request_id: &str) -> Result<Vec<u8>> {
     let rec = ObjectRecord {
         uid: uid.to_string(),
-        object: object.to_vec(),
         hash: hash.to_vec(),
         request_id: request_id.to_string(),
     };
@@ -333,8 +350,8 @@ pub fn encode_object(
     Ok(out)
 }
 
-/// Decodes and checks a current-object record.
-pub fn decode_object(key: ObjectKey, bytes: &[u8]) -> Result<StoredObject> {
+/// Decodes and checks a current-state pointer.
+pub fn decode_object(key: ObjectKey, bytes: &[u8]) -> Result<ObjectRef> {
     let at = format!("object {key}");
     let payload = open_envelope(&at, bytes, OBJECT_MAGIC, "object", OBJECT_VS_OFFSET + 10)?;
     let vs = Versionstamp::from_slice(&bytes[OBJECT_VS_OFFSET..])
@@ -345,11 +362,10 @@ pub fn decode_object(key: ObjectKey, bytes: &[u8]) -> Result<StoredObject> {
     let r: ObjectRecord = rmp_serde::from_slice(payload)
         .map_err(|e| corrupt(&at, format!("undecodable payload: {e}")))?;
     let hash = to_array(&r.hash).ok_or_else(|| corrupt(&at, "hash is not 32 bytes"))?;
-    Ok(StoredObject {
+    Ok(ObjectRef {
         key,
         position: Position::from_versionstamp(vs),
         uid: r.uid,
-        object: r.object,
         hash,
         request_id: r.request_id,
     })
