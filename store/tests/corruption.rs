@@ -209,3 +209,103 @@ async fn damage_in_the_middle_of_the_log_stops_startup_with_an_error_naming_the_
     );
     eprintln!("startup refused: {msg}");
 }
+
+/// Writes events with checkpoints switched off and copies the data directory while the store
+/// is still running: the copy is what a crash would leave (the redb file behind, every
+/// acknowledged batch in the write-ahead log).
+async fn crashed_copy(events: usize) -> (tempfile::TempDir, Vec<Event>) {
+    let live = tempfile::tempdir().expect("tempdir");
+    let cfg = EmbeddedConfig {
+        checkpoint_interval_ms: u64::MAX,
+        checkpoint_wal_bytes_max: u64::MAX,
+        ..EmbeddedConfig::new(live.path())
+    };
+    let kv = Embedded::open(cfg).expect("open");
+    let log = EventLog::open(Arc::new(kv.clone()) as Arc<dyn Kv>, LogConfig::default())
+        .await
+        .expect("log");
+    for i in 0..events {
+        log.append(&req(
+            EventType::Added,
+            "ns",
+            &format!("w{i}"),
+            &vec![i as u8; 300],
+        ))
+        .await
+        .expect("append");
+    }
+    let written = log.read_log(Position::ZERO, None, 0).await.expect("read");
+    let copy = tempfile::tempdir().expect("tempdir");
+    copy_dir(live.path(), copy.path());
+    // The live store is left running; its directory is removed with `live` at the end.
+    std::mem::forget(log);
+    std::mem::forget(kv);
+    (copy, written)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_torn_write_ahead_log_loses_only_its_tail_and_damage_in_its_middle_is_refused() {
+    let (crashed, written) = crashed_copy(60).await;
+    let wal_path = crashed
+        .path()
+        .join(logbook_store::kv::embedded::WAL_FILE_NAME);
+    let wal = std::fs::read(&wal_path).expect("read wal");
+    assert!(
+        !wal.is_empty(),
+        "without checkpoints the acknowledged batches are in the log"
+    );
+
+    // Nothing cut: every acknowledged event is back.
+    assert_eq!(
+        open_damaged(crashed.path(), &written).await,
+        Outcome::Intact(written.len())
+    );
+
+    let mut cuts: Vec<usize> = (0..25).map(|i| wal.len() * i / 25).collect();
+    cuts.extend([wal.len() - 1, wal.len() - 7, 1, 21]);
+    let mut last = 0;
+    cuts.sort_unstable();
+    for cut in cuts {
+        let work = tempfile::tempdir().expect("tempdir");
+        copy_dir(crashed.path(), work.path());
+        std::fs::write(
+            work.path().join(logbook_store::kv::embedded::WAL_FILE_NAME),
+            &wal[..cut],
+        )
+        .expect("truncate");
+        match open_damaged(work.path(), &written).await {
+            Outcome::Intact(n) => {
+                assert!(
+                    n >= last,
+                    "a longer log never yields fewer events ({n} after {last})"
+                );
+                last = n;
+            }
+            Outcome::Refused => panic!(
+                "a log cut at {cut} of {} bytes is a torn tail: open must drop it, not refuse",
+                wal.len()
+            ),
+        }
+    }
+
+    for at in (0..wal.len() / 2).step_by(97) {
+        let work = tempfile::tempdir().expect("tempdir");
+        copy_dir(crashed.path(), work.path());
+        let mut damaged = wal.clone();
+        damaged[at] ^= 0x10;
+        std::fs::write(
+            work.path().join(logbook_store::kv::embedded::WAL_FILE_NAME),
+            &damaged,
+        )
+        .expect("write");
+        match Embedded::open(EmbeddedConfig::new(work.path())) {
+            Err(logbook_store::Error::Corrupt { location, .. }) => {
+                assert!(location.contains("byte"), "names the offset: {location}")
+            }
+            Err(e) => panic!("flip at {at}: expected Corrupt, got {e}"),
+            Ok(_) => panic!(
+                "flip at byte {at} of the write-ahead log, before intact records, must stop the open"
+            ),
+        }
+    }
+}

@@ -13,6 +13,7 @@
 //!   previous commit, i.e. the torn, unacknowledged tail is dropped on open.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::io::Write;
 use std::ops::Bound;
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
@@ -24,6 +25,7 @@ use async_trait::async_trait;
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::{mpsc, oneshot};
 
+use super::wal::{self, WalOp};
 use super::{
     AtomicOp, Committed, KeyValue, KeyWatch, Kv, RangePage, RangeRequest, Transaction,
     apply_atomic, key_after,
@@ -41,6 +43,8 @@ pub const DATA_FILE_NAME: &str = "logbook.redb";
 /// marker and a missing or empty database file has lost its data, and must not be mistaken
 /// for a new store.
 pub const INIT_MARKER_FILE_NAME: &str = "logbook.initialized";
+/// The write-ahead log inside the data directory (see [`super::wal`]).
+pub const WAL_FILE_NAME: &str = "logbook.wal";
 
 /// Largest value the KV layer accepts, in bytes. FoundationDB's limit; enforcing it here
 /// makes the embedded backend catch what the FoundationDB backend would refuse.
@@ -67,6 +71,14 @@ pub struct EmbeddedConfig {
     /// Verify every page checksum on open (slower open; refuses a damaged file instead of
     /// trusting it). redb always verifies after an unclean shutdown.
     pub check_integrity_on_open: bool,
+    /// The redb file is made durable (a checkpoint) at least this often; in between, group
+    /// commits are durable through the write-ahead log alone.
+    pub checkpoint_interval_ms: u64,
+    /// A checkpoint is also taken once the write-ahead log holds this many bytes.
+    pub checkpoint_wal_bytes_max: u64,
+    /// A group commit stops taking transactions once their mutations add up to this many
+    /// bytes (bounds one write-ahead record).
+    pub commit_batch_bytes_max: usize,
 }
 
 impl EmbeddedConfig {
@@ -79,6 +91,9 @@ impl EmbeddedConfig {
             conflict_history_batches_max: 100_000,
             cache_bytes: 512 * 1024 * 1024,
             check_integrity_on_open: false,
+            checkpoint_interval_ms: 1_000,
+            checkpoint_wal_bytes_max: 256 * 1024 * 1024,
+            commit_batch_bytes_max: 64 * 1024 * 1024,
         }
     }
 }
@@ -92,10 +107,26 @@ enum Mutation {
     VersionstampedValue(Vec<u8>, Vec<u8>, usize),
 }
 
+impl Mutation {
+    fn bytes(&self) -> usize {
+        match self {
+            Mutation::Set(k, v) | Mutation::Atomic(k, v, _) | Mutation::ClearRange(k, v) => {
+                k.len() + v.len()
+            }
+            Mutation::VersionstampedKey(k, _, v) | Mutation::VersionstampedValue(k, v, _) => {
+                k.len() + v.len()
+            }
+            Mutation::Clear(k) => k.len(),
+        }
+    }
+}
+
 struct CommitRequest {
     read_version: u64,
     read_conflicts: Vec<(Vec<u8>, Vec<u8>)>,
     mutations: Vec<Mutation>,
+    /// Key and value bytes of `mutations`, for the batch bound.
+    bytes: usize,
     reply: oneshot::Sender<Result<Committed>>,
 }
 
@@ -138,19 +169,8 @@ impl Embedded {
             });
         }
         let db = open_database(&path, &cfg)?;
-        let version = {
-            let wtx = db.begin_write().map_err(Error::backend)?;
-            let v = {
-                wtx.open_table(KV).map_err(Error::backend)?;
-                let sys = wtx.open_table(SYS).map_err(Error::backend)?;
-                sys.get(SYS_VERSION)
-                    .map_err(Error::backend)?
-                    .map(|g| g.value())
-                    .unwrap_or(0)
-            };
-            wtx.commit().map_err(Error::backend)?;
-            v
-        };
+        let wal_path = cfg.dir.join(WAL_FILE_NAME);
+        let (version, wal) = replay_wal(&db, &wal_path)?;
         if !marker.exists() {
             std::fs::write(&marker, b"logbook store\n")?;
             std::fs::File::open(&marker)?.sync_all()?;
@@ -165,7 +185,7 @@ impl Embedded {
         let committer_shared = shared.clone();
         let handle = std::thread::Builder::new()
             .name("logbook-committer".into())
-            .spawn(move || Committer::new(committer_shared, cfg, version).run(rx))?;
+            .spawn(move || Committer::new(committer_shared, cfg, version, wal).run(rx))?;
         Ok(Embedded {
             shared,
             commits: tx,
@@ -208,6 +228,72 @@ impl Embedded {
         };
         Ok((rtx, version))
     }
+}
+
+/// Brings the redb file up to date with the write-ahead log: replays every record newer than
+/// the file's committed version, makes the result durable and empties the log. Returns the
+/// committed version and the log, open for appending.
+fn replay_wal(db: &redb::Database, wal_path: &Path) -> Result<(u64, std::fs::File)> {
+    let location = wal_path.display().to_string();
+    let bytes = match std::fs::read(wal_path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(e.into()),
+    };
+    let contents = wal::read(&location, &bytes)?;
+    if contents.valid_bytes < bytes.len() as u64 {
+        tracing::warn!(
+            wal = %location,
+            dropped_bytes = bytes.len() as u64 - contents.valid_bytes,
+            "dropping the torn tail of the write-ahead log (a write cut short by a crash, never acknowledged)"
+        );
+    }
+    let mut wtx = db.begin_write().map_err(Error::backend)?;
+    wtx.set_durability(redb::Durability::Immediate)
+        .map_err(Error::backend)?;
+    let mut replayed = 0usize;
+    let version = {
+        let mut table = wtx.open_table(KV).map_err(Error::backend)?;
+        let mut sys = wtx.open_table(SYS).map_err(Error::backend)?;
+        let mut version = sys
+            .get(SYS_VERSION)
+            .map_err(Error::backend)?
+            .map(|g| g.value())
+            .unwrap_or(0);
+        if let Some((first, _)) = contents.records.first()
+            && *first > version + 1
+        {
+            return Err(Error::Corrupt {
+                location,
+                detail: format!(
+                    "the log starts at version {first} but the data file ends at {version}: versions in between are lost"
+                ),
+            });
+        }
+        for (v, ops) in &contents.records {
+            if *v <= version {
+                continue;
+            }
+            for op in ops {
+                apply_op(&mut table, op)?;
+            }
+            version = *v;
+            replayed += 1;
+        }
+        sys.insert(SYS_VERSION, version).map_err(Error::backend)?;
+        version
+    };
+    wtx.commit().map_err(Error::backend)?;
+    if replayed > 0 {
+        tracing::info!(records = replayed, version, "replayed the write-ahead log");
+    }
+    let wal = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(wal_path)?;
+    wal.set_len(0)?;
+    wal.sync_all()?;
+    Ok((version, wal))
 }
 
 fn open_database(path: &Path, cfg: &EmbeddedConfig) -> Result<redb::Database> {
@@ -558,10 +644,12 @@ impl Transaction for EmbeddedTx {
             });
         }
         let (reply, answer) = oneshot::channel();
+        let bytes = me.mutations.iter().map(Mutation::bytes).sum();
         let req = CommitRequest {
             read_version: me.read_version,
             read_conflicts: me.read_conflicts,
             mutations: me.mutations,
+            bytes,
             reply,
         };
         me.commits.send(req).await.map_err(|_| Error::Closed)?;
@@ -582,6 +670,11 @@ struct Committer {
     history: VecDeque<BatchWrites>,
     /// Every batch with a version above this is in `history`.
     history_floor: u64,
+    wal: std::fs::File,
+    wal_bytes: u64,
+    last_checkpoint: Instant,
+    /// Versions above this are durable only in the WAL so far.
+    checkpointed: u64,
 }
 
 fn overlaps(a: &(Vec<u8>, Vec<u8>), b: &(Vec<u8>, Vec<u8>)) -> bool {
@@ -593,22 +686,42 @@ fn substitute(bytes: &mut [u8], offset: usize, vs: &Versionstamp) {
 }
 
 impl Committer {
-    fn new(shared: Arc<Shared>, cfg: EmbeddedConfig, version: u64) -> Self {
+    fn new(shared: Arc<Shared>, cfg: EmbeddedConfig, version: u64, wal: std::fs::File) -> Self {
         Committer {
             shared,
             cfg,
             version,
             history: VecDeque::new(),
             history_floor: version,
+            wal,
+            wal_bytes: 0,
+            last_checkpoint: Instant::now(),
+            checkpointed: version,
         }
     }
 
     fn run(mut self, mut rx: mpsc::Receiver<CommitRequest>) {
-        while let Some(first) = rx.blocking_recv() {
+        let mut held: Option<CommitRequest> = None;
+        loop {
+            let first = match held.take() {
+                Some(r) => r,
+                None => match rx.blocking_recv() {
+                    Some(r) => r,
+                    None => break,
+                },
+            };
+            let mut bytes = first.bytes;
             let mut batch = vec![first];
             while batch.len() < self.cfg.commit_batch_txns_max {
                 match rx.try_recv() {
-                    Ok(r) => batch.push(r),
+                    Ok(r) if bytes + r.bytes > self.cfg.commit_batch_bytes_max => {
+                        held = Some(r);
+                        break;
+                    }
+                    Ok(r) => {
+                        bytes += r.bytes;
+                        batch.push(r);
+                    }
                     Err(_) => break,
                 }
             }
@@ -619,8 +732,47 @@ impl Committer {
                 continue;
             }
             self.commit_batch(batch);
+            if self.checkpoint_due()
+                && let Err(e) = self.checkpoint()
+            {
+                tracing::error!(error = %e, "checkpoint failed; the store refuses writes until reopened");
+                self.shared.failed.store(true, Ordering::Release);
+            }
+        }
+        if self.checkpointed < self.version
+            && let Err(e) = self.checkpoint()
+        {
+            tracing::warn!(error = %e, "final checkpoint failed; the write-ahead log will be replayed on open");
         }
         tracing::debug!("committer stopped: every sender is gone");
+    }
+
+    fn checkpoint_due(&self) -> bool {
+        self.checkpointed < self.version
+            && (self.wal_bytes >= self.cfg.checkpoint_wal_bytes_max
+                || self.last_checkpoint.elapsed()
+                    >= Duration::from_millis(self.cfg.checkpoint_interval_ms))
+    }
+
+    /// Makes the redb file durable up to `self.version`, then empties the WAL.
+    fn checkpoint(&mut self) -> Result<()> {
+        let mut wtx = self.shared.db.begin_write().map_err(Error::backend)?;
+        wtx.set_durability(redb::Durability::Immediate)
+            .map_err(Error::backend)?;
+        {
+            let mut sys = wtx.open_table(SYS).map_err(Error::backend)?;
+            sys.insert(SYS_VERSION, self.version)
+                .map_err(Error::backend)?;
+        }
+        wtx.commit().map_err(Error::backend)?;
+        // Records up to `version` are now redundant; a crash before this truncation only
+        // makes the next open skip them.
+        self.wal.set_len(0)?;
+        self.wal.sync_all()?;
+        self.wal_bytes = 0;
+        self.checkpointed = self.version;
+        self.last_checkpoint = Instant::now();
+        Ok(())
     }
 
     fn expire_history(&mut self, now: Instant) {
@@ -680,10 +832,12 @@ impl Committer {
         let mut accepted: Vec<(oneshot::Sender<Result<Committed>>, Committed)> =
             Vec::with_capacity(batch.len());
         let mut ranges: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        let mut wal_payload: Vec<u8> = Vec::new();
         let result = (|| -> Result<redb::WriteTransaction> {
             let mut wtx = self.shared.db.begin_write().map_err(Error::backend)?;
-            // Explicit: a write is acknowledged only once it is on disk.
-            wtx.set_durability(redb::Durability::Immediate)
+            // Durability comes from the write-ahead record written before this commit; the
+            // redb file catches up at the next checkpoint.
+            wtx.set_durability(redb::Durability::None)
                 .map_err(Error::backend)?;
             {
                 let mut table = wtx.open_table(KV).map_err(Error::backend)?;
@@ -696,7 +850,7 @@ impl Committer {
                     let vs = Versionstamp::new(version, order);
                     order = order.wrapping_add(1);
                     for m in req.mutations {
-                        apply(&mut table, m, &vs, &mut ranges)?;
+                        apply(&mut table, m, &vs, &mut ranges, &mut wal_payload)?;
                     }
                     accepted.push((
                         req.reply,
@@ -713,10 +867,15 @@ impl Committer {
         })();
         let committed = result.and_then(|wtx| {
             if accepted.is_empty() {
-                wtx.abort().map_err(Error::backend)
-            } else {
-                wtx.commit().map_err(Error::backend)
+                return wtx.abort().map_err(Error::backend);
             }
+            // A write is acknowledged only once it is on disk: the record is fsynced before
+            // the batch becomes visible to any reader.
+            let record = wal::frame(version, &wal_payload);
+            self.wal.write_all(&record)?;
+            self.wal.sync_data()?;
+            self.wal_bytes += record.len() as u64;
+            wtx.commit().map_err(Error::backend)
         });
         if let Err(e) = committed {
             // redb refuses further writes after a failed commit; so do we, until reopened.
@@ -764,57 +923,66 @@ impl Committer {
     }
 }
 
+/// Resolves one mutation (versionstamp substituted, atomic op evaluated against the batch's
+/// state), applies it, records its write-conflict range and appends it to the WAL record.
 fn apply(
     table: &mut redb::Table<&[u8], &[u8]>,
     m: Mutation,
     vs: &Versionstamp,
     ranges: &mut Vec<(Vec<u8>, Vec<u8>)>,
+    wal_payload: &mut Vec<u8>,
 ) -> Result<()> {
-    match m {
-        Mutation::Set(k, v) => {
-            table
-                .insert(k.as_slice(), v.as_slice())
-                .map_err(Error::backend)?;
-            let end = key_after(&k);
-            ranges.push((k, end));
-        }
-        Mutation::Clear(k) => {
-            table.remove(k.as_slice()).map_err(Error::backend)?;
-            ranges.push((k.clone(), key_after(&k)));
-        }
-        Mutation::ClearRange(b, e) => {
-            table
-                .retain_in::<&[u8], _>(
-                    (Bound::Included(b.as_slice()), Bound::Excluded(e.as_slice())),
-                    |_, _| false,
-                )
-                .map_err(Error::backend)?;
-            ranges.push((b, e));
-        }
+    let op = match m {
+        Mutation::Set(k, v) => WalOp::Put(k, v),
+        Mutation::Clear(k) => WalOp::Delete(k),
+        Mutation::ClearRange(b, e) => WalOp::DeleteRange(b, e),
         Mutation::Atomic(k, param, op) => {
             let existing = table
                 .get(k.as_slice())
                 .map_err(Error::backend)?
                 .map(|g| g.value().to_vec());
             let v = apply_atomic(existing.as_deref(), &param, op);
-            table
-                .insert(k.as_slice(), v.as_slice())
-                .map_err(Error::backend)?;
-            ranges.push((k.clone(), key_after(&k)));
+            WalOp::Put(k, v)
         }
         Mutation::VersionstampedKey(mut k, offset, v) => {
             substitute(&mut k, offset, vs);
-            table
-                .insert(k.as_slice(), v.as_slice())
-                .map_err(Error::backend)?;
-            ranges.push((k.clone(), key_after(&k)));
+            WalOp::Put(k, v)
         }
         Mutation::VersionstampedValue(k, mut v, offset) => {
             substitute(&mut v, offset, vs);
+            WalOp::Put(k, v)
+        }
+    };
+    apply_op(table, &op)?;
+    wal::push_op(wal_payload, &op);
+    ranges.push(match op {
+        WalOp::Put(k, _) | WalOp::Delete(k) => {
+            let end = key_after(&k);
+            (k, end)
+        }
+        WalOp::DeleteRange(b, e) => (b, e),
+    });
+    Ok(())
+}
+
+/// Applies one resolved mutation: at commit and when replaying the WAL.
+fn apply_op(table: &mut redb::Table<&[u8], &[u8]>, op: &WalOp) -> Result<()> {
+    match op {
+        WalOp::Put(k, v) => {
             table
                 .insert(k.as_slice(), v.as_slice())
                 .map_err(Error::backend)?;
-            ranges.push((k.clone(), key_after(&k)));
+        }
+        WalOp::Delete(k) => {
+            table.remove(k.as_slice()).map_err(Error::backend)?;
+        }
+        WalOp::DeleteRange(b, e) => {
+            table
+                .retain_in::<&[u8], _>(
+                    (Bound::Included(b.as_slice()), Bound::Excluded(e.as_slice())),
+                    |_, _| false,
+                )
+                .map_err(Error::backend)?;
         }
     }
     Ok(())

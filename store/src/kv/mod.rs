@@ -17,6 +17,7 @@
 //!   was registered.
 
 pub mod embedded;
+pub mod wal;
 
 use std::future::Future;
 use std::pin::Pin;
