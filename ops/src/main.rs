@@ -8,6 +8,11 @@ use tracing_subscriber::EnvFilter;
 
 use crate::cli::{BenchTarget, Cli, Command};
 
+// The store allocates many short-lived buffers per request (keys, decoded records); mimalloc
+// measured faster than glibc's malloc for that pattern (BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()

@@ -222,6 +222,20 @@ fn object_ref(key_bytes: &[u8], value: &[u8]) -> Result<ObjectRef> {
     record::decode_object(key, value)
 }
 
+/// Bounds of the cursor [`EventLog::resolve`] reads events with, in keys per range read.
+const RESOLVE_PAGE_KVS_MIN: usize = 1;
+const RESOLVE_PAGE_KVS_MAX: usize = 1024;
+
+fn missing(r: &ObjectRef) -> Error {
+    Error::Corrupt {
+        location: format!("object {}", r.key),
+        detail: format!(
+            "current state points at log position {}, which is missing",
+            r.position
+        ),
+    }
+}
+
 /// The current state a pointer names, checked against the event it points at.
 fn stored(r: ObjectRef, e: Event) -> Result<StoredObject> {
     if e.hash != r.hash || e.key != r.key {
@@ -443,31 +457,75 @@ impl EventLog {
     }
 
     /// Reads the events the pointers name and returns the objects, in pointer order.
+    ///
+    /// The events are read in log order with an adaptive range cursor: where the wanted
+    /// positions are dense in the log (a resource written in bulk) it reads pages of
+    /// consecutive entries; where they are sparse it shrinks to point reads.
     async fn resolve(
         &self,
         tx: &mut dyn Transaction,
         refs: Vec<ObjectRef>,
     ) -> Result<Vec<StoredObject>> {
-        // Read in log order (neighbouring positions share B-tree pages), answer in key order.
         let mut order: Vec<usize> = (0..refs.len()).collect();
-        order.sort_unstable_by_key(|&i| refs[i].position);
-        let mut slots: Vec<Option<ObjectRef>> = refs.into_iter().map(Some).collect();
-        let mut found: Vec<Option<StoredObject>> = vec![None; slots.len()];
-        for i in order {
-            let Some(r) = slots[i].take() else { continue };
-            let e = self
-                .read_event_at(tx, &r.key, r.position)
-                .await?
-                .ok_or_else(|| Error::Corrupt {
-                    location: format!("object {}", r.key),
-                    detail: format!(
-                        "current state points at log position {}, which is missing",
-                        r.position
-                    ),
-                })?;
-            found[i] = Some(stored(r, e)?);
+        order.sort_unstable_by_key(|&i| (refs[i].key.partition(self.partitions), refs[i].position));
+        let mut events: Vec<Option<Event>> = vec![None; refs.len()];
+        let mut page_kvs = RESOLVE_PAGE_KVS_MIN;
+        let mut next = 0;
+        while next < order.len() {
+            let want = &refs[order[next]];
+            let partition = want.key.partition(self.partitions);
+            let begin =
+                keys::with_chunk(&keys::log_event(partition, want.position.versionstamp()), 0);
+            let end = prefix_end(&keys::log_partition(partition));
+            let page = tx
+                .get_range(
+                    &RangeRequest::between(begin, end)
+                        .limit(page_kvs)
+                        .snapshot(true),
+                )
+                .await?;
+            let (mut seen, mut taken) = (0usize, 0usize);
+            for kv in &page.kvs {
+                let Some((p_part, position, chunk)) = keys::parse_log_key(&kv.key) else {
+                    break;
+                };
+                let Some(&idx) = order.get(next) else { break };
+                let want = &refs[idx];
+                if p_part != want.key.partition(self.partitions) || position > want.position {
+                    break; // re-seek to the next wanted position
+                }
+                seen += 1;
+                if position < want.position || chunk != 0 {
+                    continue;
+                }
+                let event = if kv.value.len() < record::VALUE_CHUNK_BYTES_MAX {
+                    record::decode_event(position, &kv.value)?
+                } else {
+                    self.read_event_at(tx, &want.key, position)
+                        .await?
+                        .ok_or_else(|| missing(want))?
+                };
+                events[idx] = Some(event);
+                taken += 1;
+                next += 1;
+            }
+            if taken == 0 {
+                // The wanted position is not in the log at all.
+                return Err(missing(&refs[order[next]]));
+            }
+            page_kvs = if taken * 2 >= seen {
+                (page_kvs * 2).min(RESOLVE_PAGE_KVS_MAX)
+            } else {
+                (page_kvs / 4).max(RESOLVE_PAGE_KVS_MIN)
+            };
         }
-        Ok(found.into_iter().flatten().collect())
+        refs.into_iter()
+            .zip(events)
+            .map(|(r, e)| match e {
+                Some(e) => stored(r, e),
+                None => Err(missing(&r)),
+            })
+            .collect()
     }
 
     async fn read_head(&self, tx: &mut dyn Transaction) -> Result<Position> {
