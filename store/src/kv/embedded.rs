@@ -8,9 +8,12 @@
 //!   (group commit), checks each request's read-conflict ranges against the writes of every
 //!   batch committed after its read version (FoundationDB's resolver, kept for
 //!   [`EmbeddedConfig::conflict_window_ms`]), applies the survivors with their versionstamps,
-//!   and commits once with `Durability::Immediate` (fsync). Only then is any writer answered.
-//! - redb commits are atomic (checksummed commit slots): a crash mid-commit leaves the
-//!   previous commit, i.e. the torn, unacknowledged tail is dropped on open.
+//!   appends the batch's resolved mutations to the write-ahead log and fsyncs it, and only
+//!   then commits the batch to redb (without an fsync) and answers the writers.
+//! - A checkpoint (a durable redb commit) every [`EmbeddedConfig::checkpoint_interval_ms`]
+//!   makes the redb file complete and empties the log; opening replays what the file lacks
+//!   (see [`super::wal`]). redb commits are atomic (checksummed commit slots), so a crash
+//!   leaves the last checkpoint plus the log.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io::Write;
