@@ -38,7 +38,7 @@ async fn run_case(ops: Vec<Op>, resume_at: usize, buffer: usize, ring: usize) {
     };
     let hub = WatchHub::start(s.log.clone(), cfg).await.expect("hub");
     // Subscribed before any write and not read until the end: small buffers get cut off.
-    let mut early = hub
+    let early = hub
         .subscribe("pods", None, Position::ZERO)
         .await
         .expect("subscribe");
