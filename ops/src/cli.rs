@@ -17,6 +17,10 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Check a stopped store: every log record's checksum and hash-chain link, and that the
+    /// current state is the newest revision of every object. Exits non-zero naming the first
+    /// damaged record.
+    Verify(VerifyArgs),
     /// Benchmarks.
     Bench {
         #[command(subcommand)]
@@ -60,4 +64,14 @@ pub enum Phase {
     Fanout,
     List,
     Reopen,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct VerifyArgs {
+    /// The data directory (as given to `logbook serve`).
+    #[arg(long, default_value = "logbook-data")]
+    pub data_dir: PathBuf,
+    /// Check only the newest N events of the log instead of all of it (what startup does).
+    #[arg(long)]
+    pub tail: Option<usize>,
 }

@@ -2,6 +2,7 @@
 
 mod bench_store;
 mod cli;
+mod verify;
 
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
@@ -26,5 +27,6 @@ async fn main() -> anyhow::Result<()> {
         Command::Bench {
             target: BenchTarget::Store(args),
         } => bench_store::run(args).await,
+        Command::Verify(args) => verify::run(args).await,
     }
 }
