@@ -15,6 +15,22 @@ pub struct Store {
     pub log: EventLog,
 }
 
+impl Store {
+    /// Appends one pod event built by [`req`]; panics if the store refuses it.
+    pub async fn write(
+        &self,
+        kind: EventType,
+        ns: &str,
+        name: &str,
+        object: &[u8],
+    ) -> logbook_store::Event {
+        self.log
+            .append(&req(kind, ns, name, object))
+            .await
+            .expect("append")
+    }
+}
+
 pub async fn open_in(dir: &std::path::Path) -> (Embedded, EventLog) {
     let kv = Embedded::open(EmbeddedConfig::new(dir)).expect("open embedded store");
     let log = EventLog::open(Arc::new(kv.clone()) as Arc<dyn Kv>, LogConfig::default())

@@ -8,11 +8,7 @@ use logbook_store::{Error, EventType, Expect, ListAt, ObjectKey, Position, Verif
 #[tokio::test]
 async fn create_get_update_delete_follow_their_preconditions() {
     let s = fresh().await;
-    let added = s
-        .log
-        .append(&req(EventType::Added, "default", "web", b"v1"))
-        .await
-        .expect("create");
+    let added = s.write(EventType::Added, "default", "web", b"v1").await;
     assert!(added.position > Position::ZERO);
     assert!(matches!(
         s.log
@@ -75,11 +71,7 @@ async fn create_get_update_delete_follow_their_preconditions() {
     assert_eq!(got.position, modified.position);
     assert_eq!(got.uid, "uid-default-web");
 
-    let deleted = s
-        .log
-        .append(&req(EventType::Deleted, "default", "web", b"v2"))
-        .await
-        .expect("delete");
+    let deleted = s.write(EventType::Deleted, "default", "web", b"v2").await;
     assert!(
         s.log
             .get(&ObjectKey::new("pods", "default", "web"))
@@ -94,10 +86,7 @@ async fn create_get_update_delete_follow_their_preconditions() {
 async fn objects_up_to_one_and_a_half_mebibytes_are_stored_and_larger_ones_refused() {
     let s = fresh().await;
     let big: Vec<u8> = (0..1536 * 1024).map(|i| (i % 251) as u8).collect();
-    s.log
-        .append(&req(EventType::Added, "default", "big", &big))
-        .await
-        .expect("1.5 MiB object is stored");
+    s.write(EventType::Added, "default", "big", &big).await;
     let got = s
         .log
         .get(&ObjectKey::new("pods", "default", "big"))
@@ -106,10 +95,8 @@ async fn objects_up_to_one_and_a_half_mebibytes_are_stored_and_larger_ones_refus
         .expect("present");
     assert_eq!(got.object, big, "a chunked object reads back byte for byte");
     let shrunk = vec![1u8; 10];
-    s.log
-        .append(&req(EventType::Modified, "default", "big", &shrunk))
-        .await
-        .expect("shrink");
+    s.write(EventType::Modified, "default", "big", &shrunk)
+        .await;
     let got = s
         .log
         .get(&ObjectKey::new("pods", "default", "big"))
@@ -146,31 +133,11 @@ async fn objects_up_to_one_and_a_half_mebibytes_are_stored_and_larger_ones_refus
 #[tokio::test]
 async fn history_and_as_of_reads_answer_for_any_retained_position() {
     let s = fresh().await;
-    let a1 = s
-        .log
-        .append(&req(EventType::Added, "ns", "a", b"a1"))
-        .await
-        .expect("a1");
-    let b1 = s
-        .log
-        .append(&req(EventType::Added, "ns", "b", b"b1"))
-        .await
-        .expect("b1");
-    let a2 = s
-        .log
-        .append(&req(EventType::Modified, "ns", "a", b"a2"))
-        .await
-        .expect("a2");
-    let bd = s
-        .log
-        .append(&req(EventType::Deleted, "ns", "b", b"b1"))
-        .await
-        .expect("bd");
-    let c1 = s
-        .log
-        .append(&req(EventType::Added, "other", "c", b"c1"))
-        .await
-        .expect("c1");
+    let a1 = s.write(EventType::Added, "ns", "a", b"a1").await;
+    let b1 = s.write(EventType::Added, "ns", "b", b"b1").await;
+    let a2 = s.write(EventType::Modified, "ns", "a", b"a2").await;
+    let bd = s.write(EventType::Deleted, "ns", "b", b"b1").await;
+    let c1 = s.write(EventType::Added, "other", "c", b"c1").await;
 
     let revs = s
         .log
@@ -249,15 +216,13 @@ async fn history_and_as_of_reads_answer_for_any_retained_position() {
 async fn a_paginated_list_stays_on_its_snapshot_while_writes_go_on() {
     let s = fresh().await;
     for i in 0..25 {
-        s.log
-            .append(&req(
-                EventType::Added,
-                "ns",
-                &format!("obj-{i:02}"),
-                format!("v{i}").as_bytes(),
-            ))
-            .await
-            .expect("create");
+        s.write(
+            EventType::Added,
+            "ns",
+            &format!("obj-{i:02}"),
+            format!("v{i}").as_bytes(),
+        )
+        .await;
     }
     let first = s
         .log
@@ -267,18 +232,10 @@ async fn a_paginated_list_stays_on_its_snapshot_while_writes_go_on() {
     assert_eq!(first.items.len(), 10);
     let snapshot = first.position;
     // Writes between pages: a delete, an update, a create — none may show in later pages.
-    s.log
-        .append(&req(EventType::Deleted, "ns", "obj-15", b""))
-        .await
-        .expect("delete");
-    s.log
-        .append(&req(EventType::Modified, "ns", "obj-20", b"changed"))
-        .await
-        .expect("update");
-    s.log
-        .append(&req(EventType::Added, "ns", "obj-12a", b"new"))
-        .await
-        .expect("create");
+    s.write(EventType::Deleted, "ns", "obj-15", b"").await;
+    s.write(EventType::Modified, "ns", "obj-20", b"changed")
+        .await;
+    s.write(EventType::Added, "ns", "obj-12a", b"new").await;
     let mut all = first.items;
     let mut token = first.continue_token;
     while let Some(t) = token {
@@ -338,10 +295,7 @@ async fn acknowledged_writes_survive_a_reopen_and_positions_keep_increasing() {
 #[tokio::test]
 async fn concurrent_updates_of_one_object_serialize_through_preconditions() {
     let s = fresh().await;
-    s.log
-        .append(&req(EventType::Added, "ns", "counter", b"0"))
-        .await
-        .expect("create");
+    s.write(EventType::Added, "ns", "counter", b"0").await;
     let key = ObjectKey::new("pods", "ns", "counter");
     let mut tasks = Vec::new();
     for _ in 0..16 {

@@ -32,10 +32,8 @@ async fn a_subscription_delivers_every_later_event_once_in_order_then_live() {
     let mut written = Vec::new();
     for i in 0..10 {
         written.push(
-            s.log
-                .append(&req(EventType::Added, "ns", &format!("p{i}"), b"x"))
+            s.write(EventType::Added, "ns", &format!("p{i}"), b"x")
                 .await
-                .expect("append")
                 .position,
         );
     }
@@ -46,10 +44,8 @@ async fn a_subscription_delivers_every_later_event_once_in_order_then_live() {
         .expect("subscribe");
     for i in 10..20 {
         written.push(
-            s.log
-                .append(&req(EventType::Added, "ns", &format!("p{i}"), b"x"))
+            s.write(EventType::Added, "ns", &format!("p{i}"), b"x")
                 .await
-                .expect("append")
                 .position,
         );
     }
@@ -70,18 +66,11 @@ async fn subscriptions_filter_by_resource_and_namespace() {
         .subscribe("pods", Some("a"), Position::ZERO)
         .await
         .expect("subscribe");
-    s.log
-        .append(&req(EventType::Added, "b", "x", b"x"))
-        .await
-        .expect("append");
+    s.write(EventType::Added, "b", "x", b"x").await;
     let mut other = req(EventType::Added, "a", "y", b"x");
     other.key.resource = "configmaps".into();
     s.log.append(&other).await.expect("append");
-    let want = s
-        .log
-        .append(&req(EventType::Added, "a", "z", b"x"))
-        .await
-        .expect("append");
+    let want = s.write(EventType::Added, "a", "z", b"x").await;
     let e = next_event(&mut ns_a).await;
     assert_eq!(e.position, want.position, "only pods in namespace a");
     assert_eq!(e.key.name, "z");
@@ -106,10 +95,8 @@ async fn a_resumed_subscription_continues_exactly_after_its_last_position_from_r
         let mut written = Vec::new();
         for i in 0..30 {
             written.push(
-                s.log
-                    .append(&req(EventType::Added, "ns", &format!("r{ring}-{i}"), b"x"))
+                s.write(EventType::Added, "ns", &format!("r{ring}-{i}"), b"x")
                     .await
-                    .expect("append")
                     .position,
             );
         }
@@ -178,10 +165,8 @@ async fn a_subscriber_that_falls_behind_is_cut_off_without_slowing_commits_and_c
     let mut written = Vec::new();
     for i in 0..100 {
         written.push(
-            s.log
-                .append(&req(EventType::Added, "ns", &format!("s{i}"), b"x"))
+            s.write(EventType::Added, "ns", &format!("s{i}"), b"x")
                 .await
-                .expect("append")
                 .position,
         );
     }
