@@ -32,7 +32,8 @@ pub use error::{Error, Result};
 pub use keys::ObjectKey;
 pub use kv::embedded::{Embedded, EmbeddedConfig};
 pub use log::{
-    AppendRequest, EventLog, Expect, ListAt, ListPage, LogConfig, VerifyReport, VerifyScope,
+    AppendRequest, CompactReport, EventLog, Expect, ListAt, ListPage, LogConfig, VerifyReport,
+    VerifyScope,
 };
 pub use position::Position;
 pub use record::{Actor, Event, EventType, StoredObject};

@@ -85,6 +85,21 @@ pub struct VerifyReport {
     pub head: Position,
 }
 
+/// What a compaction did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CompactReport {
+    /// The new horizon: reads below it answer [`Error::Compacted`].
+    pub horizon: Position,
+    /// Events removed (superseded at the horizon, or deleted objects).
+    pub removed_events: u64,
+    /// Events at or below the horizon kept because they are an object's state there.
+    pub kept_events: u64,
+}
+
+/// Events one compaction transaction examines (keeps transactions far below FoundationDB's
+/// 10 MB / 5 s limits).
+pub const COMPACT_BATCH_EVENTS_MAX: usize = 512;
+
 /// Configuration that only matters when a store is created.
 #[derive(Clone, Debug)]
 pub struct LogConfig {
@@ -911,6 +926,107 @@ impl EventLog {
             .await
     }
 
+    /// Removes history at or below `horizon` that no read at or above it can need: every
+    /// revision superseded by a newer one at or below the horizon, and every revision of an
+    /// object whose newest such revision is a deletion. Each object's state at the horizon
+    /// (so its current state) stays. Reads below the horizon then answer
+    /// [`Error::Compacted`], as Kubernetes answers compacted resourceVersions with 410.
+    ///
+    /// Runs in batches of [`COMPACT_BATCH_EVENTS_MAX`] events per transaction, concurrently
+    /// with writes; `progress` gets the number of events examined after each batch.
+    ///
+    /// # Errors
+    /// `InvalidArgument` for a horizon beyond the head.
+    pub async fn compact(
+        &self,
+        horizon: Position,
+        mut progress: impl FnMut(u64),
+    ) -> Result<CompactReport> {
+        // Move the horizon first: from now on no reader asks for a state below it, so removing
+        // entries there can never show a reader half-compacted history.
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let mut tx = self.kv.begin().await?;
+            let head = self.read_head(tx.as_mut()).await?;
+            if horizon > head {
+                return Err(Error::InvalidArgument(format!(
+                    "compaction horizon {horizon} is beyond the head {head}"
+                )));
+            }
+            let current = tx
+                .get(keys::META_HORIZON, false)
+                .await?
+                .map(|v| decode_u64("meta horizon", &v))
+                .transpose()?
+                .unwrap_or(0);
+            if horizon.0 > current {
+                tx.set(keys::META_HORIZON, &horizon.0.to_be_bytes());
+            }
+            match tx.commit().await {
+                Ok(_) => break,
+                Err(e) if e.is_retryable() && attempts < APPEND_RETRIES_MAX => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        let mut report = CompactReport {
+            horizon,
+            ..CompactReport::default()
+        };
+        let mut examined = 0u64;
+        for partition in 0..self.partitions {
+            let mut begin = keys::log_partition(partition);
+            let end = keys::log_after(partition, horizon);
+            loop {
+                let mut tx = self.kv.begin().await?;
+                let mut events: Vec<Event> = Vec::new();
+                let more = scan_groups(
+                    tx.as_mut(),
+                    begin.clone(),
+                    end.clone(),
+                    2,
+                    true,
+                    |prefix, parts| {
+                        if events.len() >= COMPACT_BATCH_EVENTS_MAX {
+                            return Ok(false);
+                        }
+                        events.push(event_from_parts(prefix, &parts)?);
+                        Ok(true)
+                    },
+                )
+                .await?;
+                for e in &events {
+                    // A newer revision at or below the horizon supersedes this one.
+                    let mut from = keys::rev(&e.key);
+                    from.extend_from_slice(&Position(e.position.0 + 1).versionstamp().0);
+                    let mut to = keys::rev(&e.key);
+                    to.extend_from_slice(&Position(horizon.0.saturating_add(1)).versionstamp().0);
+                    let newer = tx
+                        .get_range(&RangeRequest::between(from, to).limit(1).snapshot(true))
+                        .await?;
+                    if newer.kvs.is_empty() && e.kind != EventType::Deleted {
+                        report.kept_events += 1;
+                        continue;
+                    }
+                    let log_prefix = keys::log_event(partition, e.position.versionstamp());
+                    tx.clear_range(&log_prefix, &prefix_end(&log_prefix));
+                    let mut rev_key = keys::rev(&e.key);
+                    rev_key.extend_from_slice(&e.position.versionstamp().0);
+                    tx.clear(&rev_key);
+                    report.removed_events += 1;
+                }
+                tx.commit().await?;
+                examined += events.len() as u64;
+                progress(examined);
+                match (more, events.last()) {
+                    (true, Some(last)) => begin = keys::log_after(partition, last.position),
+                    _ => break,
+                }
+            }
+        }
+        Ok(report)
+    }
+
     /// Checks the log: every record's framing and checksum, every event's hash, every
     /// hash-chain link, and that the head names the newest event. Calls `progress` with the
     /// number of events checked every [`SCAN_PAGE_KVS`] events.
@@ -1052,7 +1168,12 @@ impl EventLog {
                 return Err(e);
             }
         }
-        if newest != head && !(newest == Position::ZERO && scope != VerifyScope::Full) {
+        // The head's own event may be compacted away (a deletion at or below the horizon).
+        let head_compacted = newest < head && head <= self.read_horizon(tx.as_mut()).await?;
+        if newest != head
+            && !head_compacted
+            && !(newest == Position::ZERO && scope != VerifyScope::Full)
+        {
             return Err(Error::Corrupt {
                 location: format!("log position {head}"),
                 detail: format!(
