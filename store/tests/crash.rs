@@ -18,11 +18,21 @@ const CRASH_ROUNDS: usize = 24;
 const CRASH_WRITERS: usize = 16;
 const CRASH_DELAY_MS_MAX: u64 = 400;
 
+/// Odd rounds checkpoint every few milliseconds, so kills land before, during and after
+/// checkpoints and WAL truncations; even rounds keep the default (kills before the first).
+const CRASH_FAST_CHECKPOINT_MS: u64 = 7;
+
 fn run_round(dir: &std::path::Path, round: usize, delay: Duration) -> Vec<(Position, String)> {
+    let checkpoint_ms = if round % 2 == 1 {
+        CRASH_FAST_CHECKPOINT_MS
+    } else {
+        logbook_store::EmbeddedConfig::new(dir).checkpoint_interval_ms
+    };
     let mut child = Command::new(env!("CARGO_BIN_EXE_logbook-store-crash-writer"))
         .arg(dir)
         .arg(round.to_string())
         .arg(CRASH_WRITERS.to_string())
+        .arg(checkpoint_ms.to_string())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()

@@ -1,6 +1,7 @@
 //! Test helper for `tests/crash.rs`: appends events from several concurrent writers as fast
 //! as the store takes them and prints `ack <position> <name>` for each acknowledged append,
-//! until it is killed. Usage: `logbook-store-crash-writer <data-dir> <round> <writers>`.
+//! until it is killed. Usage:
+//! `logbook-store-crash-writer <data-dir> <round> <writers> [checkpoint-interval-ms]`.
 
 use std::io::Write;
 use std::sync::Arc;
@@ -22,7 +23,11 @@ async fn main() {
         eprintln!("usage: logbook-store-crash-writer <data-dir> <round> <writers>");
         std::process::exit(2);
     };
-    let kv = match Embedded::open(EmbeddedConfig::new(dir)) {
+    let mut cfg = EmbeddedConfig::new(dir);
+    if let Some(ms) = args.get(4).and_then(|m| m.parse::<u64>().ok()) {
+        cfg.checkpoint_interval_ms = ms;
+    }
+    let kv = match Embedded::open(cfg) {
         Ok(kv) => kv,
         Err(e) => {
             eprintln!("open failed: {e}");
