@@ -4,6 +4,7 @@
 //! l <partition u16> <versionstamp 10> <chunk u16>        -> log event chunk
 //! o <res> <ns> <name> <chunk u16>                        -> current object chunk
 //! r <res> <ns> <name> <versionstamp 10>                  -> revision index entry
+//! t <res> <versionstamp 10>                              -> resource log entry (ns, name)
 //! m <name>                                               -> metadata (format, head, horizon)
 //! ```
 //! `<res>`, `<ns>`, `<name>` are byte strings in an order-preserving, prefix-free encoding
@@ -16,6 +17,9 @@ pub const LOG: u8 = b'l';
 pub const OBJ: u8 = b'o';
 pub const REV: u8 = b'r';
 pub const META: u8 = b'm';
+/// The per-resource log: every event of one resource in log order, so a watch of one
+/// resource catching up from an old position does not read every other resource's events.
+pub const RES_LOG: u8 = b't';
 
 /// `m format`: the on-disk format version.
 pub const META_FORMAT: &[u8] = b"mformat";
@@ -146,6 +150,21 @@ pub fn obj_scope(resource: &str, namespace: Option<&str>) -> Vec<u8> {
 pub fn rev(key: &ObjectKey) -> Vec<u8> {
     let mut out = vec![REV];
     key.encode_into(&mut out);
+    out
+}
+
+/// `t <res>`: prefix of one resource's log.
+pub fn res_log(resource: &str) -> Vec<u8> {
+    let mut out = vec![RES_LOG];
+    push_str(&mut out, resource.as_bytes());
+    out
+}
+
+/// The value of a resource-log entry: the object's namespace and name.
+pub fn res_log_value(key: &ObjectKey) -> Vec<u8> {
+    let mut out = Vec::with_capacity(key.namespace.len() + key.name.len() + 2);
+    push_str(&mut out, key.namespace.as_bytes());
+    push_str(&mut out, key.name.as_bytes());
     out
 }
 

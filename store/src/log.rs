@@ -437,6 +437,10 @@ impl EventLog {
         let rev_vs_offset = rev_key.len();
         rev_key.extend_from_slice(&VERSIONSTAMP_PLACEHOLDER);
         tx.set_versionstamped_key(&rev_key, rev_vs_offset, &[req.kind as u8]);
+        let mut res_key = keys::res_log(&req.key.resource);
+        let res_vs_offset = res_key.len();
+        res_key.extend_from_slice(&VERSIONSTAMP_PLACEHOLDER);
+        tx.set_versionstamped_key(&res_key, res_vs_offset, &keys::res_log_value(&req.key));
         tx.set_versionstamped_value(keys::META_HEAD, &VERSIONSTAMP_PLACEHOLDER, 0);
 
         let committed = tx.commit().await?;
@@ -472,25 +476,44 @@ impl EventLog {
     }
 
     /// Reads the events the pointers name and returns the objects, in pointer order.
-    ///
-    /// The events are read in log order with an adaptive range cursor: where the wanted
-    /// positions are dense in the log (a resource written in bulk) it reads pages of
-    /// consecutive entries; where they are sparse it shrinks to point reads.
     async fn resolve(
         &self,
         tx: &mut dyn Transaction,
         refs: Vec<ObjectRef>,
     ) -> Result<Vec<StoredObject>> {
-        let mut order: Vec<usize> = (0..refs.len()).collect();
-        order.sort_unstable_by_key(|&i| (refs[i].key.partition(self.partitions), refs[i].position));
-        let mut events: Vec<Option<Event>> = vec![None; refs.len()];
+        let wanted: Vec<(u16, Position)> = refs
+            .iter()
+            .map(|r| (r.key.partition(self.partitions), r.position))
+            .collect();
+        let events = self.read_events(tx, &wanted).await?;
+        refs.into_iter()
+            .zip(events)
+            .map(|(r, e)| match e {
+                Some(e) => stored(r, e),
+                None => Err(missing(&r)),
+            })
+            .collect()
+    }
+
+    /// Reads the events at `wanted` (partition, position), answering in the same order
+    /// (`None` where the log has no such event).
+    ///
+    /// The events are read in log order with an adaptive range cursor: where the wanted
+    /// positions are dense in the log (a resource written in bulk) it reads pages of
+    /// consecutive entries; where they are sparse it shrinks to point reads.
+    async fn read_events(
+        &self,
+        tx: &mut dyn Transaction,
+        wanted: &[(u16, Position)],
+    ) -> Result<Vec<Option<Event>>> {
+        let mut order: Vec<usize> = (0..wanted.len()).collect();
+        order.sort_unstable_by_key(|&i| wanted[i]);
+        let mut events: Vec<Option<Event>> = vec![None; wanted.len()];
         let mut page_kvs = RESOLVE_PAGE_KVS_MIN;
         let mut next = 0;
         while next < order.len() {
-            let want = &refs[order[next]];
-            let partition = want.key.partition(self.partitions);
-            let begin =
-                keys::with_chunk(&keys::log_event(partition, want.position.versionstamp()), 0);
+            let (partition, position) = wanted[order[next]];
+            let begin = keys::with_chunk(&keys::log_event(partition, position.versionstamp()), 0);
             let end = prefix_end(&keys::log_partition(partition));
             let page = tx
                 .get_range(
@@ -501,32 +524,30 @@ impl EventLog {
                 .await?;
             let (mut seen, mut taken) = (0usize, 0usize);
             for kv in &page.kvs {
-                let Some((p_part, position, chunk)) = keys::parse_log_key(&kv.key) else {
+                let Some((p_part, at, chunk)) = keys::parse_log_key(&kv.key) else {
                     break;
                 };
                 let Some(&idx) = order.get(next) else { break };
-                let want = &refs[idx];
-                if p_part != want.key.partition(self.partitions) || position > want.position {
+                let (want_part, want_at) = wanted[idx];
+                if p_part != want_part || at > want_at {
                     break; // re-seek to the next wanted position
                 }
                 seen += 1;
-                if position < want.position || chunk != 0 {
+                if at < want_at || chunk != 0 {
                     continue;
                 }
                 let event = if kv.value.len() < record::VALUE_CHUNK_BYTES_MAX {
-                    record::decode_event(position, &kv.value)?
+                    Some(record::decode_event(at, &kv.value)?)
                 } else {
-                    self.read_event_at(tx, &want.key, position)
-                        .await?
-                        .ok_or_else(|| missing(want))?
+                    self.read_event_in(tx, want_part, at).await?
                 };
-                events[idx] = Some(event);
+                events[idx] = event;
                 taken += 1;
                 next += 1;
             }
             if taken == 0 {
-                // The wanted position is not in the log at all.
-                return Err(missing(&refs[order[next]]));
+                // The wanted position is not in the log: answer None for it and move on.
+                next += 1;
             }
             page_kvs = if taken * 2 >= seen {
                 (page_kvs * 2).min(RESOLVE_PAGE_KVS_MAX)
@@ -534,13 +555,7 @@ impl EventLog {
                 (page_kvs / 4).max(RESOLVE_PAGE_KVS_MIN)
             };
         }
-        refs.into_iter()
-            .zip(events)
-            .map(|(r, e)| match e {
-                Some(e) => stored(r, e),
-                None => Err(missing(&r)),
-            })
-            .collect()
+        Ok(events)
     }
 
     async fn read_head(&self, tx: &mut dyn Transaction) -> Result<Position> {
@@ -797,7 +812,17 @@ impl EventLog {
         key: &ObjectKey,
         p: Position,
     ) -> Result<Option<Event>> {
-        let prefix = keys::log_event(key.partition(self.partitions), p.versionstamp());
+        self.read_event_in(tx, key.partition(self.partitions), p)
+            .await
+    }
+
+    async fn read_event_in(
+        &self,
+        tx: &mut dyn Transaction,
+        partition: u16,
+        p: Position,
+    ) -> Result<Option<Event>> {
+        let prefix = keys::log_event(partition, p.versionstamp());
         // Most events fit one chunk: a point read, without a range scan.
         let first = tx.get(&keys::with_chunk(&prefix, 0), true).await?;
         match first {
@@ -815,6 +840,88 @@ impl EventLog {
         })
         .await?;
         Ok(found)
+    }
+
+    /// The events of one resource (in `namespace`, or all) after `after` up to `until`
+    /// (inclusive, or the head), at most `limit` (0 = no limit), in log order. Reads the
+    /// resource's own log, so its cost does not grow with other resources' traffic.
+    ///
+    /// # Errors
+    /// [`Error::Compacted`] when `after` is below the horizon.
+    pub async fn read_resource_log(
+        &self,
+        resource: &str,
+        namespace: Option<&str>,
+        after: Position,
+        until: Option<Position>,
+        limit: usize,
+    ) -> Result<Vec<Event>> {
+        let mut tx = self.kv.begin().await?;
+        let horizon = self.read_horizon(tx.as_mut()).await?;
+        if after < horizon {
+            return Err(Error::Compacted {
+                requested: after,
+                horizon,
+            });
+        }
+        let max = if limit == 0 { usize::MAX } else { limit };
+        let prefix = keys::res_log(resource);
+        let at = |p: Position| {
+            let mut k = prefix.clone();
+            k.extend_from_slice(&p.versionstamp().0);
+            k
+        };
+        let begin = match after.0.checked_add(1) {
+            Some(n) => at(Position(n)),
+            None => return Ok(Vec::new()),
+        };
+        let end = match until.and_then(|u| u.0.checked_add(1)) {
+            Some(n) => at(Position(n)),
+            None => prefix_end(&prefix),
+        };
+        let mut wanted: Vec<(ObjectKey, Position)> = Vec::new();
+        scan_groups(tx.as_mut(), begin, end, 0, true, |k, parts| {
+            if wanted.len() >= max {
+                return Ok(false);
+            }
+            let bad = || Error::Corrupt {
+                location: hex(k),
+                detail: "undecodable resource-log entry".into(),
+            };
+            let vs = Versionstamp::from_slice(&k[prefix.len()..]).ok_or_else(bad)?;
+            let Some((_, value)) = parts.first() else {
+                return Ok(true);
+            };
+            let (ns, rest) = keys::pop_str(value).ok_or_else(bad)?;
+            let (name, _) = keys::pop_str(rest).ok_or_else(bad)?;
+            let ns = String::from_utf8(ns).map_err(|_| bad())?;
+            if namespace.is_none_or(|want| want == ns) {
+                let name = String::from_utf8(name).map_err(|_| bad())?;
+                wanted.push((
+                    ObjectKey::new(resource, ns, name),
+                    Position::from_versionstamp(vs),
+                ));
+            }
+            Ok(true)
+        })
+        .await?;
+        let places: Vec<(u16, Position)> = wanted
+            .iter()
+            .map(|(k, p)| (k.partition(self.partitions), *p))
+            .collect();
+        let events = self.read_events(tx.as_mut(), &places).await?;
+        wanted
+            .into_iter()
+            .zip(events)
+            .map(|((key, p), e)| {
+                e.ok_or_else(|| Error::Corrupt {
+                    location: format!("log position {p}"),
+                    detail: format!(
+                        "the resource log of {resource} names an event of {key} that is missing"
+                    ),
+                })
+            })
+            .collect()
     }
 
     /// Events after `after` (exclusive) up to `until` (inclusive, or the head), at most
@@ -1013,6 +1120,9 @@ impl EventLog {
                     let mut rev_key = keys::rev(&e.key);
                     rev_key.extend_from_slice(&e.position.versionstamp().0);
                     tx.clear(&rev_key);
+                    let mut res_key = keys::res_log(&e.key.resource);
+                    res_key.extend_from_slice(&e.position.versionstamp().0);
+                    tx.clear(&res_key);
                     report.removed_events += 1;
                 }
                 tx.commit().await?;

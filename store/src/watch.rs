@@ -204,10 +204,6 @@ impl WatchHub {
     }
 }
 
-fn in_scope(e: &Event, resource: &str, namespace: Option<&str>) -> bool {
-    e.key.resource == resource && namespace.is_none_or(|ns| ns == e.key.namespace)
-}
-
 enum Backlog {
     Ring(VecDeque<Arc<Event>>),
     Log {
@@ -258,17 +254,21 @@ impl Subscription {
                         continue;
                     }
                     let (from, to) = (*next, *until);
+                    // The resource's own log: catching up costs this resource's events,
+                    // not every event written since `from`.
                     let events = self
                         .inner
                         .log
-                        .read_log(from, Some(to), self.inner.cfg.catchup_page_events_max)
+                        .read_resource_log(
+                            &self.resource,
+                            self.namespace.as_deref(),
+                            from,
+                            Some(to),
+                            self.inner.cfg.catchup_page_events_max,
+                        )
                         .await?;
                     let next = events.last().map_or(to, |e| e.position);
-                    let page = events
-                        .into_iter()
-                        .filter(|e| in_scope(e, &self.resource, self.namespace.as_deref()))
-                        .map(Arc::new)
-                        .collect();
+                    let page = events.into_iter().map(Arc::new).collect();
                     self.backlog = Backlog::Log {
                         next,
                         until: to,

@@ -331,3 +331,59 @@ async fn concurrent_updates_of_one_object_serialize_through_preconditions() {
     assert_eq!(cur.object, b"16", "no lost update");
     assert_eq!(s.log.revisions(&key).await.expect("revs").len(), 17);
 }
+
+#[tokio::test]
+async fn a_resources_own_log_is_the_log_filtered_to_that_resource_and_namespace() {
+    let s = fresh().await;
+    for i in 0..30 {
+        let mut r = req(
+            EventType::Added,
+            if i % 3 == 0 { "a" } else { "b" },
+            &format!("o{i}"),
+            b"x",
+        );
+        if i % 2 == 0 {
+            r.key.resource = "configmaps".into();
+        }
+        s.log.append(&r).await.expect("append");
+    }
+    s.write(EventType::Modified, "b", "o1", b"y").await;
+    s.write(EventType::Deleted, "a", "o3", b"y").await;
+    let all = s.log.read_log(Position::ZERO, None, 0).await.expect("log");
+    for (resource, ns) in [
+        ("pods", None),
+        ("pods", Some("a")),
+        ("configmaps", Some("b")),
+        ("secrets", None),
+    ] {
+        for from in [Position::ZERO, all[7].position, all[20].position] {
+            let expected: Vec<_> = all
+                .iter()
+                .filter(|e| {
+                    e.position > from
+                        && e.key.resource == resource
+                        && ns.is_none_or(|n| n == e.key.namespace)
+                })
+                .cloned()
+                .collect();
+            let got = s
+                .log
+                .read_resource_log(resource, ns, from, None, 0)
+                .await
+                .expect("resource log");
+            assert_eq!(got, expected, "{resource} in {ns:?} after {from}");
+            let limited = s
+                .log
+                .read_resource_log(resource, ns, from, Some(all[25].position), 3)
+                .await
+                .expect("resource log");
+            let expected_limited: Vec<_> = expected
+                .iter()
+                .filter(|e| e.position <= all[25].position)
+                .take(3)
+                .cloned()
+                .collect();
+            assert_eq!(limited, expected_limited, "with an end and a limit");
+        }
+    }
+}
