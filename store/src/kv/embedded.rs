@@ -15,7 +15,7 @@
 //!   (see [`super::wal`]). redb commits are atomic (checksummed commit slots), so a crash
 //!   leaves the last checkpoint plus the log.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::io::Write;
 use std::ops::Bound;
 use std::panic::AssertUnwindSafe;
@@ -661,10 +661,43 @@ impl Transaction for EmbeddedTx {
     }
 }
 
+/// The keys and ranges one group commit wrote: what later transactions' reads are checked
+/// against. Points are kept sorted so a read range is checked with one ordered lookup.
+#[derive(Default)]
+struct WriteSet {
+    points: BTreeSet<Vec<u8>>,
+    ranges: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+impl WriteSet {
+    /// True when a write falls into the read range `[b, e)`.
+    fn intersects(&self, b: &[u8], e: &[u8]) -> bool {
+        if b >= e {
+            return false;
+        }
+        self.points
+            .range::<[u8], _>((Bound::Included(b), Bound::Excluded(e)))
+            .next()
+            .is_some()
+            || self
+                .ranges
+                .iter()
+                .any(|(rb, re)| b < re.as_slice() && rb.as_slice() < e)
+    }
+
+    fn contains(&self, k: &[u8]) -> bool {
+        self.points.contains(k)
+            || self
+                .ranges
+                .iter()
+                .any(|(b, e)| b.as_slice() <= k && k < e.as_slice())
+    }
+}
+
 struct BatchWrites {
     version: u64,
     at: Instant,
-    ranges: Vec<(Vec<u8>, Vec<u8>)>,
+    writes: WriteSet,
 }
 
 struct Committer {
@@ -679,10 +712,6 @@ struct Committer {
     last_checkpoint: Instant,
     /// Versions above this are durable only in the WAL so far.
     checkpointed: u64,
-}
-
-fn overlaps(a: &(Vec<u8>, Vec<u8>), b: &(Vec<u8>, Vec<u8>)) -> bool {
-    a.0 < b.1 && b.0 < a.1
 }
 
 fn substitute(bytes: &mut [u8], offset: usize, vs: &Versionstamp) {
@@ -796,7 +825,7 @@ impl Committer {
         }
     }
 
-    fn check(&self, req: &CommitRequest, batch_ranges: &[(Vec<u8>, Vec<u8>)]) -> Result<()> {
+    fn check(&self, req: &CommitRequest, batch_writes: &WriteSet) -> Result<()> {
         if req.read_version < self.history_floor {
             return Err(Error::TransactionTooOld);
         }
@@ -809,7 +838,7 @@ impl Committer {
             if req
                 .read_conflicts
                 .iter()
-                .any(|r| batch.ranges.iter().any(|w| overlaps(r, w)))
+                .any(|(b, e)| batch.writes.intersects(b, e))
             {
                 return Err(Error::TransactionConflict);
             }
@@ -817,7 +846,7 @@ impl Committer {
         if req
             .read_conflicts
             .iter()
-            .any(|r| batch_ranges.iter().any(|w| overlaps(r, w)))
+            .any(|(b, e)| batch_writes.intersects(b, e))
         {
             return Err(Error::TransactionConflict);
         }
@@ -838,7 +867,7 @@ impl Committer {
         }
         let mut accepted: Vec<(oneshot::Sender<Result<Committed>>, Committed)> =
             Vec::with_capacity(batch.len());
-        let mut ranges: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        let mut writes = WriteSet::default();
         let mut wal_payload: Vec<u8> = Vec::new();
         let result = (|| -> Result<redb::WriteTransaction> {
             let mut wtx = self.shared.db.begin_write().map_err(Error::backend)?;
@@ -850,14 +879,14 @@ impl Committer {
                 let mut table = wtx.open_table(KV).map_err(Error::backend)?;
                 let mut order: u16 = 0;
                 for req in batch {
-                    if let Err(e) = self.check(&req, &ranges) {
+                    if let Err(e) = self.check(&req, &writes) {
                         let _ = req.reply.send(Err(e));
                         continue;
                     }
                     let vs = Versionstamp::new(version, order);
                     order = order.wrapping_add(1);
                     for m in req.mutations {
-                        apply(&mut table, m, &vs, &mut ranges, &mut wal_payload)?;
+                        apply(&mut table, m, &vs, &mut writes, &mut wal_payload)?;
                     }
                     accepted.push((
                         req.reply,
@@ -898,18 +927,18 @@ impl Committer {
             return;
         }
         self.version = version;
-        self.fire_watches(&ranges);
+        self.fire_watches(&writes);
         self.history.push_back(BatchWrites {
             version,
             at: now,
-            ranges,
+            writes,
         });
         for (reply, c) in accepted {
             let _ = reply.send(Ok(c));
         }
     }
 
-    fn fire_watches(&self, ranges: &[(Vec<u8>, Vec<u8>)]) {
+    fn fire_watches(&self, writes: &WriteSet) {
         let Ok(mut watchers) = self.shared.watchers.lock() else {
             return;
         };
@@ -918,9 +947,7 @@ impl Committer {
         }
         let all = std::mem::take(&mut *watchers);
         for w in all {
-            let hit = ranges
-                .iter()
-                .any(|(b, e)| b.as_slice() <= w.key.as_slice() && w.key.as_slice() < e.as_slice());
+            let hit = writes.contains(&w.key);
             if hit {
                 let _ = w.fire.send(());
             } else if !w.fire.is_closed() {
@@ -936,7 +963,7 @@ fn apply(
     table: &mut redb::Table<&[u8], &[u8]>,
     m: Mutation,
     vs: &Versionstamp,
-    ranges: &mut Vec<(Vec<u8>, Vec<u8>)>,
+    writes: &mut WriteSet,
     wal_payload: &mut Vec<u8>,
 ) -> Result<()> {
     let op = match m {
@@ -962,13 +989,12 @@ fn apply(
     };
     apply_op(table, &op)?;
     wal::push_op(wal_payload, &op);
-    ranges.push(match op {
+    match op {
         WalOp::Put(k, _) | WalOp::Delete(k) => {
-            let end = key_after(&k);
-            (k, end)
+            writes.points.insert(k);
         }
-        WalOp::DeleteRange(b, e) => (b, e),
-    });
+        WalOp::DeleteRange(b, e) => writes.ranges.push((b, e)),
+    }
     Ok(())
 }
 
