@@ -1,9 +1,10 @@
 //! logbook-store: the ground truth of Logbook.
 //!
-//! Owns the ordered transactional KV trait ([`kv::Kv`]) and its backends (embedded redb
-//! today, FoundationDB behind the `fdb` feature later), the event log and its projections
-//! ([`EventLog`]: current state, revision index, reads as of any retained position), and the
-//! watch hub ([`WatchHub`]) that turns the log into subscriptions.
+//! Owns the ordered transactional KV trait ([`kv::Kv`]) and its backends (embedded: redb
+//! plus a write-ahead log, today; FoundationDB behind the `fdb` feature later), the event log
+//! and its projections ([`EventLog`]: current-state pointers, revision index, per-resource
+//! log; reads as of any retained position; compaction), and the watch hub ([`WatchHub`])
+//! that turns the log into subscriptions.
 //!
 //! Where to start reading: [`kv`] for the storage contract, [`log`] for what one append
 //! writes, [`watch`] for how subscribers get every event exactly once.
@@ -11,8 +12,9 @@
 //! # Invariants
 //! - Knows no Kubernetes kinds or semantics: it stores keys, events and bytes. A resource
 //!   is an opaque string, an object an opaque byte string.
-//! - The log is the only state that cannot be rebuilt; the current-state and revision
-//!   projections are written in the same transaction as the event they derive from.
+//! - The log is the only state that cannot be rebuilt; the current-state, revision and
+//!   per-resource projections are written in the same transaction as the event they derive
+//!   from. Object bytes live only in the log.
 //! - A position (`resourceVersion`) names exactly one event; positions increase strictly in
 //!   log order (one event per transaction, position from the commit versionstamp).
 //! - A write is acknowledged only after it is durable.
