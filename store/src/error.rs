@@ -53,6 +53,10 @@ pub enum Error {
     #[error("watch subscriber fell behind and was cut off after position {last_delivered}")]
     FellBehind { last_delivered: Position },
 
+    /// A bounded resource is full (e.g. the watch hub's subscriber count). Retry later.
+    #[error("too many {what}: the limit is {limit}")]
+    Overloaded { what: &'static str, limit: usize },
+
     /// A record read back failed its checksum or framing: the data file is damaged.
     #[error("corrupt record at {location}: {detail}")]
     Corrupt { location: String, detail: String },

@@ -25,6 +25,8 @@ pub const STORE_FORMAT_VERSION: u64 = 1;
 pub const APPEND_RETRIES_MAX: u32 = 64;
 /// Keys fetched per range read when scanning (a page, not a limit on results).
 pub const SCAN_PAGE_KVS: usize = 2048;
+/// Most revisions one history page returns.
+pub const REVISIONS_PAGE_ITEMS_MAX: usize = 10_000;
 /// Largest page a list returns, whatever the caller asks (DESIGN.md §4).
 pub const LIST_PAGE_ITEMS_MAX: usize = 10_000;
 
@@ -966,38 +968,68 @@ impl EventLog {
         Ok(merged)
     }
 
-    /// Every retained revision of one object, oldest first.
+    /// Every retained revision of one object, oldest first: at most
+    /// [`REVISIONS_PAGE_ITEMS_MAX`] of them. Longer histories are read with
+    /// [`Self::revisions_page`].
+    ///
+    /// # Errors
+    /// `TooLarge` when the object has more revisions than one page holds.
     pub async fn revisions(&self, key: &ObjectKey) -> Result<Vec<Event>> {
+        let (events, more) = self
+            .revisions_page(key, Position::ZERO, REVISIONS_PAGE_ITEMS_MAX)
+            .await?;
+        if more {
+            return Err(Error::TooLarge {
+                what: "revision history",
+                size: REVISIONS_PAGE_ITEMS_MAX + 1,
+                limit: REVISIONS_PAGE_ITEMS_MAX,
+            });
+        }
+        Ok(events)
+    }
+
+    /// One page of an object's retained revisions after `after`, oldest first: at most
+    /// `limit` (capped at [`REVISIONS_PAGE_ITEMS_MAX`]), and whether more follow. Continue
+    /// from the last event's position.
+    pub async fn revisions_page(
+        &self,
+        key: &ObjectKey,
+        after: Position,
+        limit: usize,
+    ) -> Result<(Vec<Event>, bool)> {
+        let limit = limit.clamp(1, REVISIONS_PAGE_ITEMS_MAX);
         let mut tx = self.kv.begin().await?;
         let (b, e) = rev_range(key);
-        let mut positions = Vec::new();
-        let mut req = RangeRequest::between(b, e)
-            .limit(SCAN_PAGE_KVS)
-            .snapshot(true);
-        loop {
-            let page = tx.get_range(&req).await?;
-            for kv in &page.kvs {
-                if let Some(vs) = Versionstamp::from_slice(&kv.key[kv.key.len() - 10..]) {
-                    positions.push(Position::from_versionstamp(vs));
-                }
+        let begin = match after.0.checked_add(1) {
+            Some(n) if after > Position::ZERO => {
+                let mut k = keys::rev(key);
+                k.extend_from_slice(&Position(n).versionstamp().0);
+                k
             }
-            match req.continue_after(&page) {
-                Some(n) => req = n,
-                None => break,
-            }
-        }
-        let mut out = Vec::with_capacity(positions.len());
-        for p in positions {
-            let e = self
-                .read_event_at(tx.as_mut(), key, p)
-                .await?
-                .ok_or_else(|| Error::Corrupt {
+            _ => b,
+        };
+        let page = tx
+            .get_range(&RangeRequest::between(begin, e).limit(limit).snapshot(true))
+            .await?;
+        let partition = key.partition(self.partitions);
+        let wanted: Vec<(u16, Position)> = page
+            .kvs
+            .iter()
+            .filter_map(|kv| Versionstamp::from_slice(&kv.key[kv.key.len() - 10..]))
+            .map(|vs| (partition, Position::from_versionstamp(vs)))
+            .collect();
+        let events = self.read_events(tx.as_mut(), &wanted).await?;
+        let out = wanted
+            .into_iter()
+            .zip(events)
+            .map(|((_, p), e)| {
+                e.ok_or_else(|| Error::Corrupt {
                     location: format!("log position {p}"),
                     detail: format!("revision index of {key} points at a missing event"),
-                })?;
-            out.push(e);
-        }
-        Ok(out)
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok((out, page.more))
     }
 
     /// The object as of position `at`: the newest revision at or below it, or `None` if the

@@ -40,6 +40,8 @@ pub struct HubConfig {
     pub bookmark_interval_ms: u64,
     /// The tailer re-reads the log at least this often even if no head watch fired.
     pub tail_poll_interval_ms: u64,
+    /// Most live subscriptions at once; one more is refused with [`Error::Overloaded`].
+    pub subscribers_max: usize,
 }
 
 impl Default for HubConfig {
@@ -51,6 +53,7 @@ impl Default for HubConfig {
             catchup_page_events_max: 1_000,
             bookmark_interval_ms: 5_000,
             tail_poll_interval_ms: 1_000,
+            subscribers_max: 100_000,
         }
     }
 }
@@ -181,6 +184,19 @@ impl WatchHub {
                 },
             }
         };
+        let live = |st: &HubState| st.subscribers.values().map(Vec::len).sum::<usize>();
+        if live(&st) >= self.inner.cfg.subscribers_max {
+            // Forget subscriptions whose receiver is gone before refusing a new one.
+            for subs in st.subscribers.values_mut() {
+                subs.retain(|s| !s.tx.is_closed());
+            }
+            if live(&st) >= self.inner.cfg.subscribers_max {
+                return Err(Error::Overloaded {
+                    what: "watch subscriptions",
+                    limit: self.inner.cfg.subscribers_max,
+                });
+            }
+        }
         st.subscribers
             .entry(resource.to_string())
             .or_default()

@@ -387,3 +387,28 @@ async fn a_resources_own_log_is_the_log_filtered_to_that_resource_and_namespace(
         }
     }
 }
+
+#[tokio::test]
+async fn history_pages_walk_every_revision_once() {
+    let s = fresh().await;
+    s.write(EventType::Added, "ns", "h", b"0").await;
+    for i in 1..25 {
+        s.write(EventType::Modified, "ns", "h", i.to_string().as_bytes())
+            .await;
+    }
+    let key = ObjectKey::new("pods", "ns", "h");
+    let mut after = Position::ZERO;
+    let mut seen = Vec::new();
+    loop {
+        let (page, more) = s.log.revisions_page(&key, after, 7).await.expect("page");
+        assert!(page.len() <= 7);
+        seen.extend(page.iter().map(|e| e.object.clone()));
+        match (more, page.last()) {
+            (true, Some(last)) => after = last.position,
+            _ => break,
+        }
+    }
+    let expected: Vec<Vec<u8>> = (0..25).map(|i: i32| i.to_string().into_bytes()).collect();
+    assert_eq!(seen, expected);
+    assert_eq!(s.log.revisions(&key).await.expect("all").len(), 25);
+}

@@ -209,3 +209,30 @@ async fn a_subscriber_that_falls_behind_is_cut_off_without_slowing_commits_and_c
         "cut off and resumed: every event exactly once"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriptions_beyond_the_limit_are_refused_until_one_is_dropped() {
+    let s = fresh().await;
+    let cfg = HubConfig {
+        subscribers_max: 3,
+        ..HubConfig::default()
+    };
+    let hub = WatchHub::start(s.log.clone(), cfg).await.expect("hub");
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(
+            hub.subscribe("pods", None, Position::ZERO)
+                .await
+                .expect("within the limit"),
+        );
+    }
+    match hub.subscribe("configmaps", None, Position::ZERO).await {
+        Err(Error::Overloaded { limit: 3, .. }) => {}
+        Err(e) => panic!("expected Overloaded, got {e}"),
+        Ok(_) => panic!("a fourth subscription must be refused"),
+    }
+    held.pop();
+    hub.subscribe("configmaps", None, Position::ZERO)
+        .await
+        .expect("room again after a drop");
+}

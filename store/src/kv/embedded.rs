@@ -173,7 +173,9 @@ impl Embedded {
         }
         let db = open_database(&path, &cfg)?;
         let wal_path = cfg.dir.join(WAL_FILE_NAME);
-        let (version, wal) = replay_wal(&db, &wal_path)?;
+        let (version, wal) = guarded("replaying the write-ahead log", || {
+            replay_wal(&db, &wal_path)
+        })?;
         if !marker.exists() {
             std::fs::write(&marker, b"logbook store\n")?;
             std::fs::File::open(&marker)?.sync_all()?;
@@ -221,6 +223,10 @@ impl Embedded {
     }
 
     fn read_snapshot(&self) -> Result<(redb::ReadTransaction, u64)> {
+        guarded("starting a read", || self.read_snapshot_unguarded())
+    }
+
+    fn read_snapshot_unguarded(&self) -> Result<(redb::ReadTransaction, u64)> {
         let rtx = self.shared.db.begin_read().map_err(Error::backend)?;
         let version = {
             let sys = rtx.open_table(SYS).map_err(Error::backend)?;
@@ -298,6 +304,37 @@ fn replay_wal(db: &redb::Database, wal_path: &Path) -> Result<(u64, std::fs::Fil
     wal.set_len(0)?;
     wal.sync_all()?;
     Ok((version, wal))
+}
+
+/// A key and value copied out of redb.
+type OwnedEntry = (Vec<u8>, Vec<u8>);
+/// One item of a redb range over the KV table.
+type RedbEntry<'a> = std::result::Result<
+    (
+        redb::AccessGuard<'a, &'static [u8]>,
+        redb::AccessGuard<'a, &'static [u8]>,
+    ),
+    redb::StorageError,
+>;
+
+/// Runs a redb call, turning a panic into [`Error::Corrupt`]. redb trusts the pages it reads
+/// (it checks their checksums only when repairing), so a damaged page can make it index out
+/// of bounds; a damaged file must give the caller an error, never take the server down.
+fn guarded<T>(what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    match std::panic::catch_unwind(AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(panic) => {
+            let detail = panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("panic");
+            Err(Error::Corrupt {
+                location: format!("the database file, while {what}"),
+                detail: format!("damaged data: {detail}"),
+            })
+        }
+    }
 }
 
 fn open_database(path: &Path, cfg: &EmbeddedConfig) -> Result<redb::Database> {
@@ -386,6 +423,87 @@ struct EmbeddedTx {
 }
 
 impl EmbeddedTx {
+    /// A range read merged with this transaction's own writes (no conflict bookkeeping).
+    fn read_range(&self, req: &RangeRequest) -> Result<RangePage> {
+        let mut page = RangePage::default();
+        if req.begin >= req.end {
+            return Ok(page);
+        }
+        let limit = if req.limit == 0 {
+            usize::MAX
+        } else {
+            req.limit
+        };
+        let range = (
+            Bound::Included(req.begin.as_slice()),
+            Bound::Excluded(req.end.as_slice()),
+        );
+        let db_range = self.table.range::<&[u8]>(range).map_err(Error::backend)?;
+        let mut db_iter: Box<dyn Iterator<Item = Result<OwnedEntry>>> = {
+            let map = |r: RedbEntry<'_>| {
+                r.map(|(k, v)| (k.value().to_vec(), v.value().to_vec()))
+                    .map_err(Error::backend)
+            };
+            if req.reverse {
+                Box::new(db_range.rev().map(map))
+            } else {
+                Box::new(db_range.map(map))
+            }
+        };
+        let ov_range = self.overlay.range::<[u8], _>((
+            Bound::Included(req.begin.as_slice()),
+            Bound::Excluded(req.end.as_slice()),
+        ));
+        let ov_keys: Vec<Vec<u8>> = if req.reverse {
+            ov_range.rev().map(|(k, _)| k.clone()).collect()
+        } else {
+            ov_range.map(|(k, _)| k.clone()).collect()
+        };
+        let mut ov_iter = ov_keys.into_iter().peekable();
+        let mut db_next = db_iter.next().transpose()?;
+        let before = |a: &[u8], b: &[u8]| if req.reverse { a > b } else { a < b };
+        while page.kvs.len() < limit {
+            let take_db = match (&db_next, ov_iter.peek()) {
+                (None, None) => break,
+                (Some(_), None) => Some(true),
+                (None, Some(_)) => Some(false),
+                (Some((dk, _)), Some(ok)) if dk == ok => None,
+                (Some((dk, _)), Some(ok)) => Some(before(dk, ok)),
+            };
+            let (key, value) = match take_db {
+                Some(true) => {
+                    let Some((k, v)) = db_next.take() else { break };
+                    db_next = db_iter.next().transpose()?;
+                    let resolved = if self.in_cleared_range(&k) {
+                        None
+                    } else {
+                        Some(v)
+                    };
+                    (k, resolved)
+                }
+                Some(false) => {
+                    let Some(k) = ov_iter.next() else { break };
+                    let v = self.resolve(&k, None);
+                    (k, v)
+                }
+                None => {
+                    let Some((k, v)) = db_next.take() else { break };
+                    db_next = db_iter.next().transpose()?;
+                    ov_iter.next();
+                    let resolved = self.resolve(&k, Some(v));
+                    (k, resolved)
+                }
+            };
+            if let Some(value) = value {
+                page.kvs.push(KeyValue { key, value });
+            }
+        }
+        if page.kvs.len() >= limit {
+            page.more = db_next.is_some() || ov_iter.peek().is_some();
+        }
+        Ok(page)
+    }
+
     fn in_cleared_range(&self, key: &[u8]) -> bool {
         self.cleared
             .iter()
@@ -393,11 +511,13 @@ impl EmbeddedTx {
     }
 
     fn base_get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        Ok(self
-            .table
-            .get(key)
-            .map_err(Error::backend)?
-            .map(|g| g.value().to_vec()))
+        guarded("reading a key", || {
+            Ok(self
+                .table
+                .get(key)
+                .map_err(Error::backend)?
+                .map(|g| g.value().to_vec()))
+        })
     }
 
     /// The value of `key` as this transaction sees it, given its stored value `base`.
@@ -460,85 +580,7 @@ impl Transaction for EmbeddedTx {
     }
 
     async fn get_range(&mut self, req: &RangeRequest) -> Result<RangePage> {
-        let mut page = RangePage::default();
-        if req.begin >= req.end {
-            return Ok(page);
-        }
-        let limit = if req.limit == 0 {
-            usize::MAX
-        } else {
-            req.limit
-        };
-        let range = (
-            Bound::Included(req.begin.as_slice()),
-            Bound::Excluded(req.end.as_slice()),
-        );
-        let db_range = self.table.range::<&[u8]>(range).map_err(Error::backend)?;
-        let mut db_iter: Box<dyn Iterator<Item = Result<(Vec<u8>, Vec<u8>)>>> = {
-            let map = |r: std::result::Result<
-                (redb::AccessGuard<'_, &[u8]>, redb::AccessGuard<'_, &[u8]>),
-                redb::StorageError,
-            >| {
-                r.map(|(k, v)| (k.value().to_vec(), v.value().to_vec()))
-                    .map_err(Error::backend)
-            };
-            if req.reverse {
-                Box::new(db_range.rev().map(map))
-            } else {
-                Box::new(db_range.map(map))
-            }
-        };
-        let ov_range = self.overlay.range::<[u8], _>((
-            Bound::Included(req.begin.as_slice()),
-            Bound::Excluded(req.end.as_slice()),
-        ));
-        let ov_keys: Vec<Vec<u8>> = if req.reverse {
-            ov_range.rev().map(|(k, _)| k.clone()).collect()
-        } else {
-            ov_range.map(|(k, _)| k.clone()).collect()
-        };
-        let mut ov_iter = ov_keys.into_iter().peekable();
-        let mut db_next = db_iter.next().transpose()?;
-        let before = |a: &[u8], b: &[u8]| if req.reverse { a > b } else { a < b };
-        while page.kvs.len() < limit {
-            let take_db = match (&db_next, ov_iter.peek()) {
-                (None, None) => break,
-                (Some(_), None) => Some(true),
-                (None, Some(_)) => Some(false),
-                (Some((dk, _)), Some(ok)) if dk == ok => None,
-                (Some((dk, _)), Some(ok)) => Some(before(dk, ok)),
-            };
-            let (key, value) = match take_db {
-                Some(true) => {
-                    let Some((k, v)) = db_next.take() else { break };
-                    db_next = db_iter.next().transpose()?;
-                    let resolved = if self.in_cleared_range(&k) {
-                        None
-                    } else {
-                        Some(v)
-                    };
-                    (k, resolved)
-                }
-                Some(false) => {
-                    let Some(k) = ov_iter.next() else { break };
-                    let v = self.resolve(&k, None);
-                    (k, v)
-                }
-                None => {
-                    let Some((k, v)) = db_next.take() else { break };
-                    db_next = db_iter.next().transpose()?;
-                    ov_iter.next();
-                    let resolved = self.resolve(&k, Some(v));
-                    (k, resolved)
-                }
-            };
-            if let Some(value) = value {
-                page.kvs.push(KeyValue { key, value });
-            }
-        }
-        if page.kvs.len() >= limit {
-            page.more = db_next.is_some() || ov_iter.peek().is_some();
-        }
+        let page = guarded("reading a range", || self.read_range(req))?;
         if !req.snapshot {
             let conflict = match (page.more, page.kvs.last()) {
                 (true, Some(last)) if req.reverse => (last.key.clone(), req.end.clone()),
@@ -789,6 +831,10 @@ impl Committer {
 
     /// Makes the redb file durable up to `self.version`, then empties the WAL.
     fn checkpoint(&mut self) -> Result<()> {
+        guarded("taking a checkpoint", || self.checkpoint_unguarded())
+    }
+
+    fn checkpoint_unguarded(&mut self) -> Result<()> {
         let mut wtx = self.shared.db.begin_write().map_err(Error::backend)?;
         wtx.set_durability(redb::Durability::Immediate)
             .map_err(Error::backend)?;
@@ -869,38 +915,41 @@ impl Committer {
             Vec::with_capacity(batch.len());
         let mut writes = WriteSet::default();
         let mut wal_payload: Vec<u8> = Vec::new();
-        let result = (|| -> Result<redb::WriteTransaction> {
-            let mut wtx = self.shared.db.begin_write().map_err(Error::backend)?;
-            // Durability comes from the write-ahead record written before this commit; the
-            // redb file catches up at the next checkpoint.
-            wtx.set_durability(redb::Durability::None)
-                .map_err(Error::backend)?;
-            {
-                let mut table = wtx.open_table(KV).map_err(Error::backend)?;
-                let mut order: u16 = 0;
-                for req in batch {
-                    if let Err(e) = self.check(&req, &writes) {
-                        let _ = req.reply.send(Err(e));
-                        continue;
+        let result = guarded(
+            "applying a group commit",
+            || -> Result<redb::WriteTransaction> {
+                let mut wtx = self.shared.db.begin_write().map_err(Error::backend)?;
+                // Durability comes from the write-ahead record written before this commit; the
+                // redb file catches up at the next checkpoint.
+                wtx.set_durability(redb::Durability::None)
+                    .map_err(Error::backend)?;
+                {
+                    let mut table = wtx.open_table(KV).map_err(Error::backend)?;
+                    let mut order: u16 = 0;
+                    for req in batch {
+                        if let Err(e) = self.check(&req, &writes) {
+                            let _ = req.reply.send(Err(e));
+                            continue;
+                        }
+                        let vs = Versionstamp::new(version, order);
+                        order = order.wrapping_add(1);
+                        for m in req.mutations {
+                            apply(&mut table, m, &vs, &mut writes, &mut wal_payload)?;
+                        }
+                        accepted.push((
+                            req.reply,
+                            Committed {
+                                version,
+                                versionstamp: Some(vs),
+                            },
+                        ));
                     }
-                    let vs = Versionstamp::new(version, order);
-                    order = order.wrapping_add(1);
-                    for m in req.mutations {
-                        apply(&mut table, m, &vs, &mut writes, &mut wal_payload)?;
-                    }
-                    accepted.push((
-                        req.reply,
-                        Committed {
-                            version,
-                            versionstamp: Some(vs),
-                        },
-                    ));
+                    let mut sys = wtx.open_table(SYS).map_err(Error::backend)?;
+                    sys.insert(SYS_VERSION, version).map_err(Error::backend)?;
                 }
-                let mut sys = wtx.open_table(SYS).map_err(Error::backend)?;
-                sys.insert(SYS_VERSION, version).map_err(Error::backend)?;
-            }
-            Ok(wtx)
-        })();
+                Ok(wtx)
+            },
+        );
         let committed = result.and_then(|wtx| {
             if accepted.is_empty() {
                 return wtx.abort().map_err(Error::backend);
