@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The one test command (README.md): installs what the tests need on a fresh machine, then
-# runs every test in the workspace. CI (.ci/run) runs exactly this.
+# runs every test in the workspace — Rust (store, API, kubectl and kube-rs end to end) and
+# the official Python client against the real binary. CI (.ci/run) runs exactly this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -8,6 +9,28 @@ if ! cargo nextest --version >/dev/null 2>&1; then
   echo "== installing cargo-nextest"
   cargo install cargo-nextest --locked
 fi
+if ! command -v kubectl >/dev/null 2>&1; then
+  echo "== kubectl is not on PATH: installing Debian's kubernetes-client"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kubernetes-client
+fi
+
+# The end-to-end tests start the real binary: build it first so they never run a stale one.
+echo "== cargo build -p logbook"
+cargo build -p logbook
+export LOGBOOK_BIN="$PWD/target/debug/logbook"
 
 echo "== cargo nextest run --workspace"
-cargo nextest run --workspace --no-fail-fast "$@"
+status=0
+cargo nextest run --workspace --no-fail-fast "$@" || status=$?
+
+# The Python `kubernetes` client, in a venv made here (pinned versions).
+VENV="$PWD/target/pyvenv"
+if [ ! -x "$VENV/bin/pytest" ]; then
+  echo "== creating $VENV (kubernetes, pytest)"
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q --upgrade pip
+  "$VENV/bin/pip" install -q -r tests/python/requirements.txt
+fi
+echo "== pytest tests/python"
+"$VENV/bin/pytest" -q tests/python || status=$?
+exit $status

@@ -1,11 +1,507 @@
 //! logbook-api: the Kubernetes HTTP(S) API over the event log.
 //!
-//! Owns (as the API issue fills it): routing of Kubernetes paths, the request corridor
-//! (authn → authz → decode → admission → strategy → store), discovery, watch streaming,
-//! health and metrics.
+//! Owns: routing of Kubernetes paths ([`request`]), the request corridor — identity from
+//! the TLS client certificate, decode, strategy ([`strategy`]), store — for every verb
+//! ([`handlers`], [`list`], [`watch`]), discovery ([`discovery`]), health, `/version`,
+//! Prometheus metrics ([`metrics`]), and the HTTPS listener ([`serve`]: rustls, HTTP/2 and
+//! HTTP/1.1 over ALPN, graceful shutdown).
+//!
+//! Start reading at [`handle`]: one function routes every request.
 //!
 //! # Invariants
 //! - Knows the store only through logbook-store's public API (`EventLog`, `WatchHub`), never
 //!   how the store lays out keys on disk.
-//!
-//! Empty shell until the Kubernetes API issue lands.
+//! - Knows Kubernetes kinds only through logbook-schema's registry: no handler names a kind;
+//!   per-kind behaviour is registry data or a strategy branch.
+//! - Every error a client sees is a `Status` ([`error::ApiError`]); no input panics.
+//! - A request body is read under [`REQUEST_BODY_BYTES_MAX`]; a malformed body is refused
+//!   before anything is appended.
+
+pub mod discovery;
+pub mod error;
+pub mod handlers;
+pub mod list;
+pub mod metrics;
+pub mod object;
+pub mod openapi;
+pub mod request;
+pub mod strategy;
+pub mod watch;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use logbook_schema::registry::Registry;
+use logbook_store::{EventLog, WatchHub};
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+use crate::error::{ApiError, from_store};
+use crate::handlers::Ctx;
+use crate::request::{Query, Route, parse_path};
+
+pub use metrics::Metrics;
+
+/// Largest request body accepted (413 above), as kube-apiserver's 3 MiB.
+pub const REQUEST_BODY_BYTES_MAX: usize = 3 * 1024 * 1024;
+/// How much of an oversized body is read (and dropped) before answering 413, so clients
+/// that send the whole body before reading see the status rather than a reset.
+pub const REQUEST_BODY_DRAIN_BYTES_MAX: usize = 16 * 1024 * 1024;
+/// Non-watch requests served at once; more get 429 (kube: --max-requests-inflight).
+pub const REQUESTS_INFLIGHT_MAX: usize = 2_048;
+/// How long shutdown waits for open connections to finish before exiting anyway.
+pub const SHUTDOWN_GRACE_MS: u64 = 10_000;
+/// The Kubernetes version this server reports (the API surface it follows).
+pub const KUBERNETES_VERSION: (&str, &str) = ("1", "33");
+
+/// Who made a request: the TLS client certificate's CN and O's (anonymous without one).
+#[derive(Clone, Debug)]
+pub struct Identity {
+    pub user: String,
+    pub groups: Vec<String>,
+}
+
+impl Identity {
+    pub fn anonymous() -> Self {
+        Identity {
+            user: "system:anonymous".into(),
+            groups: vec!["system:unauthenticated".into()],
+        }
+    }
+}
+
+/// The API server's shared state.
+pub struct Api {
+    pub log: EventLog,
+    pub hub: WatchHub,
+    pub registry: Arc<Registry>,
+    pub metrics: Metrics,
+    /// Flips to true on shutdown: watch streams end.
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
+    /// The address clients reach this server at (for `/api`'s serverAddressByClientCIDRs).
+    pub server_address: String,
+    inflight: Arc<Semaphore>,
+}
+
+impl Api {
+    pub fn new(
+        log: EventLog,
+        hub: WatchHub,
+        registry: Registry,
+        shutdown: tokio::sync::watch::Receiver<bool>,
+        server_address: String,
+    ) -> Arc<Self> {
+        Arc::new(Api {
+            log,
+            hub,
+            registry: Arc::new(registry),
+            metrics: Metrics::default(),
+            shutdown,
+            server_address,
+            inflight: Arc::new(Semaphore::new(REQUESTS_INFLIGHT_MAX)),
+        })
+    }
+
+    /// Creates the namespaces every cluster has (`default`, `kube-system`, `kube-public`,
+    /// `kube-node-lease`) when missing.
+    ///
+    /// # Errors
+    /// A store failure.
+    pub async fn bootstrap(self: &Arc<Self>) -> Result<(), ApiError> {
+        let Some(info) = self.registry.get("", "v1", "namespaces").cloned() else {
+            return Err(ApiError::internal("the registry has no namespaces"));
+        };
+        for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+            let ctx = Ctx {
+                api: self.clone(),
+                info: info.clone(),
+                target: request::Target {
+                    group: String::new(),
+                    version: "v1".into(),
+                    plural: "namespaces".into(),
+                    namespace: None,
+                    name: None,
+                    subresource: None,
+                    legacy_watch: false,
+                },
+                query: Query::default(),
+                identity: Identity {
+                    user: "system:logbook".into(),
+                    groups: vec!["system:masters".into()],
+                },
+                headers: Default::default(),
+                warnings: Default::default(),
+            };
+            let exists = self
+                .log
+                .get(&ctx.key(ns))
+                .await
+                .map_err(from_store)?
+                .is_some();
+            if !exists {
+                let body =
+                    json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
+                match handlers::create(&ctx, serde_json::to_vec(&body).unwrap_or_default().into())
+                    .await
+                {
+                    Ok(_) => {}
+                    Err(e) if e.code == 409 => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn text(code: StatusCode, body: &'static str) -> Response {
+    let mut r = (code, body).into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+/// Whether the client accepts JSON (406 otherwise).
+fn accepts_json(req: &Request<Body>) -> bool {
+    let Some(accept) = req
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|a| a.to_str().ok())
+    else {
+        return true;
+    };
+    if accept.trim().is_empty() {
+        return true;
+    }
+    accept.split(',').any(|part| {
+        let mt = part
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        matches!(mt.as_str(), "*/*" | "application/*" | "application/json")
+    })
+}
+
+/// Routes and serves one request.
+pub async fn handle(api: Arc<Api>, identity: Identity, req: Request<Body>) -> Response {
+    let started = Instant::now();
+    let path = req.uri().path().to_string();
+    let route = parse_path(&path);
+    let Some(route) = route else {
+        if let Some(r) = openapi::route(&api.registry, &path) {
+            return r;
+        }
+        return match path.as_str() {
+            "/healthz" | "/livez" | "/readyz" => text(StatusCode::OK, "ok"),
+            "/version" => version(),
+            "/metrics" => {
+                let head = api.log.head().await.map(|p| p.0).unwrap_or(0);
+                let mut r = (StatusCode::OK, api.metrics.render(head)).into_response();
+                r.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    header::HeaderValue::from_static("text/plain; version=0.0.4"),
+                );
+                r
+            }
+            _ => ApiError::no_route().into_response(),
+        };
+    };
+    if req.method() != Method::GET && !matches!(route, Route::Resource(_)) {
+        return ApiError::method_not_allowed(
+            "the server does not allow this method on the requested resource",
+        )
+        .into_response();
+    }
+    let reg = api.registry.clone();
+    match route {
+        Route::CoreVersions => discovery::core_versions(&reg, req.headers(), &api.server_address),
+        Route::Groups => discovery::groups(&reg, req.headers()),
+        Route::Group { group } => discovery::group(&reg, &group),
+        Route::ResourceList { group, version } => {
+            if group.is_empty() && version != "v1" {
+                return ApiError::no_route().into_response();
+            }
+            discovery::resource_list(&reg, &group, &version)
+        }
+        Route::Resource(target) => {
+            let resource = target.plural.clone();
+            let (verb, resp) = resource_request(api.clone(), identity, target, req).await;
+            let resp = resp.unwrap_or_else(IntoResponse::into_response);
+            api.metrics
+                .observe_request(verb, &resource, resp.status().as_u16(), started.elapsed());
+            resp
+        }
+    }
+}
+
+fn version() -> Response {
+    let v = json!({
+        "major": KUBERNETES_VERSION.0,
+        "minor": KUBERNETES_VERSION.1,
+        "gitVersion": format!("v{}.{}.0-logbook.{}", KUBERNETES_VERSION.0, KUBERNETES_VERSION.1, env!("CARGO_PKG_VERSION")),
+        "gitCommit": "",
+        "gitTreeState": "clean",
+        "buildDate": "",
+        "goVersion": "",
+        "compiler": "rustc",
+        "platform": format!("{}/{}", std::env::consts::OS, if std::env::consts::ARCH == "x86_64" { "amd64" } else { std::env::consts::ARCH }),
+    });
+    handlers::json_response(StatusCode::OK, serde_json::to_vec(&v).unwrap_or_default())
+}
+
+async fn resource_request(
+    api: Arc<Api>,
+    identity: Identity,
+    target: request::Target,
+    req: Request<Body>,
+) -> (&'static str, Result<Response, ApiError>) {
+    let Some(info) = api
+        .registry
+        .get(&target.group, &target.version, &target.plural)
+        .cloned()
+    else {
+        return ("unknown", Err(ApiError::no_route()));
+    };
+    if target.namespace.is_some() && !info.namespaced {
+        return ("unknown", Err(ApiError::no_route()));
+    }
+    match target.subresource.as_deref() {
+        None => {}
+        Some("status") if info.status_subresource => {}
+        Some("scale") if info.scale.is_some() => {}
+        Some(_) => return ("unknown", Err(ApiError::no_route())),
+    }
+    if !accepts_json(&req) {
+        return (
+            "unknown",
+            Err(ApiError::new(
+                406,
+                "NotAcceptable",
+                "only the following media types are accepted: application/json",
+            )),
+        );
+    }
+    let query = Query::parse(req.uri().query());
+    let method = req.method().clone();
+    let has_name = target.name.is_some();
+    let watch = target.legacy_watch || query.flag("watch");
+    let verb: &'static str = match (&method, has_name) {
+        (&Method::GET, true) if watch => "watch",
+        (&Method::GET, true) => "get",
+        (&Method::GET, false) if watch => "watch",
+        (&Method::GET, false) => "list",
+        (&Method::POST, false) => "create",
+        (&Method::PUT, true) => "update",
+        (&Method::PATCH, true) => "patch",
+        (&Method::DELETE, true) => "delete",
+        (&Method::DELETE, false) => "deletecollection",
+        _ => {
+            return (
+                "unknown",
+                Err(ApiError::method_not_allowed(format!(
+                    "the server does not allow this method on the requested resource ({method})"
+                ))),
+            );
+        }
+    };
+    if target.subresource.is_some() && !matches!(verb, "get" | "update" | "patch") {
+        return (
+            verb,
+            Err(ApiError::method_not_allowed(
+                "subresources support get, update and patch",
+            )),
+        );
+    }
+    if !info.verbs.iter().any(|v| v == verb) && target.subresource.is_none() {
+        return (
+            verb,
+            Err(ApiError::method_not_allowed(format!(
+                "{} does not support {verb}",
+                info.plural
+            ))),
+        );
+    }
+    let (parts, body) = req.into_parts();
+    let mut ctx = Ctx {
+        api: api.clone(),
+        info,
+        target,
+        query,
+        identity,
+        headers: parts.headers,
+        warnings: Default::default(),
+    };
+    if verb == "watch" {
+        if let Some(name) = ctx.target.name.take() {
+            // A watch on one object: a fieldSelector on its name.
+            ctx.query
+                .0
+                .insert("fieldSelector".into(), format!("metadata.name={name}"));
+        }
+        return (verb, watch::watch(ctx).await);
+    }
+    let Ok(_permit) = api.inflight.clone().try_acquire_owned() else {
+        return (
+            verb,
+            Err(ApiError::too_many_requests(
+                "too many requests in flight; retry later",
+            )),
+        );
+    };
+    let body = match read_body(body).await {
+        Ok(b) => b,
+        Err(e) => return (verb, Err(e)),
+    };
+    let res = match verb {
+        "get" => handlers::get(&ctx).await,
+        "list" => list::list(&ctx).await,
+        "create" => handlers::create(&ctx, body).await,
+        "update" => handlers::update(&ctx, body).await,
+        "patch" => handlers::patch(&ctx, body).await,
+        "delete" => handlers::delete(&ctx, body).await,
+        _ => handlers::delete_collection(&ctx, body).await,
+    };
+    let res = res.map(|mut r| {
+        if let Ok(w) = ctx.warnings.lock() {
+            for msg in w.iter() {
+                let v = format!("299 - {}", serde_json::Value::String(msg.clone()));
+                if let Ok(h) = header::HeaderValue::from_str(&v) {
+                    r.headers_mut().append(header::WARNING, h);
+                }
+            }
+        }
+        r
+    });
+    (verb, res)
+}
+
+async fn read_body(body: Body) -> Result<bytes::Bytes, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            413,
+            "RequestEntityTooLarge",
+            format!("the request body is larger than {REQUEST_BODY_BYTES_MAX} bytes"),
+        )
+    };
+    use http_body_util::BodyExt;
+    let mut body = body;
+    let mut buf = bytes::BytesMut::new();
+    let mut seen = 0usize;
+    // Past the limit the body is read and dropped (up to a bound) so the client, still
+    // sending, receives the 413 instead of a reset connection.
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else {
+            return Err(ApiError::bad_request("the request body could not be read"));
+        };
+        if let Ok(data) = frame.into_data() {
+            seen += data.len();
+            if seen <= REQUEST_BODY_BYTES_MAX {
+                buf.extend_from_slice(&data);
+            } else if seen > REQUEST_BODY_DRAIN_BYTES_MAX {
+                break;
+            }
+        }
+    }
+    if seen > REQUEST_BODY_BYTES_MAX {
+        return Err(too_large());
+    }
+    Ok(buf.freeze())
+}
+
+/// The identity in a TLS client certificate: user = CN, groups = O.
+pub fn identity_from_cert(der: &[u8]) -> Option<Identity> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let subject = cert.subject();
+    let user = subject
+        .iter_common_name()
+        .next()?
+        .as_str()
+        .ok()?
+        .to_string();
+    let groups = subject
+        .iter_organization()
+        .filter_map(|o| o.as_str().ok().map(str::to_string))
+        .collect();
+    Some(Identity { user, groups })
+}
+
+/// Serves HTTPS on `listener` until `shutdown` resolves, then lets open requests finish
+/// for up to [`SHUTDOWN_GRACE_MS`].
+///
+/// # Errors
+/// Accept failures on the listener.
+pub async fn serve(
+    api: Arc<Api>,
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use hyper_util::server::conn::auto;
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (tcp, peer): (tokio::net::TcpStream, SocketAddr) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = tcp.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let api = api.clone();
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let tls =
+                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => return,
+                };
+            let identity = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .and_then(|c| identity_from_cert(c.as_ref()))
+                .unwrap_or_else(Identity::anonymous);
+            let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                let api = api.clone();
+                let identity = identity.clone();
+                async move { Ok::<_, Infallible>(handle(api, identity, req.map(Body::new)).await) }
+            });
+            let builder = auto::Builder::new(TokioExecutor::new());
+            let conn = builder.serve_connection(TokioIo::new(tls), svc);
+            if let Err(e) = watcher.watch(conn.into_owned()).await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(Duration::from_millis(SHUTDOWN_GRACE_MS)) => {
+            tracing::warn!("connections still open after the shutdown grace period");
+        }
+    }
+    Ok(())
+}

@@ -17,6 +17,12 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Start the control plane on the embedded store: HTTPS on --listen, data in
+    /// --data-dir. The first start generates a CA, certificates and <data-dir>/kubeconfig.
+    Serve(ServeArgs),
+    /// Move a stopped store's retention horizon to --to (default: the head): history below
+    /// it is removed, every object's state there is kept; older resourceVersions get 410.
+    Compact(CompactArgs),
     /// Check a stopped store: every log record's checksum and hash-chain link, and that the
     /// current state is the newest revision of every object. Exits non-zero naming the first
     /// damaged record.
@@ -33,6 +39,22 @@ pub enum BenchTarget {
     /// The committed store benchmark: durable appends, watch fan-out, list, reopen (and etcd
     /// side by side with --etcd). Progress goes to stderr, the Markdown results to stdout.
     Store(BenchStoreArgs),
+    /// The committed API benchmark: starts `logbook serve` as a separate process and drives
+    /// it over HTTPS (creates/s, GET and LIST latency, RSS, watch fan-out lag).
+    Api(BenchApiArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BenchApiArgs {
+    /// Smoke run: 3 s phases, 20,000 pods listed, 200 watches.
+    #[arg(long)]
+    pub quick: bool,
+    /// Directory for results.md and results.json (created if missing).
+    #[arg(long, default_value = "bench-out/api")]
+    pub out: PathBuf,
+    /// The logbook binary to start as the server (default: this one).
+    #[arg(long)]
+    pub server_bin: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -74,4 +96,28 @@ pub struct VerifyArgs {
     /// Check only the newest N events of the log instead of all of it (what startup does).
     #[arg(long)]
     pub tail: Option<usize>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// The data directory: the store, the PKI (pki/) and the admin kubeconfig.
+    #[arg(long, default_value = "logbook-data")]
+    pub data_dir: PathBuf,
+    /// Address and port to serve HTTPS on.
+    #[arg(long, default_value = "0.0.0.0:6443")]
+    pub listen: std::net::SocketAddr,
+    /// Extra names or IP addresses clients use to reach this server (added to the serving
+    /// certificate; the first one goes into the kubeconfig instead of 127.0.0.1).
+    #[arg(long)]
+    pub advertise_address: Vec<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CompactArgs {
+    /// The data directory (as given to `logbook serve`; the server must be stopped).
+    #[arg(long, default_value = "logbook-data")]
+    pub data_dir: PathBuf,
+    /// The new horizon, a resourceVersion (default: the log head).
+    #[arg(long)]
+    pub to: Option<String>,
 }

@@ -1,7 +1,11 @@
 //! `logbook`: the one binary. Wires the crates together; owns configuration and the CLI.
 
+mod bench_api;
 mod bench_store;
 mod cli;
+mod compact;
+mod pki;
+mod serve;
 mod verify;
 
 use clap::Parser;
@@ -27,6 +31,11 @@ async fn main() -> anyhow::Result<()> {
         Command::Bench {
             target: BenchTarget::Store(args),
         } => bench_store::run(args).await,
+        Command::Bench {
+            target: BenchTarget::Api(args),
+        } => bench_api::run(args).await,
         Command::Verify(args) => verify::run(args).await,
+        Command::Serve(args) => serve::run(args).await,
+        Command::Compact(args) => compact::run(args).await,
     }
 }

@@ -1,10 +1,33 @@
 //! logbook-schema: the Kubernetes API surface as data.
 //!
-//! Owns (as the API issue fills it): the resource registry (group, version, kind, plural,
-//! scope, verbs, subresources), built-in types, validation, defaulting, selectors, patch
-//! engines, Table columns, OpenAPI documents and wire codecs.
+//! Owns what a Kubernetes API server must know about its resources, independent of how
+//! they are served or stored:
+//! - [`registry`] — every built-in resource as a [`ResourceInfo`] (group, version, kind,
+//!   plural, scope, verbs, shortNames, categories, subresources, field selectors, name
+//!   rule, typed check), held by a [`Registry`] that also takes custom resources at runtime.
+//!   Start here.
+//! - [`selector`] — label and field selectors: apimachinery's grammar and messages,
+//!   matching against objects as JSON.
+//! - [`validate`] — name and `metadata` validation producing the causes of a 422.
+//! - [`patch`] — strategic merge patch for the built-in types.
+//!
+//! Still to come with the API issue: defaulting, Table columns, OpenAPI documents and wire
+//! codecs.
 //!
 //! # Invariants
-//! - Knows nothing of storage or HTTP: no dependency on logbook-store or on a web framework.
-//!
-//! Empty shell until the Kubernetes API issue lands.
+//! - Knows nothing of storage or HTTP: no dependency on logbook-store or on a web
+//!   framework. Objects are `serde_json::Value`s; errors are strings and causes that the
+//!   API layer turns into `Status` responses.
+//! - Values that clients can observe (discovery data, error messages) follow kube-apiserver
+//!   1.33 exactly; each deliberate difference is documented where it is made.
+//! - Pure functions and plain data: no I/O, no clock, no global state.
+
+pub mod patch;
+pub mod proto;
+pub mod registry;
+pub mod selector;
+pub mod validate;
+
+pub use registry::{GroupVersions, NameRule, Registry, ResourceInfo, ScaleInfo};
+pub use selector::{FieldSelector, LabelSelector, SelectorError};
+pub use validate::Cause;

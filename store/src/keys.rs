@@ -6,6 +6,7 @@
 //! r <res> <ns> <name> <versionstamp 10>                  -> revision index entry
 //! t <res> <versionstamp 10>                              -> resource log entry (ns, name)
 //! m <name>                                               -> metadata (format, head, horizon)
+//! c <res> <ns>                                           -> object count (i64 LE, atomic add)
 //! ```
 //! `<res>`, `<ns>`, `<name>` are byte strings in an order-preserving, prefix-free encoding
 //! (FoundationDB tuple style: 0x00 escaped as 0x00 0xff, terminated by 0x00), so a prefix of
@@ -17,6 +18,9 @@ pub const LOG: u8 = b'l';
 pub const OBJ: u8 = b'o';
 pub const REV: u8 = b'r';
 pub const META: u8 = b'm';
+/// Live object counts per resource and namespace, kept with atomic adds (no conflicts), so
+/// a paged list can estimate `remainingItemCount` without scanning.
+pub const COUNT: u8 = b'c';
 /// The per-resource log: every event of one resource in log order, so a watch of one
 /// resource catching up from an old position does not read every other resource's events.
 pub const RES_LOG: u8 = b't';
@@ -166,6 +170,11 @@ pub fn res_log_value(key: &ObjectKey) -> Vec<u8> {
     push_str(&mut out, key.namespace.as_bytes());
     push_str(&mut out, key.name.as_bytes());
     out
+}
+
+/// `c <res>` or `c <res> <ns>`: object counts.
+pub fn count_scope(resource: &str, namespace: Option<&str>) -> Vec<u8> {
+    scope(COUNT, resource, namespace)
 }
 
 /// `r <res>` or `r <res> <ns>`.

@@ -214,8 +214,12 @@ async fn scan_groups(
             None => break,
         }
     }
-    if let Some(g) = group {
-        f(&g, parts)?;
+    // The last group decides too: a callback that stops here leaves it unconsumed, so the
+    // caller must hear "more" (a page boundary right before the last object once lost it).
+    if let Some(g) = group
+        && !f(&g, parts)?
+    {
+        return Ok(true);
     }
     Ok(false)
 }
@@ -444,6 +448,15 @@ impl EventLog {
         res_key.extend_from_slice(&VERSIONSTAMP_PLACEHOLDER);
         tx.set_versionstamped_key(&res_key, res_vs_offset, &keys::res_log_value(&req.key));
         tx.set_versionstamped_value(keys::META_HEAD, &VERSIONSTAMP_PLACEHOLDER, 0);
+        let delta: i64 = match req.kind {
+            EventType::Added => 1,
+            EventType::Deleted => -1,
+            EventType::Modified => 0,
+        };
+        if delta != 0 {
+            let count_key = keys::count_scope(&req.key.resource, Some(req.key.namespace.as_str()));
+            tx.atomic_op(&count_key, &delta.to_le_bytes(), crate::kv::AtomicOp::Add);
+        }
 
         let committed = tx.commit().await?;
         let vs = committed
@@ -584,6 +597,30 @@ impl EventLog {
     pub async fn head(&self) -> Result<Position> {
         let mut tx = self.kv.begin().await?;
         self.read_head(tx.as_mut()).await
+    }
+
+    /// How many objects of `resource` exist now (in `namespace`, or all): an O(namespaces)
+    /// read of counters kept by every append, for estimates such as `remainingItemCount`.
+    pub async fn count(&self, resource: &str, namespace: Option<&str>) -> Result<u64> {
+        let mut tx = self.kv.begin().await?;
+        let scope = keys::count_scope(resource, namespace);
+        let mut total: i64 = 0;
+        let mut req = RangeRequest::prefix(&scope);
+        req.snapshot = true;
+        loop {
+            let page = tx.get_range(&req).await?;
+            for kv in &page.kvs {
+                let mut b = [0u8; 8];
+                let n = kv.value.len().min(8);
+                b[..n].copy_from_slice(&kv.value[..n]);
+                total = total.saturating_add(i64::from_le_bytes(b));
+            }
+            match page.kvs.last() {
+                Some(kv) if page.more => req.begin = crate::kv::key_after(&kv.key),
+                _ => break,
+            }
+        }
+        Ok(u64::try_from(total).unwrap_or(0))
     }
 
     /// Positions at or below this are compacted: reads there answer [`Error::Compacted`].

@@ -412,3 +412,42 @@ async fn history_pages_walk_every_revision_once() {
     assert_eq!(seen, expected);
     assert_eq!(s.log.revisions(&key).await.expect("all").len(), 25);
 }
+
+/// Regression (found by the Python client's paging test, issue 3): a page that ends right
+/// before the last object of the scope lost its continue token, silently truncating the
+/// list, both on the current-state path and the as-of path.
+#[tokio::test]
+async fn a_page_boundary_just_before_the_last_object_still_returns_a_continue_token() {
+    let s = fresh().await;
+    for n in 1..=7usize {
+        let ns = format!("ns{n}");
+        for i in 0..n {
+            s.write(EventType::Added, &ns, &format!("o{i}"), b"x").await;
+        }
+        let at_latest = s.log.head().await.expect("head");
+        for limit in 1..=n {
+            for at in [ListAt::Latest, ListAt::Exact(at_latest)] {
+                let mut names = Vec::new();
+                let mut token: Option<String> = None;
+                loop {
+                    let page = s
+                        .log
+                        .list("pods", Some(&ns), at, limit, token.as_deref())
+                        .await
+                        .expect("page");
+                    assert!(page.items.len() <= limit);
+                    names.extend(page.items.into_iter().map(|o| o.key.name));
+                    token = page.continue_token;
+                    if token.is_none() {
+                        break;
+                    }
+                }
+                let expected: Vec<String> = (0..n).map(|i| format!("o{i}")).collect();
+                assert_eq!(names, expected, "{n} objects, pages of {limit}, {at:?}");
+            }
+        }
+        // A write elsewhere makes later Latest lists take the as-of path for this scope.
+        s.write(EventType::Added, "elsewhere", &format!("e{n}"), b"x")
+            .await;
+    }
+}

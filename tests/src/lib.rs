@@ -1,2 +1,217 @@
-//! End-to-end tests: start the real `logbook` binary and drive it with real clients
-//! (kubectl, the Python client, kube-rs). They arrive with the Kubernetes API issue.
+//! End-to-end test support: start the real `logbook` binary on a fresh data directory and
+//! a free port, talk to it with real clients (kubectl, kube-rs, the Python client), kill it
+//! with SIGKILL, start it again on the same data.
+//!
+//! # Invariants
+//! - Knows nothing of the crates' internals: the binary, its flags, its kubeconfig and the
+//!   Kubernetes API are the whole interface.
+//! - Every wait is bounded; a timeout's message says what did not happen.
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+
+/// How long a server gets to print its ready line.
+pub const SERVER_START_TIMEOUT_SECONDS: u64 = 60;
+
+/// The `logbook` binary under test: `$LOGBOOK_BIN`, else `target/<profile>/logbook` next to
+/// this test executable (cargo builds it for the workspace's tests).
+pub fn logbook_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("LOGBOOK_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().unwrap_or_default();
+    // target/debug/deps/<test> -> target/debug/logbook
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    dir.join("logbook")
+}
+
+fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// A running `logbook serve` on its own data directory.
+pub struct Server {
+    pub data_dir: PathBuf,
+    pub port: u16,
+    child: Option<Child>,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl Server {
+    /// Starts a server on a new temporary data directory.
+    pub fn start() -> Result<Self> {
+        let tmp = tempfile::tempdir()?;
+        let mut s = Server {
+            data_dir: tmp.path().join("data"),
+            port: free_port()?,
+            child: None,
+            _tmp: Some(tmp),
+        };
+        s.spawn()?;
+        Ok(s)
+    }
+
+    fn spawn(&mut self) -> Result<()> {
+        let bin = logbook_bin();
+        if !bin.exists() {
+            bail!(
+                "{} does not exist: build it first (cargo build -p logbook) or set LOGBOOK_BIN",
+                bin.display()
+            );
+        }
+        let mut child = Command::new(&bin)
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{}", self.port))
+            .env(
+                "RUST_LOG",
+                std::env::var("LOGBOOK_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        let stdout = child.stdout.take().context("no stdout")?;
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            if let Some(Ok(line)) = lines.next() {
+                let _ = tx.send(line);
+            }
+            // Keep draining so the server never blocks on a full pipe.
+            for _ in lines {}
+        });
+        self.child = Some(child);
+        match rx.recv_timeout(Duration::from_secs(SERVER_START_TIMEOUT_SECONDS)) {
+            Ok(line) if line.contains("logbook serving on") => Ok(()),
+            Ok(line) => bail!("the server printed {line:?} instead of its ready line"),
+            Err(_) => bail!(
+                "the server did not print its ready line within {SERVER_START_TIMEOUT_SECONDS} s"
+            ),
+        }
+    }
+
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.data_dir.join("kubeconfig")
+    }
+
+    pub fn url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.port)
+    }
+
+    /// SIGKILL: no shutdown path runs.
+    pub fn kill9(&mut self) -> Result<()> {
+        if let Some(mut c) = self.child.take() {
+            c.kill()?;
+            c.wait()?;
+        }
+        Ok(())
+    }
+
+    /// SIGTERM, then waits for a clean exit; returns whether the exit status was success.
+    pub fn terminate(&mut self) -> Result<bool> {
+        let Some(mut c) = self.child.take() else {
+            return Ok(true);
+        };
+        Command::new("kill")
+            .arg("-TERM")
+            .arg(c.id().to_string())
+            .status()?;
+        for _ in 0..300 {
+            if let Some(st) = c.try_wait()? {
+                return Ok(st.success());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        c.kill()?;
+        c.wait()?;
+        bail!("the server did not exit within 15 s of SIGTERM")
+    }
+
+    /// Starts the server again on the same data directory and port.
+    pub fn restart(&mut self) -> Result<()> {
+        self.kill9()?;
+        self.spawn()
+    }
+
+    /// Runs the logbook binary with other arguments (e.g. `verify`, `compact`) on this
+    /// server's data directory while it is stopped.
+    pub fn run_tool(&self, args: &[&str]) -> Result<std::process::Output> {
+        Ok(Command::new(logbook_bin())
+            .args(args)
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .output()?)
+    }
+
+    /// A kube-rs client from the generated kubeconfig.
+    pub async fn client(&self) -> Result<kube::Client> {
+        let kc = kube::config::Kubeconfig::read_from(self.kubeconfig())?;
+        let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
+        Ok(kube::Client::try_from(cfg)?)
+    }
+
+    /// A kube-rs client that does not retry 429/5xx answers (to observe them).
+    pub async fn client_without_retries(&self) -> Result<kube::Client> {
+        let kc = kube::config::Kubeconfig::read_from(self.kubeconfig())?;
+        let mut cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
+        cfg.default_retry = false;
+        Ok(kube::Client::try_from(cfg)?)
+    }
+
+    /// Runs `kubectl` (or `kubectl.1.NN`) against this server; returns stdout, fails with
+    /// stderr on a non-zero exit.
+    pub fn kubectl(&self, args: &[&str]) -> Result<String> {
+        self.kubectl_with("kubectl", args)
+    }
+
+    pub fn kubectl_with(&self, binary: &str, args: &[&str]) -> Result<String> {
+        let out = self.kubectl_output(binary, args)?;
+        if !out.status.success() {
+            bail!(
+                "{binary} {} failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    pub fn kubectl_output(&self, binary: &str, args: &[&str]) -> Result<std::process::Output> {
+        let home = self.data_dir.join("kubectl-home");
+        std::fs::create_dir_all(&home)?;
+        Command::new(binary)
+            .arg("--kubeconfig")
+            .arg(self.kubeconfig())
+            .args(args)
+            .env("HOME", &home)
+            .output()
+            .with_context(|| format!("running {binary}"))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.kill9();
+    }
+}
+
+/// Bounds an async test step; the message names what did not happen.
+pub async fn within<T>(secs: u64, what: &str, f: impl std::future::Future<Output = T>) -> T {
+    match tokio::time::timeout(Duration::from_secs(secs), f).await {
+        Ok(v) => v,
+        Err(_) => panic!("timed out after {secs} s: {what}"),
+    }
+}

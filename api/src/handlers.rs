@@ -1,0 +1,906 @@
+//! The verbs on one resource: get, create, update, patch, delete, deletecollection, and the
+//! `status` and `scale` subresources. Generic over the registry entry: adding a resource
+//! never adds a handler.
+
+use std::sync::Arc;
+
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use logbook_schema::registry::ResourceInfo;
+use logbook_schema::selector::LabelSelector;
+use logbook_store::{AppendRequest, EventType, Expect, ObjectKey, Position, StoredObject};
+use serde_json::{Map, Value, json};
+
+use crate::error::{ApiError, ApiResult, from_store};
+use crate::object::{decode_stored, encode_stored, meta_mut, meta_str, render};
+use crate::request::{Query, Target};
+use crate::{Api, Identity, strategy};
+
+/// Read-modify-write retries when a concurrent writer got there first and the client gave
+/// no resourceVersion precondition (kube's GuaranteedUpdate loops the same way).
+const UPDATE_RETRIES_MAX: usize = 8;
+
+/// One request on one resource, resolved.
+pub struct Ctx {
+    pub api: Arc<Api>,
+    pub info: Arc<ResourceInfo>,
+    pub target: Target,
+    pub query: Query,
+    pub identity: Identity,
+    pub headers: HeaderMap,
+    /// `Warning` headers for the response (e.g. unknown fields under fieldValidation=Warn).
+    pub warnings: std::sync::Mutex<Vec<String>>,
+}
+
+impl Ctx {
+    pub fn namespace(&self) -> &str {
+        if self.info.namespaced {
+            self.target.namespace.as_deref().unwrap_or("")
+        } else {
+            ""
+        }
+    }
+
+    pub fn key(&self, name: &str) -> ObjectKey {
+        ObjectKey::new(self.info.store_resource(), self.namespace(), name)
+    }
+
+    fn name(&self) -> &str {
+        self.target.name.as_deref().unwrap_or("")
+    }
+
+    fn dry_run(&self) -> ApiResult<bool> {
+        match self.query.get("dryRun") {
+            None | Some("") => Ok(false),
+            Some("All") => Ok(true),
+            Some(v) => Err(ApiError::invalid_options(
+                "DryRun",
+                "dryRun",
+                v,
+                "supported values: \"All\"",
+            )),
+        }
+    }
+
+    fn field_manager(&self) -> ApiResult<String> {
+        let fm = match self.query.get("fieldManager") {
+            Some(f) => f.to_string(),
+            None => self
+                .headers
+                .get(header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .map(|ua| ua.split('/').next().unwrap_or(ua).to_string())
+                .unwrap_or_default(),
+        };
+        if fm.chars().count() > 128 {
+            return Err(ApiError::invalid_options(
+                "PatchOptions",
+                "fieldManager",
+                &fm,
+                "must be no more than 128 characters",
+            ));
+        }
+        Ok(fm)
+    }
+
+    /// Decodes into the typed form (dropping unknown fields) and applies the request's
+    /// fieldValidation: Strict refuses unknown fields (400), Warn (the default) reports
+    /// them in `Warning` headers, Ignore drops them silently.
+    fn typed(&self, obj: Map<String, Value>) -> ApiResult<Map<String, Value>> {
+        let mode = self.query.get("fieldValidation").unwrap_or("Warn");
+        if !matches!(mode, "Ignore" | "Warn" | "Strict" | "") {
+            return Err(ApiError::bad_request(format!(
+                "fieldValidation must be one of Ignore, Warn or Strict, got {mode:?}"
+            )));
+        }
+        if mode == "Ignore" || self.info.check.is_none() {
+            return strategy::typed_roundtrip(&self.info, obj);
+        }
+        let input = Value::Object(obj.clone());
+        let typed = strategy::typed_roundtrip(&self.info, obj)?;
+        let mut unknown = Vec::new();
+        strategy::unknown_fields(&input, &Value::Object(typed.clone()), "", &mut unknown);
+        if unknown.is_empty() {
+            return Ok(typed);
+        }
+        if mode == "Strict" {
+            let list: Vec<String> = unknown
+                .iter()
+                .map(|f| format!("unknown field \"{f}\""))
+                .collect();
+            return Err(ApiError::bad_request(format!(
+                "strict decoding error: {}",
+                list.join(", ")
+            )));
+        }
+        if let Ok(mut w) = self.warnings.lock() {
+            w.extend(
+                unknown
+                    .into_iter()
+                    .map(|f| format!("unknown field \"{f}\"")),
+            );
+        }
+        Ok(typed)
+    }
+
+    fn actor(&self) -> logbook_store::Actor {
+        logbook_store::Actor {
+            user: self.identity.user.clone(),
+            groups: self.identity.groups.clone(),
+        }
+    }
+
+    fn not_found(&self, name: &str) -> ApiError {
+        ApiError::not_found(&self.info.group, &self.info.plural, name)
+    }
+
+    /// Appends one event, mapping object-level store outcomes to Kubernetes errors.
+    async fn append(
+        &self,
+        kind: EventType,
+        name: &str,
+        obj: &Map<String, Value>,
+        uid: &str,
+        expect: Expect,
+        verb: &str,
+    ) -> ApiResult<logbook_store::Event> {
+        let fm = self.field_manager()?;
+        let verb = if fm.is_empty() {
+            verb.to_string()
+        } else {
+            format!("{verb};fieldManager={fm}")
+        };
+        let req = AppendRequest {
+            key: self.key(name),
+            kind,
+            object: encode_stored(obj),
+            uid: uid.to_string(),
+            expect,
+            actor: self.actor(),
+            verb,
+            request_id: uuid::Uuid::new_v4().to_string(),
+        };
+        let started = std::time::Instant::now();
+        let res = self.api.log.append(&req).await;
+        self.api.metrics.observe_commit(started.elapsed());
+        res.map_err(|e| match e {
+            logbook_store::Error::AlreadyExists { .. } => {
+                ApiError::already_exists(&self.info.group, &self.info.plural, name)
+            }
+            logbook_store::Error::NotFound { .. } => self.not_found(name),
+            logbook_store::Error::Conflict { .. } => {
+                ApiError::modified(&self.info.group, &self.info.plural, name)
+            }
+            logbook_store::Error::TooLarge { size, limit, .. } => ApiError::new(
+                413,
+                "RequestEntityTooLarge",
+                format!("the object is too large to store: {size} bytes, limit {limit}"),
+            ),
+            other => from_store(other),
+        })
+    }
+
+    async fn current(&self, name: &str) -> ApiResult<Option<StoredObject>> {
+        self.api.log.get(&self.key(name)).await.map_err(from_store)
+    }
+}
+
+pub fn json_response(code: StatusCode, body: Vec<u8>) -> Response {
+    let mut r = (code, body).into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+fn value_response(code: StatusCode, v: &Value) -> Response {
+    json_response(code, serde_json::to_vec(v).unwrap_or_default())
+}
+
+/// Parses a JSON request body into an object (400 on anything else).
+pub fn parse_object(body: &Bytes, what: &str) -> ApiResult<Map<String, Value>> {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(_) => Err(ApiError::bad_request(format!(
+            "{what}: the body must be a JSON object"
+        ))),
+        Err(e) => Err(ApiError::bad_request(format!(
+            "{what}: the body is not valid JSON: {e}"
+        ))),
+    }
+}
+
+/// Decodes a whole-object body: JSON, or Kubernetes protobuf (kubectl ≥ 1.32 sends its
+/// typed commands' bodies that way) for the built-in kinds. Anything else is 415.
+pub fn parse_body(headers: &HeaderMap, body: &Bytes, what: &str) -> ApiResult<Map<String, Value>> {
+    let ct = content_type(headers);
+    match ct.as_str() {
+        "" | "application/json" | "*/*" => parse_object(body, what),
+        "application/vnd.kubernetes.protobuf" => match logbook_schema::proto::decode_object(body) {
+            Ok(Value::Object(m)) => Ok(m),
+            Ok(_) => Err(ApiError::bad_request(format!(
+                "{what}: the body is not an object"
+            ))),
+            Err(e) => Err(ApiError::bad_request(format!(
+                "{what}: the protobuf body could not be decoded: {e}"
+            ))),
+        },
+        other => Err(ApiError::unsupported_media_type(other)),
+    }
+}
+
+pub fn content_type(headers: &HeaderMap) -> String {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .unwrap_or_default()
+}
+
+// ---------------------------------------------------------------------------------------
+// get
+
+pub async fn get(ctx: &Ctx) -> ApiResult<Response> {
+    let name = ctx.name();
+    if let Some(rv) = ctx
+        .query
+        .get("resourceVersion")
+        .filter(|r| !r.is_empty() && *r != "0")
+    {
+        let p = parse_rv(rv)?;
+        crate::list::wait_for(&ctx.api, p).await?;
+    }
+    let cur = ctx
+        .current(name)
+        .await?
+        .ok_or_else(|| ctx.not_found(name))?;
+    match ctx.target.subresource.as_deref() {
+        Some("scale") => {
+            let obj = decode_stored(&cur.object, cur.position.0)?;
+            Ok(value_response(StatusCode::OK, &scale_of(ctx, &obj)?))
+        }
+        _ => Ok(json_response(
+            StatusCode::OK,
+            render(&cur.object, cur.position.0),
+        )),
+    }
+}
+
+pub fn parse_rv(rv: &str) -> ApiResult<Position> {
+    Position::parse(rv).ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "invalid resource version: {rv:?}: must be a decimal integer"
+        ))
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// create
+
+pub async fn create(ctx: &Ctx, body: Bytes) -> ApiResult<Response> {
+    let dry_run = ctx.dry_run()?;
+    ctx.field_manager()?;
+    let mut obj = parse_body(&ctx.headers, &body, "create")?;
+    strategy::check_type(&ctx.info, &mut obj)?;
+    let (code, out) = create_object(ctx, obj, dry_run).await?;
+    Ok(json_response(code, out))
+}
+
+async fn create_object(
+    ctx: &Ctx,
+    mut obj: Map<String, Value>,
+    dry_run: bool,
+) -> ApiResult<(StatusCode, Vec<u8>)> {
+    {
+        let url_ns = ctx.namespace().to_string();
+        let meta = meta_mut(&mut obj);
+        if ctx.info.namespaced {
+            match meta.get("namespace").and_then(Value::as_str) {
+                Some(ns) if !ns.is_empty() && ns != url_ns => {
+                    return Err(ApiError::bad_request(
+                        "the namespace of the provided object does not match the namespace sent on the request",
+                    ));
+                }
+                _ => {
+                    meta.insert("namespace".into(), Value::String(url_ns));
+                }
+            }
+        }
+    }
+    strategy::generate_name(&mut obj);
+    let uid = uuid::Uuid::new_v4().to_string();
+    let mut obj = ctx.typed(obj)?;
+    strategy::prepare_create(&ctx.info, &mut obj, &uid);
+    if ctx.info.namespaced && meta_str(&obj, "namespace").is_none() {
+        // Re-assert after the round trip (a typed decode keeps it, but be explicit).
+        let ns = ctx.namespace().to_string();
+        meta_mut(&mut obj).insert("namespace".into(), Value::String(ns));
+    }
+    strategy::validate(&ctx.info, &obj)?;
+    let name = meta_str(&obj, "name").unwrap_or_default().to_string();
+    if ctx.info.namespaced {
+        require_namespace(ctx, ctx.namespace()).await?;
+    }
+    if dry_run {
+        if ctx.current(&name).await?.is_some() {
+            return Err(ApiError::already_exists(
+                &ctx.info.group,
+                &ctx.info.plural,
+                &name,
+            ));
+        }
+        return Ok((
+            StatusCode::CREATED,
+            serde_json::to_vec(&obj).unwrap_or_default(),
+        ));
+    }
+    let ev = ctx
+        .append(
+            EventType::Added,
+            &name,
+            &obj,
+            &uid,
+            Expect::default(),
+            "create",
+        )
+        .await?;
+    Ok((StatusCode::CREATED, render(&ev.object, ev.position.0)))
+}
+
+async fn require_namespace(ctx: &Ctx, ns: &str) -> ApiResult<()> {
+    let key = ObjectKey::new("namespaces", "", ns);
+    match ctx.api.log.get(&key).await.map_err(from_store)? {
+        Some(_) => Ok(()),
+        None => Err(ApiError::not_found("", "namespaces", ns)),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// update and patch
+
+/// How a read-modify-write computes the new object from the current one.
+enum Change {
+    Replace(Map<String, Value>),
+    JsonPatch(json_patch::Patch),
+    MergePatch(Value),
+    StrategicMerge(Value),
+}
+
+pub async fn update(ctx: &Ctx, body: Bytes) -> ApiResult<Response> {
+    let mut obj = parse_body(&ctx.headers, &body, "update")?;
+    if ctx.target.subresource.as_deref() == Some("scale") {
+        return modify(ctx, Change::Replace(obj), "update").await;
+    }
+    strategy::check_type(&ctx.info, &mut obj)?;
+    if let Some(n) = meta_str(&obj, "name").filter(|n| !n.is_empty())
+        && n != ctx.name()
+    {
+        return Err(ApiError::bad_request(format!(
+            "the name of the object ({n}) does not match the name on the URL ({})",
+            ctx.name()
+        )));
+    }
+    if let Some(ns) = meta_str(&obj, "namespace").filter(|n| !n.is_empty())
+        && ctx.info.namespaced
+        && ns != ctx.namespace()
+    {
+        return Err(ApiError::bad_request(
+            "the namespace of the provided object does not match the namespace sent on the request",
+        ));
+    }
+    meta_mut(&mut obj).insert("name".into(), Value::String(ctx.name().to_string()));
+    modify(ctx, Change::Replace(obj), "update").await
+}
+
+pub async fn patch(ctx: &Ctx, body: Bytes) -> ApiResult<Response> {
+    let ct = content_type(&ctx.headers);
+    let change = match ct.as_str() {
+        "application/json-patch+json" => {
+            let p: json_patch::Patch = serde_json::from_slice(&body)
+                .map_err(|e| ApiError::bad_request(format!("the JSON patch is malformed: {e}")))?;
+            Change::JsonPatch(p)
+        }
+        "application/merge-patch+json" => {
+            let v: Value = serde_json::from_slice(&body).map_err(|e| {
+                ApiError::bad_request(format!("the merge patch is not valid JSON: {e}"))
+            })?;
+            if !v.is_object() {
+                return Err(ApiError::bad_request("a merge patch must be a JSON object"));
+            }
+            Change::MergePatch(v)
+        }
+        "application/strategic-merge-patch+json" => {
+            let v: Value = serde_json::from_slice(&body).map_err(|e| {
+                ApiError::bad_request(format!("the strategic merge patch is not valid JSON: {e}"))
+            })?;
+            if !v.is_object() {
+                return Err(ApiError::bad_request(
+                    "a strategic merge patch must be a JSON object",
+                ));
+            }
+            Change::StrategicMerge(v)
+        }
+        other => return Err(ApiError::unsupported_media_type(other)),
+    };
+    modify(ctx, change, "patch").await
+}
+
+/// The read-modify-write behind update and patch (and the status/scale subresources).
+async fn modify(ctx: &Ctx, change: Change, verb: &str) -> ApiResult<Response> {
+    let dry_run = ctx.dry_run()?;
+    ctx.field_manager()?;
+    let name = ctx.name().to_string();
+    let subresource = ctx.target.subresource.as_deref();
+    for _ in 0..UPDATE_RETRIES_MAX {
+        let Some(cur) = ctx.current(&name).await? else {
+            if let Change::Replace(obj) = &change
+                && ctx.info.create_on_update
+                && subresource.is_none()
+            {
+                let (code, out) = create_object(ctx, obj.clone(), dry_run).await?;
+                return Ok(json_response(code, out));
+            }
+            return Err(ctx.not_found(&name));
+        };
+        let old = decode_stored(&cur.object, cur.position.0)?;
+        // The object (or Scale) the client's change applies to.
+        let (base, is_scale) = if subresource == Some("scale") {
+            (scale_of(ctx, &old)?, true)
+        } else {
+            (Value::Object(old.clone()), false)
+        };
+        let mut changed = match &change {
+            Change::Replace(o) => Value::Object(o.clone()),
+            Change::JsonPatch(p) => {
+                let mut doc = base.clone();
+                json_patch::patch(&mut doc, p).map_err(|e| {
+                    ApiError::new(
+                        422,
+                        "Invalid",
+                        format!("the JSON patch could not be applied: {e}"),
+                    )
+                })?;
+                doc
+            }
+            Change::MergePatch(p) => {
+                let mut doc = base.clone();
+                json_patch::merge(&mut doc, p);
+                doc
+            }
+            Change::StrategicMerge(p) => {
+                logbook_schema::patch::strategic_merge(&base, p).map_err(|e| {
+                    ApiError::new(
+                        422,
+                        "Invalid",
+                        format!("the strategic merge patch could not be applied: {e}"),
+                    )
+                })?
+            }
+        };
+        let Value::Object(changed_obj) = &mut changed else {
+            return Err(ApiError::bad_request(
+                "the patched object is not a JSON object",
+            ));
+        };
+        // A resourceVersion in the client's object is a precondition.
+        let precondition = match meta_str(changed_obj, "resourceVersion").filter(|r| !r.is_empty())
+        {
+            Some(rv) => Some(
+                parse_rv(rv)
+                    .map_err(|_| ApiError::modified(&ctx.info.group, &ctx.info.plural, &name))?,
+            ),
+            None => None,
+        };
+        if let Some(p) = precondition
+            && p != cur.position
+        {
+            return Err(ApiError::modified(&ctx.info.group, &ctx.info.plural, &name));
+        }
+        let new = if is_scale {
+            apply_scale(ctx, &old, changed_obj)?
+        } else {
+            let mut n = std::mem::take(changed_obj);
+            strategy::check_type(&ctx.info, &mut n)?;
+            let mut n = ctx.typed(n)?;
+            for k in ["name", "namespace"] {
+                if let Some(v) = old.get("metadata").and_then(|m| m.get(k)) {
+                    meta_mut(&mut n).insert(k.into(), v.clone());
+                }
+            }
+            if let (Some(u), Some(ou)) = (meta_str(&n, "uid"), meta_str(&old, "uid"))
+                && !u.is_empty()
+                && u != ou
+            {
+                return Err(ApiError::conflict(
+                    &ctx.info.group,
+                    &ctx.info.plural,
+                    &name,
+                    &format!(
+                        "Precondition failed: UID in precondition: {u}, UID in object meta: {ou}"
+                    ),
+                ));
+            }
+            strategy::prepare_update(&ctx.info, &old, n, subresource == Some("status"))
+        };
+        let mut new = new;
+        strategy::validate(&ctx.info, &new)?;
+        meta_mut(&mut new).remove("resourceVersion");
+        let mut old_cmp = old.clone();
+        meta_mut(&mut old_cmp).remove("resourceVersion");
+        if new == old_cmp {
+            // Nothing changed: no event, the same resourceVersion (as kube does).
+            return finish(ctx, is_scale, &cur.object, cur.position.0);
+        }
+        let remove = strategy::ready_to_remove(&new);
+        if dry_run {
+            let bytes = encode_stored(&new);
+            return finish(ctx, is_scale, &bytes, cur.position.0);
+        }
+        let kind = if remove {
+            EventType::Deleted
+        } else {
+            EventType::Modified
+        };
+        let expect = Expect {
+            position: Some(cur.position),
+            uid: None,
+        };
+        match ctx.append(kind, &name, &new, &cur.uid, expect, verb).await {
+            Ok(ev) => return finish(ctx, is_scale, &ev.object, ev.position.0),
+            Err(e) if e.reason == "Conflict" && precondition.is_none() => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(ApiError::modified(&ctx.info.group, &ctx.info.plural, &name))
+}
+
+fn finish(ctx: &Ctx, is_scale: bool, stored: &[u8], rv: u64) -> ApiResult<Response> {
+    if is_scale {
+        let obj = decode_stored(stored, rv)?;
+        return Ok(value_response(StatusCode::OK, &scale_of(ctx, &obj)?));
+    }
+    Ok(json_response(StatusCode::OK, render(stored, rv)))
+}
+
+// ---------------------------------------------------------------------------------------
+// scale
+
+/// The `autoscaling/v1` Scale of a scalable object.
+fn scale_of(ctx: &Ctx, obj: &Map<String, Value>) -> ApiResult<Value> {
+    let Some(scale) = &ctx.info.scale else {
+        return Err(ApiError::no_route());
+    };
+    let v = Value::Object(obj.clone());
+    let spec_replicas = v
+        .pointer(scale.spec_replicas)
+        .and_then(Value::as_i64)
+        .unwrap_or(1);
+    let status_replicas = v
+        .pointer(scale.status_replicas)
+        .and_then(Value::as_i64)
+        .unwrap_or(0);
+    let selector = match v.pointer(scale.label_selector) {
+        Some(sel @ Value::Object(m))
+            if m.contains_key("matchLabels") || m.contains_key("matchExpressions") =>
+        {
+            LabelSelector::from_label_selector_json(sel)
+                .map(|s| s.to_string())
+                .unwrap_or_default()
+        }
+        Some(Value::Object(m)) if !m.is_empty() => {
+            // A plain map selector (ReplicationController).
+            m.iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+                .collect::<Vec<_>>()
+                .join(",")
+        }
+        _ => String::new(),
+    };
+    let meta = obj.get("metadata").cloned().unwrap_or(json!({}));
+    let mut scale_meta = json!({});
+    for k in [
+        "name",
+        "namespace",
+        "uid",
+        "resourceVersion",
+        "creationTimestamp",
+    ] {
+        if let Some(x) = meta.get(k) {
+            scale_meta[k] = x.clone();
+        }
+    }
+    let mut status = json!({"replicas": status_replicas});
+    if !selector.is_empty() {
+        status["selector"] = Value::String(selector);
+    }
+    Ok(json!({
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": scale_meta,
+        "spec": {"replicas": spec_replicas},
+        "status": status,
+    }))
+}
+
+/// Writes a changed Scale's `spec.replicas` into the parent object.
+fn apply_scale(
+    ctx: &Ctx,
+    old: &Map<String, Value>,
+    scale: &Map<String, Value>,
+) -> ApiResult<Map<String, Value>> {
+    let Some(info) = &ctx.info.scale else {
+        return Err(ApiError::no_route());
+    };
+    let replicas = match scale.get("spec").and_then(|s| s.get("replicas")) {
+        None => 0,
+        Some(r) => r
+            .as_i64()
+            .ok_or_else(|| ApiError::bad_request("Scale.spec.replicas must be an integer"))?,
+    };
+    if replicas < 0 {
+        return Err(ApiError::invalid(
+            "Scale",
+            "autoscaling",
+            ctx.name(),
+            vec![logbook_schema::validate::Cause {
+                reason: "FieldValueInvalid".into(),
+                message: format!("Invalid value: {replicas}: must be greater than or equal to 0"),
+                field: "spec.replicas".into(),
+            }],
+        ));
+    }
+    let mut v = Value::Object(old.clone());
+    let mut cur = &mut v;
+    for part in info.spec_replicas.trim_start_matches('/').split('/') {
+        if !cur.is_object() {
+            *cur = json!({});
+        }
+        cur = cur
+            .as_object_mut()
+            .map(|m| m.entry(part.to_string()).or_insert(Value::Null))
+            .ok_or_else(|| ApiError::internal("scale path"))?;
+    }
+    *cur = json!(replicas);
+    match v {
+        Value::Object(m) => Ok(strategy::prepare_update(&ctx.info, old, m, false)),
+        _ => Err(ApiError::internal("scale target is not an object")),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// delete
+
+/// DeleteOptions from the body and the query.
+#[derive(Default)]
+pub struct DeleteOptions {
+    pub propagation: Option<String>,
+    pub grace_period_seconds: Option<i64>,
+    pub precondition_uid: Option<String>,
+    pub precondition_rv: Option<String>,
+    pub dry_run: bool,
+}
+
+pub fn delete_options(ctx: &Ctx, body: &Bytes) -> ApiResult<DeleteOptions> {
+    let mut o = DeleteOptions {
+        dry_run: ctx.dry_run()?,
+        ..Default::default()
+    };
+    if !body.iter().all(u8::is_ascii_whitespace) {
+        let v = parse_body(&ctx.headers, body, "DeleteOptions")?;
+        if let Some(p) = v.get("propagationPolicy").and_then(Value::as_str) {
+            o.propagation = Some(p.to_string());
+        }
+        o.grace_period_seconds = v.get("gracePeriodSeconds").and_then(Value::as_i64);
+        if let Some(pre) = v.get("preconditions") {
+            o.precondition_uid = pre.get("uid").and_then(Value::as_str).map(str::to_string);
+            o.precondition_rv = pre
+                .get("resourceVersion")
+                .and_then(Value::as_str)
+                .map(str::to_string);
+        }
+        if let Some(Value::Array(d)) = v.get("dryRun") {
+            match d.as_slice() {
+                [] => {}
+                [x] if x == "All" => o.dry_run = true,
+                _ => {
+                    return Err(ApiError::invalid_options(
+                        "DeleteOptions",
+                        "dryRun",
+                        &Value::Array(d.clone()).to_string(),
+                        "supported values: \"All\"",
+                    ));
+                }
+            }
+        }
+        if v.get("orphanDependents").and_then(Value::as_bool) == Some(true)
+            && o.propagation.is_none()
+        {
+            o.propagation = Some("Orphan".into());
+        }
+    }
+    if let Some(p) = ctx.query.get("propagationPolicy") {
+        o.propagation = Some(p.to_string());
+    }
+    if let Some(g) = ctx.query.get("gracePeriodSeconds") {
+        o.grace_period_seconds = Some(g.parse().map_err(|_| {
+            ApiError::bad_request(format!("gracePeriodSeconds must be an integer, got {g:?}"))
+        })?);
+    }
+    if let Some(p) = &o.propagation
+        && !matches!(p.as_str(), "Orphan" | "Background" | "Foreground")
+    {
+        return Err(ApiError::invalid_options(
+            "DeleteOptions",
+            "propagationPolicy",
+            p,
+            "supported values: \"Foreground\", \"Background\", \"Orphan\", nil",
+        ));
+    }
+    if let Some(g) = o.grace_period_seconds
+        && g < 0
+    {
+        return Err(ApiError::invalid_options(
+            "DeleteOptions",
+            "gracePeriodSeconds",
+            &g.to_string(),
+            "must be greater than or equal to 0",
+        ));
+    }
+    Ok(o)
+}
+
+pub async fn delete(ctx: &Ctx, body: Bytes) -> ApiResult<Response> {
+    let opts = delete_options(ctx, &body)?;
+    let name = ctx.name().to_string();
+    let out = delete_one(ctx, &name, &opts).await?;
+    Ok(match out {
+        Deleted::Gone(stored, rv) if returns_deleted_object(&ctx.info) => {
+            json_response(StatusCode::OK, render(&stored, rv))
+        }
+        Deleted::Gone(_, _) => {
+            let uid = String::new();
+            value_response(
+                StatusCode::OK,
+                &json!({
+                    "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+                    "details": {"name": name, "group": ctx.info.group, "kind": ctx.info.plural, "uid": uid},
+                }),
+            )
+        }
+        Deleted::Pending(stored, rv) => json_response(StatusCode::OK, render(&stored, rv)),
+    })
+}
+
+/// Kinds whose DELETE answers with the deleted object rather than a Status (as kube does).
+fn returns_deleted_object(info: &ResourceInfo) -> bool {
+    info.group.is_empty() && matches!(info.plural.as_str(), "pods" | "services" | "namespaces")
+}
+
+pub enum Deleted {
+    /// Removed: its last state.
+    Gone(Vec<u8>, u64),
+    /// Waiting for finalizers: its state now.
+    Pending(Vec<u8>, u64),
+}
+
+pub async fn delete_one(ctx: &Ctx, name: &str, opts: &DeleteOptions) -> ApiResult<Deleted> {
+    for _ in 0..UPDATE_RETRIES_MAX {
+        let cur = ctx
+            .current(name)
+            .await?
+            .ok_or_else(|| ctx.not_found(name))?;
+        if let Some(u) = &opts.precondition_uid
+            && *u != cur.uid
+        {
+            return Err(ApiError::conflict(
+                &ctx.info.group,
+                &ctx.info.plural,
+                name,
+                &format!(
+                    "Precondition failed: UID in precondition: {u}, UID in object meta: {}",
+                    cur.uid
+                ),
+            ));
+        }
+        if let Some(rv) = &opts.precondition_rv
+            && *rv != cur.position.to_string()
+        {
+            return Err(ApiError::conflict(
+                &ctx.info.group,
+                &ctx.info.plural,
+                name,
+                &format!(
+                    "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
+                    cur.position
+                ),
+            ));
+        }
+        let mut obj = decode_stored(&cur.object, cur.position.0)?;
+        let verb = format!(
+            "delete;propagationPolicy={}",
+            opts.propagation.as_deref().unwrap_or("Background")
+        );
+        let expect = Expect {
+            position: Some(cur.position),
+            uid: Some(cur.uid.clone()),
+        };
+        let (kind, pending) = if strategy::has_finalizers(&obj) {
+            if obj
+                .get("metadata")
+                .and_then(|m| m.get("deletionTimestamp"))
+                .is_some()
+            {
+                // Already being deleted: nothing more to do until the finalizers go.
+                return Ok(Deleted::Pending(cur.object, cur.position.0));
+            }
+            let meta = meta_mut(&mut obj);
+            meta.insert(
+                "deletionTimestamp".into(),
+                Value::String(strategy::now_rfc3339()),
+            );
+            meta.insert(
+                "deletionGracePeriodSeconds".into(),
+                json!(opts.grace_period_seconds.unwrap_or(0)),
+            );
+            (EventType::Modified, true)
+        } else {
+            (EventType::Deleted, false)
+        };
+        meta_mut(&mut obj).remove("resourceVersion");
+        if opts.dry_run {
+            let bytes = encode_stored(&obj);
+            return Ok(if pending {
+                Deleted::Pending(bytes, cur.position.0)
+            } else {
+                Deleted::Gone(bytes, cur.position.0)
+            });
+        }
+        match ctx.append(kind, name, &obj, &cur.uid, expect, &verb).await {
+            Ok(ev) if pending => return Ok(Deleted::Pending(ev.object, ev.position.0)),
+            Ok(ev) => return Ok(Deleted::Gone(ev.object, ev.position.0)),
+            Err(e) if e.reason == "Conflict" => continue,
+            Err(e) if e.code == 404 => return Err(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(ApiError::modified(&ctx.info.group, &ctx.info.plural, name))
+}
+
+pub async fn delete_collection(ctx: &Ctx, body: Bytes) -> ApiResult<Response> {
+    let opts = delete_options(ctx, &body)?;
+    let opts_list = crate::list::ListOptions::parse(ctx)?;
+    let (items, _position) = crate::list::collect_all(ctx, &opts_list).await?;
+    let mut out = Vec::with_capacity(items.len() * 256 + 128);
+    out.extend_from_slice(
+        format!(
+            "{{\"kind\":\"{}\",\"apiVersion\":\"{}\",\"metadata\":{{}},\"items\":[",
+            ctx.info.list_kind(),
+            ctx.info.api_version()
+        )
+        .as_bytes(),
+    );
+    let mut first = true;
+    for item in items {
+        match delete_one(ctx, &item.key.name, &opts).await {
+            Ok(Deleted::Gone(b, rv) | Deleted::Pending(b, rv)) => {
+                if !first {
+                    out.push(b',');
+                }
+                first = false;
+                crate::object::render_into(&mut out, &b, rv);
+            }
+            Err(e) if e.code == 404 => {}
+            Err(e) => return Err(e),
+        }
+    }
+    out.extend_from_slice(b"]}");
+    Ok(json_response(StatusCode::OK, out))
+}

@@ -1,0 +1,286 @@
+//! Resource strategies: what the server sets, keeps and checks on create and update,
+//! generic over the registry entry. A resource's special cases (a pod's initial status)
+//! live here as data-driven branches, never in a handler.
+
+use logbook_schema::registry::ResourceInfo;
+use logbook_schema::validate::{Cause, validate_object_meta};
+use rand::Rng;
+use serde_json::{Map, Value, json};
+
+use crate::error::{ApiError, ApiResult};
+use crate::object::meta_mut;
+
+/// Characters kube uses for generated name suffixes (no vowels, no confusable digits).
+const NAME_SUFFIX_ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+/// Length of the random suffix appended to `generateName`.
+const NAME_SUFFIX_CHARS: usize = 5;
+/// `generateName` is cut to this many characters before the suffix (63 - 5).
+const GENERATE_NAME_BASE_CHARS_MAX: usize = 58;
+
+pub fn now_rfc3339() -> String {
+    jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
+}
+
+/// Checks `kind`/`apiVersion` of a body against the endpoint and fills them when absent.
+pub fn check_type(info: &ResourceInfo, obj: &mut Map<String, Value>) -> ApiResult<()> {
+    let api_version = info.api_version();
+    match obj.get("apiVersion").and_then(Value::as_str) {
+        None | Some("") => {
+            obj.insert("apiVersion".into(), Value::String(api_version));
+        }
+        Some(v) if v == api_version => {}
+        Some(v) => {
+            return Err(ApiError::bad_request(format!(
+                "the API version in the data ({v}) does not match the expected API version ({api_version})"
+            )));
+        }
+    }
+    match obj.get("kind").and_then(Value::as_str) {
+        None | Some("") => {
+            obj.insert("kind".into(), Value::String(info.kind.clone()));
+        }
+        Some(k) if k == info.kind => {}
+        Some(k) => {
+            return Err(ApiError::bad_request(format!(
+                "the kind in the data ({k}) does not match the expected kind ({})",
+                info.kind
+            )));
+        }
+    }
+    if !obj.get("metadata").is_none_or(Value::is_object) {
+        return Err(ApiError::bad_request(
+            "metadata must be an object (json: cannot unmarshal into Go struct field .metadata of type v1.ObjectMeta)",
+        ));
+    }
+    Ok(())
+}
+
+/// Decodes the object into its typed form and back: type errors become 400, unknown
+/// fields are dropped (as kube-apiserver's decoder does).
+pub fn typed_roundtrip(
+    info: &ResourceInfo,
+    obj: Map<String, Value>,
+) -> ApiResult<Map<String, Value>> {
+    let Some(check) = info.check else {
+        return Ok(obj);
+    };
+    let v = Value::Object(obj);
+    match check(&v) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(_) => Err(ApiError::bad_request("the object is not a JSON object")),
+        Err(msg) => Err(ApiError::bad_request(format!(
+            "{} in version \"{}\" cannot be handled as a {}: {msg}",
+            info.kind, info.version, info.kind
+        ))),
+    }
+}
+
+/// Validates metadata (names, labels, annotations): 422 with causes.
+pub fn validate(info: &ResourceInfo, obj: &Map<String, Value>) -> ApiResult<()> {
+    let v = Value::Object(obj.clone());
+    let causes: Vec<Cause> = validate_object_meta(info, &v);
+    if causes.is_empty() {
+        return Ok(());
+    }
+    let name = crate::object::meta_str(obj, "name").unwrap_or_default();
+    Err(ApiError::invalid(&info.kind, &info.group, name, causes))
+}
+
+/// Fills `metadata.name` from `generateName` when the name is empty.
+pub fn generate_name(obj: &mut Map<String, Value>) {
+    let meta = meta_mut(obj);
+    let has_name = meta
+        .get("name")
+        .and_then(Value::as_str)
+        .is_some_and(|n| !n.is_empty());
+    if has_name {
+        return;
+    }
+    let Some(base) = meta
+        .get("generateName")
+        .and_then(Value::as_str)
+        .filter(|g| !g.is_empty())
+    else {
+        return;
+    };
+    let base: String = base.chars().take(GENERATE_NAME_BASE_CHARS_MAX).collect();
+    let mut rng = rand::rng();
+    let suffix: String = (0..NAME_SUFFIX_CHARS)
+        .map(|_| NAME_SUFFIX_ALPHABET[rng.random_range(0..NAME_SUFFIX_ALPHABET.len())] as char)
+        .collect();
+    meta.insert("name".into(), Value::String(format!("{base}{suffix}")));
+}
+
+/// What the server sets on create: uid, creationTimestamp, generation, the initial status.
+pub fn prepare_create(info: &ResourceInfo, obj: &mut Map<String, Value>, uid: &str) {
+    {
+        let meta = meta_mut(obj);
+        meta.insert("uid".into(), Value::String(uid.to_string()));
+        meta.insert("creationTimestamp".into(), Value::String(now_rfc3339()));
+        meta.remove("resourceVersion");
+        meta.remove("deletionTimestamp");
+        meta.remove("deletionGracePeriodSeconds");
+        meta.remove("selfLink");
+        if info.has_spec_generation {
+            meta.insert("generation".into(), json!(1));
+        } else {
+            meta.remove("generation");
+        }
+        if !info.namespaced {
+            meta.remove("namespace");
+        }
+    }
+    if info.status_subresource {
+        obj.remove("status");
+    }
+    match (info.group.as_str(), info.plural.as_str()) {
+        ("", "pods") => {
+            let qos = pod_qos_class(obj.get("spec"));
+            obj.insert(
+                "status".into(),
+                json!({"phase": "Pending", "qosClass": qos}),
+            );
+        }
+        ("", "namespaces") => {
+            obj.insert("status".into(), json!({"phase": "Active"}));
+        }
+        _ => {}
+    }
+}
+
+/// The QoS class kube assigns a pod from its containers' requests and limits.
+fn pod_qos_class(spec: Option<&Value>) -> &'static str {
+    let containers = spec
+        .and_then(|s| s.get("containers"))
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let mut any = false;
+    let mut guaranteed = !containers.is_empty();
+    for c in &containers {
+        let requests = c.pointer("/resources/requests").and_then(Value::as_object);
+        let limits = c.pointer("/resources/limits").and_then(Value::as_object);
+        if requests.is_some_and(|r| !r.is_empty()) || limits.is_some_and(|l| !l.is_empty()) {
+            any = true;
+        }
+        for res in ["cpu", "memory"] {
+            let l = limits.and_then(|l| l.get(res));
+            let r = requests.and_then(|r| r.get(res)).or(l);
+            if l.is_none() || r != l {
+                guaranteed = false;
+            }
+        }
+    }
+    if !any {
+        "BestEffort"
+    } else if guaranteed {
+        "Guaranteed"
+    } else {
+        "Burstable"
+    }
+}
+
+/// What an update keeps from the stored object: identity, server-owned metadata, and the
+/// half of the object owned by the other endpoint (status via the main endpoint, everything
+/// but status via `/status`). Bumps `generation` when the spec changed.
+pub fn prepare_update(
+    info: &ResourceInfo,
+    old: &Map<String, Value>,
+    mut new: Map<String, Value>,
+    status_endpoint: bool,
+) -> Map<String, Value> {
+    if status_endpoint {
+        let mut out = old.clone();
+        match new.remove("status") {
+            Some(s) => out.insert("status".into(), s),
+            None => out.remove("status"),
+        };
+        return out;
+    }
+    if info.status_subresource {
+        match old.get("status") {
+            Some(s) => new.insert("status".into(), s.clone()),
+            None => new.remove("status"),
+        };
+    }
+    let old_meta = old.get("metadata").and_then(Value::as_object);
+    let meta = meta_mut(&mut new);
+    for k in [
+        "uid",
+        "creationTimestamp",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "generation",
+    ] {
+        match old_meta.and_then(|m| m.get(k)) {
+            Some(v) => meta.insert(k.into(), v.clone()),
+            None => meta.remove(k),
+        };
+    }
+    if info.has_spec_generation && spec_changed(old, &new) {
+        let g = old_meta
+            .and_then(|m| m.get("generation"))
+            .and_then(Value::as_i64)
+            .unwrap_or(0);
+        meta_mut(&mut new).insert("generation".into(), json!(g + 1));
+    }
+    new
+}
+
+/// Whether anything outside `metadata` and `status` differs.
+fn spec_changed(old: &Map<String, Value>, new: &Map<String, Value>) -> bool {
+    let skip = |k: &String| k != "metadata" && k != "status";
+    let a: Vec<_> = old.iter().filter(|(k, _)| skip(k)).collect();
+    let b: Vec<_> = new.iter().filter(|(k, _)| skip(k)).collect();
+    a != b
+}
+
+/// Whether the object waits only for its finalizers to go: deleting and none left.
+pub fn ready_to_remove(obj: &Map<String, Value>) -> bool {
+    let Some(meta) = obj.get("metadata") else {
+        return false;
+    };
+    meta.get("deletionTimestamp").is_some()
+        && meta
+            .get("finalizers")
+            .and_then(Value::as_array)
+            .is_none_or(|f| f.is_empty())
+}
+
+pub fn has_finalizers(obj: &Map<String, Value>) -> bool {
+    obj.get("metadata")
+        .and_then(|m| m.get("finalizers"))
+        .and_then(Value::as_array)
+        .is_some_and(|f| !f.is_empty())
+}
+
+/// The paths (`spec.foo`) present in `input` but dropped by the typed decode (`output`):
+/// fields the type does not have. `null` inputs are absent, not unknown.
+pub fn unknown_fields(input: &Value, output: &Value, prefix: &str, out: &mut Vec<String>) {
+    match (input, output) {
+        (Value::Object(i), Value::Object(o)) => {
+            for (k, v) in i {
+                if v.is_null() {
+                    continue;
+                }
+                let path = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                match o.get(k) {
+                    None => out.push(path),
+                    Some(ov) => unknown_fields(v, ov, &path, out),
+                }
+            }
+        }
+        (Value::Array(i), Value::Array(o)) if i.len() == o.len() => {
+            for (n, (a, b)) in i.iter().zip(o).enumerate() {
+                unknown_fields(a, b, &format!("{prefix}[{n}]"), out);
+            }
+        }
+        _ => {}
+    }
+}

@@ -1,0 +1,162 @@
+//! The cluster's PKI and kubeconfig, made on first start under `<data-dir>/pki`:
+//! a CA (kept), an admin client certificate (kept; CN `logbook-admin`, O `system:masters`),
+//! and a serving certificate re-issued by the CA at every start so its SANs always cover
+//! the current addresses. Validity is rcgen's default (1975 to 4096): rotation arrives with
+//! the authentication issue.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use base64::Engine as _;
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, SanType,
+};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+
+pub struct Pki {
+    pub dir: PathBuf,
+    pub ca_pem: String,
+    pub server_cert_pem: String,
+    pub server_key_pem: String,
+    pub admin_cert_pem: String,
+    pub admin_key_pem: String,
+}
+
+fn write_private(path: &Path, contents: &str) -> Result<()> {
+    fs::write(path, contents).with_context(|| format!("writing {}", path.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(path, fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(())
+}
+
+fn ca_params() -> Result<CertificateParams> {
+    let mut p = CertificateParams::new(Vec::<String>::new())?;
+    p.distinguished_name.push(DnType::CommonName, "logbook-ca");
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    Ok(p)
+}
+
+/// Loads the PKI in `data_dir/pki`, creating what is missing, and issues a serving
+/// certificate for `hosts` (DNS names or IP addresses).
+pub fn ensure(data_dir: &Path, hosts: &[String]) -> Result<Pki> {
+    let dir = data_dir.join("pki");
+    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let (ca_cert, ca_key) = (dir.join("ca.crt"), dir.join("ca.key"));
+    if !ca_cert.exists() || !ca_key.exists() {
+        let key = KeyPair::generate()?;
+        let cert = ca_params()?.self_signed(&key)?;
+        write_private(&ca_key, &key.serialize_pem())?;
+        fs::write(&ca_cert, cert.pem())?;
+        tracing::info!(dir = %dir.display(), "generated a cluster CA");
+        // A new CA invalidates any older client certificate.
+        let _ = fs::remove_file(dir.join("admin.crt"));
+    }
+    let ca_pem = fs::read_to_string(&ca_cert)?;
+    let ca_key_pair = KeyPair::from_pem(&fs::read_to_string(&ca_key)?)?;
+    let issuer = Issuer::from_ca_cert_pem(&ca_pem, ca_key_pair)
+        .context("reading the cluster CA certificate")?;
+
+    let (admin_cert, admin_key) = (dir.join("admin.crt"), dir.join("admin.key"));
+    if !admin_cert.exists() || !admin_key.exists() {
+        let key = KeyPair::generate()?;
+        let mut p = CertificateParams::new(Vec::<String>::new())?;
+        p.distinguished_name
+            .push(DnType::CommonName, "logbook-admin");
+        p.distinguished_name
+            .push(DnType::OrganizationName, "system:masters");
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        p.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        let cert = p.signed_by(&key, &issuer)?;
+        write_private(&admin_key, &key.serialize_pem())?;
+        fs::write(&admin_cert, cert.pem())?;
+    }
+
+    let server_key = KeyPair::generate()?;
+    let mut p = CertificateParams::new(Vec::<String>::new())?;
+    p.distinguished_name
+        .push(DnType::CommonName, "logbook-apiserver");
+    for h in hosts {
+        let san = match h.parse::<std::net::IpAddr>() {
+            Ok(ip) => SanType::IpAddress(ip),
+            Err(_) => SanType::DnsName(h.clone().try_into()?),
+        };
+        if !p.subject_alt_names.contains(&san) {
+            p.subject_alt_names.push(san);
+        }
+    }
+    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    p.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    let server_cert = p.signed_by(&server_key, &issuer)?;
+    let server_cert_pem = server_cert.pem();
+    let server_key_pem = server_key.serialize_pem();
+    fs::write(dir.join("server.crt"), &server_cert_pem)?;
+    write_private(&dir.join("server.key"), &server_key_pem)?;
+
+    Ok(Pki {
+        dir,
+        ca_pem,
+        server_cert_pem,
+        server_key_pem,
+        admin_cert_pem: fs::read_to_string(&admin_cert)?,
+        admin_key_pem: fs::read_to_string(&admin_key)?,
+    })
+}
+
+/// The rustls server configuration: the serving certificate, client certificates verified
+/// against the CA but optional (anonymous requests are allowed until authentication lands),
+/// ALPN h2 then http/1.1.
+pub fn server_config(pki: &Pki) -> Result<Arc<rustls::ServerConfig>> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let certs: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_slice_iter(pki.server_cert_pem.as_bytes())
+            .collect::<std::result::Result<_, _>>()?;
+    let key = PrivateKeyDer::from_pem_slice(pki.server_key_pem.as_bytes())?;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(pki.ca_pem.as_bytes()) {
+        roots.add(c?)?;
+    }
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .allow_unauthenticated()
+    .build()?;
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(certs, key)?;
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(cfg))
+}
+
+/// Writes `<data-dir>/kubeconfig` for the admin user against `server` (an https URL).
+pub fn write_kubeconfig(data_dir: &Path, pki: &Pki, server: &str) -> Result<PathBuf> {
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s.as_bytes());
+    let text = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: logbook\n  cluster:\n    server: {server}\n    certificate-authority-data: {}\nusers:\n- name: logbook-admin\n  user:\n    client-certificate-data: {}\n    client-key-data: {}\ncontexts:\n- name: logbook\n  context:\n    cluster: logbook\n    user: logbook-admin\n    namespace: default\ncurrent-context: logbook\npreferences: {{}}\n",
+        b64(&pki.ca_pem),
+        b64(&pki.admin_cert_pem),
+        b64(&pki.admin_key_pem),
+    );
+    let path = data_dir.join("kubeconfig");
+    write_private(&path, &text)?;
+    let _ = &pki.dir;
+    Ok(path)
+}

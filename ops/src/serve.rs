@@ -1,0 +1,103 @@
+//! `logbook serve`: the control plane on the embedded store, over HTTPS.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use logbook_api::Api;
+use logbook_schema::registry::Registry;
+use logbook_store::{EmbeddedConfig, HubConfig, VerifyScope, WatchHub};
+
+use crate::cli::ServeArgs;
+use crate::pki;
+
+/// Newest events per partition checked at startup (a full check is `logbook verify`).
+const STARTUP_VERIFY_TAIL_EVENTS: usize = 10_000;
+
+pub async fn run(args: ServeArgs) -> Result<()> {
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating {}", args.data_dir.display()))?;
+    let listen: SocketAddr = args.listen;
+    let mut hosts = vec![
+        "localhost".to_string(),
+        "127.0.0.1".to_string(),
+        "::1".to_string(),
+    ];
+    if let Ok(h) = std::fs::read_to_string("/etc/hostname") {
+        let h = h.trim();
+        if !h.is_empty() {
+            hosts.push(h.to_string());
+        }
+    }
+    if !listen.ip().is_unspecified() {
+        hosts.push(listen.ip().to_string());
+    }
+    hosts.extend(args.advertise_address.iter().cloned());
+    let pki = pki::ensure(&args.data_dir, &hosts)?;
+    let tls = pki::server_config(&pki)?;
+
+    let (_kv, log, report) = logbook_store::open_embedded(
+        EmbeddedConfig::new(&args.data_dir),
+        VerifyScope::Tail(STARTUP_VERIFY_TAIL_EVENTS),
+    )
+    .await
+    .with_context(|| format!("opening the store in {}", args.data_dir.display()))?;
+    let hub = WatchHub::start(log.clone(), HubConfig::default()).await?;
+    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding {listen}"))?;
+    let port = listener.local_addr()?.port();
+    let advertised = args
+        .advertise_address
+        .first()
+        .cloned()
+        .unwrap_or_else(|| "127.0.0.1".to_string());
+    let api = Api::new(
+        log,
+        hub,
+        Registry::builtin(),
+        shutdown_rx,
+        format!("{advertised}:{port}"),
+    );
+    api.bootstrap()
+        .await
+        .map_err(|e| anyhow::anyhow!("bootstrapping namespaces: {e}"))?;
+    let host = if advertised.contains(':') {
+        format!("[{advertised}]")
+    } else {
+        advertised
+    };
+    let kubeconfig =
+        pki::write_kubeconfig(&args.data_dir, &pki, &format!("https://{host}:{port}"))?;
+    // One line on stdout that scripts and tests wait for.
+    println!(
+        "logbook serving on https://{host}:{port} (log head {}); kubeconfig: {}",
+        report.head,
+        kubeconfig.display()
+    );
+    let shutdown = async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        let _ = shutdown_tx.send(true);
+    };
+    logbook_api::serve(Arc::clone(&api), listener, tls, shutdown).await?;
+    eprintln!("logbook stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        // Without signal handlers, run until killed.
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
