@@ -26,6 +26,8 @@ const WATCH_CHUNKS_BUFFERED_MAX: usize = 64;
 /// Without `timeoutSeconds`, a watch ends after a random time in [min, 2×min], like
 /// kube-apiserver's `--min-request-timeout` (1800 s), so clients spread their re-watches.
 const WATCH_TIMEOUT_SECONDS_MIN: u64 = 1_800;
+/// Events already queued for a watcher are coalesced into one write up to this size.
+const WATCH_CHUNK_BYTES_MAX: usize = 64 * 1024;
 
 pub async fn watch(ctx: Ctx) -> ApiResult<Response> {
     let o = ListOptions::parse(&ctx)?;
@@ -158,30 +160,51 @@ async fn run_watch(
         .await
         .map_err(from_store)?;
     loop {
-        match sub.next().await {
-            Ok(WatchItem::Event(e)) => {
-                if let Some(line) = render_event(ctx, o, &e).await?
-                    && tx.send(line).await.is_err()
-                {
+        let first = sub.next().await;
+        let mut chunk = Vec::new();
+        let mut item = Some(first);
+        // Coalesce what is already queued into one write (never waiting for more): with
+        // many watchers, one TLS record per event per watcher is the dominant cost.
+        while let Some(next) = item.take() {
+            match next {
+                Ok(WatchItem::Event(e)) => {
+                    if let Some(line) = render_event(ctx, o, &e).await? {
+                        chunk.extend_from_slice(&line);
+                    }
+                }
+                Ok(WatchItem::Bookmark(p)) => {
+                    if o.allow_bookmarks {
+                        chunk.extend_from_slice(&bookmark_line(ctx, p, false));
+                    }
+                }
+                Err(logbook_store::Error::FellBehind { last_delivered }) => {
+                    // Resume from the log where the hub cut us off: nothing lost, nothing twice.
+                    sub = ctx
+                        .api
+                        .hub
+                        .subscribe(&resource, ns.as_deref(), last_delivered)
+                        .await
+                        .map_err(from_store)?;
+                }
+                Err(logbook_store::Error::Closed) => {
+                    if !chunk.is_empty() {
+                        let _ = tx.send(Bytes::from(chunk)).await;
+                    }
                     return Ok(());
                 }
-            }
-            Ok(WatchItem::Bookmark(p)) => {
-                if o.allow_bookmarks && tx.send(bookmark_line(ctx, p, false)).await.is_err() {
-                    return Ok(());
+                Err(e) => {
+                    if !chunk.is_empty() {
+                        let _ = tx.send(Bytes::from(chunk)).await;
+                    }
+                    return Err(from_store(e));
                 }
             }
-            Err(logbook_store::Error::FellBehind { last_delivered }) => {
-                // Resume from the log where the hub cut us off: nothing lost, nothing twice.
-                sub = ctx
-                    .api
-                    .hub
-                    .subscribe(&resource, ns.as_deref(), last_delivered)
-                    .await
-                    .map_err(from_store)?;
+            if chunk.len() < WATCH_CHUNK_BYTES_MAX {
+                item = sub.try_next().map(Ok);
             }
-            Err(logbook_store::Error::Closed) => return Ok(()),
-            Err(e) => return Err(from_store(e)),
+        }
+        if !chunk.is_empty() && tx.send(Bytes::from(chunk)).await.is_err() {
+            return Ok(());
         }
     }
 }

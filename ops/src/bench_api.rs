@@ -2,11 +2,11 @@
 //! process on a temporary data directory and drives it over HTTPS with kube-rs clients.
 //!
 //! Phases:
-//! 1. pod creates/s with 64 concurrent clients;
-//! 2. create latency at half that rate (paced, open loop);
-//! 3. GET latency at 1,000 requests/s;
-//! 4. fill to 100,000 pods, then LIST them all (consistent read) and in 500-item pages;
-//! 5. the server's RSS with 100,000 pods stored and listed;
+//! 1. 100,000 pod creates with 64 concurrent clients: creates/s;
+//! 2. LIST those pods whole (consistent read) and in 500-item pages;
+//! 3. the server's RSS with the 100,000 pods stored and listed;
+//! 4. create latency at half the phase-1 rate (paced on 64 connections);
+//! 5. GET latency at 1,000 requests/s;
 //! 6. 1,000 concurrent pod watches while 1,000 pods/s are written: delivery lag.
 //!
 //! Progress goes to stderr; the Markdown report to stdout and `<out>/results.md`, the raw
@@ -243,23 +243,37 @@ async fn create_storm(
     Ok((all.len(), elapsed, all))
 }
 
-/// Runs `op` at `rate` per second for `secs`, open loop; returns each latency.
-async fn paced<F, Fut>(rate: u64, secs: u64, op: F) -> Result<Vec<u64>>
+/// Runs `op` at `rate` per second for `secs` on `workers` connections: operation k is due
+/// at `start + k / rate`; its latency counts from when it was due, so a server that falls
+/// behind is charged for the queueing (no coordinated omission) while the number of
+/// connections stays fixed (no handshake storms in the load generator).
+async fn paced<F, Fut>(rate: u64, secs: u64, workers: usize, op: F) -> Result<Vec<u64>>
 where
-    F: Fn(u64) -> Fut,
-    Fut: std::future::Future<Output = Result<Duration>> + Send + 'static,
+    F: Fn(u64) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<()>> + Send + 'static,
 {
-    let mut set = JoinSet::new();
-    let mut tick = tokio::time::interval(Duration::from_nanos(1_000_000_000 / rate.max(1)));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let op = Arc::new(op);
     let n = rate * secs;
-    for i in 0..n {
-        tick.tick().await;
-        set.spawn(op(i));
+    let start = tokio::time::Instant::now() + Duration::from_millis(100);
+    let mut set = JoinSet::new();
+    for w in 0..workers as u64 {
+        let op = op.clone();
+        set.spawn(async move {
+            let mut lats = Vec::new();
+            let mut k = w;
+            while k < n {
+                let due = start + Duration::from_nanos(k * 1_000_000_000 / rate.max(1));
+                tokio::time::sleep_until(due).await;
+                op(k).await?;
+                lats.push(due.elapsed().as_nanos() as u64);
+                k += workers as u64;
+            }
+            anyhow::Ok(lats)
+        });
     }
     let mut out = Vec::with_capacity(n as usize);
     while let Some(r) = set.join_next().await {
-        out.push(r??.as_nanos() as u64);
+        out.extend(r??);
     }
     Ok(out)
 }
@@ -289,51 +303,10 @@ pub async fn run(args: BenchApiArgs) -> Result<()> {
     let c = client(&server.kubeconfig).await?;
     ensure_namespace(&c, "bench").await?;
     ensure_namespace(&c, "watch").await?;
-
-    eprintln!("phase 1: creates with {BENCH_API_WRITERS_COUNT} concurrent clients for {secs} s");
-    let (n, elapsed, lats) = create_storm(
-        &c,
-        "bench",
-        "tput",
-        BENCH_API_WRITERS_COUNT,
-        Some(secs),
-        None,
-    )
-    .await?;
-    let creates_per_sec = n as f64 / elapsed.as_secs_f64();
-    let storm_lat = lat(lats);
-    eprintln!("  {creates_per_sec:.0} creates/s");
-
-    let half = (creates_per_sec / 2.0).max(1.0) as u64;
-    eprintln!("phase 2: creates paced at {half}/s for {secs} s");
-    let cc = c.clone();
-    let half_lat = lat(paced(half, secs, move |i| {
-        let c = cc.clone();
-        async move { create(&c, "bench", &format!("paced-{i}")).await }
-    })
-    .await?);
-
-    eprintln!("phase 3: GET at {BENCH_API_GET_RATE_PER_SEC}/s for {secs} s");
-    let cc = c.clone();
-    let existing = n.max(1) as u64;
-    let get_lat = lat(paced(BENCH_API_GET_RATE_PER_SEC, secs, move |i| {
-        let c = cc.clone();
-        async move {
-            let started = Instant::now();
-            let req = http::Request::get(format!(
-                "/api/v1/namespaces/bench/pods/tput-{}",
-                (i * 7919) % existing
-            ))
-            .body(Vec::new())?;
-            c.request_text(req).await?;
-            Ok(started.elapsed())
-        }
-    })
-    .await?);
-
-    eprintln!("phase 4: fill to {list_pods} pods in namespace list, then list them");
     ensure_namespace(&c, "list").await?;
-    create_storm(
+
+    eprintln!("phase 1: {list_pods} pod creates with {BENCH_API_WRITERS_COUNT} concurrent clients");
+    let (n, elapsed, lats) = create_storm(
         &c,
         "list",
         "fill",
@@ -342,6 +315,11 @@ pub async fn run(args: BenchApiArgs) -> Result<()> {
         Some(list_pods),
     )
     .await?;
+    let creates_per_sec = n as f64 / elapsed.as_secs_f64();
+    let storm_lat = lat(lats);
+    eprintln!("  {creates_per_sec:.0} creates/s");
+
+    eprintln!("phase 2: LIST the {list_pods} pods, whole and in {BENCH_API_PAGE_ITEMS}-item pages");
     let mut full_ms = Vec::new();
     let mut full_count = 0;
     for run in 0..BENCH_API_LIST_RUNS_COUNT {
@@ -392,10 +370,40 @@ pub async fn run(args: BenchApiArgs) -> Result<()> {
 
     let (rss, hwm) = rss_kib(server.pid);
     eprintln!(
-        "phase 5: server RSS {} MiB (peak {} MiB)",
+        "phase 3: server RSS {} MiB (peak {} MiB) with {list_pods} pods",
         rss / 1024,
         hwm / 1024
     );
+
+    let half = (creates_per_sec / 2.0).max(1.0) as u64;
+    eprintln!(
+        "phase 4: creates paced at {half}/s for {secs} s on {BENCH_API_WRITERS_COUNT} connections"
+    );
+    let cc = c.clone();
+    let half_lat = lat(paced(half, secs, BENCH_API_WRITERS_COUNT, move |i| {
+        let c = cc.clone();
+        async move { create(&c, "bench", &format!("paced-{i}")).await.map(|_| ()) }
+    })
+    .await?);
+    eprintln!("  p99 {:.1} ms", half_lat.p99_ms);
+
+    eprintln!("phase 5: GET at {BENCH_API_GET_RATE_PER_SEC}/s for {secs} s");
+    let cc = c.clone();
+    let existing = n.max(1) as u64;
+    let get_lat = lat(paced(BENCH_API_GET_RATE_PER_SEC, secs, 16, move |i| {
+        let c = cc.clone();
+        async move {
+            let req = http::Request::get(format!(
+                "/api/v1/namespaces/list/pods/fill-{}",
+                (i * 7919) % existing
+            ))
+            .body(Vec::new())?;
+            c.request_text(req).await?;
+            Ok(())
+        }
+    })
+    .await?);
+    eprintln!("  p99 {:.2} ms", get_lat.p99_ms);
 
     eprintln!(
         "phase 6: {watches} watches while writing {BENCH_API_WATCH_RATE_PER_SEC} pods/s for {secs} s"
@@ -451,9 +459,9 @@ pub async fn run(args: BenchApiArgs) -> Result<()> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let cc = c.clone();
-    paced(BENCH_API_WATCH_RATE_PER_SEC, secs, move |i| {
+    paced(BENCH_API_WATCH_RATE_PER_SEC, secs, 16, move |i| {
         let c = cc.clone();
-        async move { create(&c, "watch", &format!("w-{i}")).await }
+        async move { create(&c, "watch", &format!("w-{i}")).await.map(|_| ()) }
     })
     .await?;
     let mut lags = Vec::new();

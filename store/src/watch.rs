@@ -248,6 +248,30 @@ impl Subscription {
         self.last_delivered
     }
 
+    /// The next item if one is ready now (from the backlog already read, or the live
+    /// buffer), without waiting or reading the store; `None` when [`Self::next`] would have
+    /// to wait. Lets a consumer coalesce what is already queued into one write.
+    pub fn try_next(&mut self) -> Option<WatchItem> {
+        loop {
+            match &mut self.backlog {
+                Backlog::Done => break,
+                Backlog::Ring(events) => match events.pop_front() {
+                    Some(e) => return Some(self.deliver(e)),
+                    None => self.backlog = Backlog::Done,
+                },
+                Backlog::Log { page, .. } => {
+                    return page.pop_front().map(|e| self.deliver(e));
+                }
+            }
+        }
+        while let Ok(e) = self.live.try_recv() {
+            if e.position > self.last_delivered {
+                return Some(self.deliver(e));
+            }
+        }
+        None
+    }
+
     /// The next event, or a bookmark after an idle interval.
     ///
     /// # Errors

@@ -94,7 +94,7 @@ impl EmbeddedConfig {
             conflict_history_batches_max: 100_000,
             cache_bytes: 512 * 1024 * 1024,
             check_integrity_on_open: false,
-            checkpoint_interval_ms: 1_000,
+            checkpoint_interval_ms: 250,
             checkpoint_wal_bytes_max: 256 * 1024 * 1024,
             commit_batch_bytes_max: 64 * 1024 * 1024,
         }
@@ -835,6 +835,7 @@ impl Committer {
     }
 
     fn checkpoint_unguarded(&mut self) -> Result<()> {
+        let started = Instant::now();
         let mut wtx = self.shared.db.begin_write().map_err(Error::backend)?;
         wtx.set_durability(redb::Durability::Immediate)
             .map_err(Error::backend)?;
@@ -854,6 +855,11 @@ impl Committer {
         self.wal_bytes = 0;
         self.checkpointed = self.version;
         self.last_checkpoint = Instant::now();
+        tracing::debug!(
+            took_us = started.elapsed().as_micros() as u64,
+            version = self.version,
+            "checkpoint"
+        );
         Ok(())
     }
 
