@@ -9,10 +9,12 @@
 //! - [`selector`] — label and field selectors: apimachinery's grammar and messages,
 //!   matching against objects as JSON.
 //! - [`validate`] — name and `metadata` validation producing the causes of a 422.
-//! - [`patch`] — strategic merge patch for the built-in types.
+//! - [`patch`] — strategic merge patch for the built-in types (merge keys as data).
+//! - [`proto`] — decoding Kubernetes protobuf request bodies (kubectl ≥ 1.32 sends its
+//!   typed commands that way) into the JSON kube-apiserver would have decoded, driven by a
+//!   table generated from k8s-pb and k8s-openapi (`scripts/gen-proto-schema.py`).
 //!
-//! Still to come with the API issue: defaulting, Table columns, OpenAPI documents and wire
-//! codecs.
+//! Still to come with the kubectl issue: defaulting, Table columns, full OpenAPI documents.
 //!
 //! # Invariants
 //! - Knows nothing of storage or HTTP: no dependency on logbook-store or on a web

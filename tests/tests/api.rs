@@ -672,3 +672,260 @@ async fn a_slow_watcher_still_receives_every_event_in_order() -> Result<()> {
     tokio::time::sleep(Duration::from_millis(1)).await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovery_documents_describe_every_registered_group() -> Result<()> {
+    let s = Server::start()?;
+    let c = s.client().await?;
+    let core = get_json(&c, "/api/v1").await?;
+    let pods = core["resources"]
+        .as_array()
+        .expect("resources")
+        .iter()
+        .find(|r| r["name"] == "pods")
+        .expect("pods")
+        .clone();
+    assert_eq!(pods["singularName"], "pod");
+    assert_eq!(pods["namespaced"], true);
+    assert_eq!(pods["shortNames"], json!(["po"]));
+    assert!(
+        pods["categories"]
+            .as_array()
+            .is_some_and(|c| c.contains(&json!("all")))
+    );
+    assert!(
+        core["resources"]
+            .as_array()
+            .expect("resources")
+            .iter()
+            .any(|r| r["name"] == "pods/status")
+    );
+    let groups = get_json(&c, "/apis").await?;
+    let names: Vec<&str> = groups["groups"]
+        .as_array()
+        .expect("groups")
+        .iter()
+        .map(|g| g["name"].as_str().unwrap_or_default())
+        .collect();
+    for g in [
+        "apps",
+        "batch",
+        "coordination.k8s.io",
+        "discovery.k8s.io",
+        "events.k8s.io",
+        "networking.k8s.io",
+        "policy",
+        "rbac.authorization.k8s.io",
+        "scheduling.k8s.io",
+        "storage.k8s.io",
+        "autoscaling",
+        "certificates.k8s.io",
+        "node.k8s.io",
+    ] {
+        assert!(names.contains(&g), "{g} in /apis: {names:?}");
+    }
+    let apps = get_json(&c, "/apis/apps/v1").await?;
+    assert!(
+        apps["resources"]
+            .as_array()
+            .expect("resources")
+            .iter()
+            .any(|r| r["name"] == "deployments/scale" && r["kind"] == "Scale")
+    );
+
+    // Aggregated discovery echoes the requested g/v/as in Content-Type.
+    let r = http::Request::get("/apis")
+        .header(
+            "accept",
+            "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json",
+        )
+        .body(Vec::new())?;
+    let text = c.request_text(r).await?;
+    let agg: Value = serde_json::from_str(&text)?;
+    assert_eq!(agg["kind"], "APIGroupDiscoveryList");
+    assert_eq!(agg["apiVersion"], "apidiscovery.k8s.io/v2");
+    let apps = agg["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .find(|g| g["metadata"]["name"] == "apps")
+        .expect("apps");
+    let deploy = apps["versions"][0]["resources"]
+        .as_array()
+        .expect("resources")
+        .iter()
+        .find(|r| r["resource"] == "deployments")
+        .expect("deployments");
+    assert_eq!(deploy["scope"], "Namespaced");
+    assert!(
+        deploy["subresources"]
+            .as_array()
+            .is_some_and(|s| s.iter().any(|x| x["subresource"] == "scale"))
+    );
+
+    // kubectl reads the same documents.
+    let out = s.kubectl(&["api-resources", "--api-group=apps", "-o", "name"])?;
+    assert!(out.lines().any(|l| l == "deployments.apps"), "{out}");
+    let v = get_json(&c, "/version").await?;
+    assert_eq!(v["major"], "1");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_and_scale_subresources_own_their_halves_of_an_object() -> Result<()> {
+    let s = Server::start()?;
+    let c = s.client().await?;
+    let rs = json!({"apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": {"name": "r"},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"a": "b"}}, "template": {"metadata": {"labels": {"a": "b"}}, "spec": {"containers": [{"name": "c", "image": "i"}]}}},
+        "status": {"replicas": 99}});
+    let created: Value = serde_json::from_str(
+        &c.request_text(req(
+            "POST",
+            "/apis/apps/v1/namespaces/default/replicasets",
+            Some("application/json"),
+            serde_json::to_vec(&rs)?,
+        ))
+        .await?,
+    )?;
+    assert_eq!(created["metadata"]["generation"], 1);
+    assert!(
+        created["status"].get("replicas").is_none(),
+        "status is not set through the main endpoint: {created}"
+    );
+    // /status changes status only (a spec change there is ignored), and no generation bump.
+    let patched: Value = serde_json::from_str(
+        &c.request_text(req(
+            "PATCH",
+            "/apis/apps/v1/namespaces/default/replicasets/r/status",
+            Some("application/merge-patch+json"),
+            br#"{"spec":{"replicas":5},"status":{"replicas":1}}"#.to_vec(),
+        ))
+        .await?,
+    )?;
+    assert_eq!(
+        (
+            patched["spec"]["replicas"].clone(),
+            patched["status"]["replicas"].clone(),
+            patched["metadata"]["generation"].clone()
+        ),
+        (json!(1), json!(1), json!(1))
+    );
+    // /scale reads and writes spec.replicas through an autoscaling/v1 Scale.
+    let scale = get_json(&c, "/apis/apps/v1/namespaces/default/replicasets/r/scale").await?;
+    assert_eq!(
+        (
+            scale["kind"].clone(),
+            scale["spec"]["replicas"].clone(),
+            scale["status"]["replicas"].clone(),
+            scale["status"]["selector"].clone()
+        ),
+        (json!("Scale"), json!(1), json!(1), json!("a=b"))
+    );
+    let scaled: Value = serde_json::from_str(
+        &c.request_text(req(
+            "PATCH",
+            "/apis/apps/v1/namespaces/default/replicasets/r/scale",
+            Some("application/merge-patch+json"),
+            br#"{"spec":{"replicas":4}}"#.to_vec(),
+        ))
+        .await?,
+    )?;
+    assert_eq!(scaled["spec"]["replicas"], 4);
+    let now = get_json(&c, "/apis/apps/v1/namespaces/default/replicasets/r").await?;
+    assert_eq!(
+        (
+            now["spec"]["replicas"].clone(),
+            now["metadata"]["generation"].clone()
+        ),
+        (json!(4), json!(2))
+    );
+    // A no-op update writes nothing: same resourceVersion.
+    let same: Value = serde_json::from_str(
+        &c.request_text(req(
+            "PUT",
+            "/apis/apps/v1/namespaces/default/replicasets/r",
+            Some("application/json"),
+            serde_json::to_vec(&now)?,
+        ))
+        .await?,
+    )?;
+    assert_eq!(
+        same["metadata"]["resourceVersion"],
+        now["metadata"]["resourceVersion"]
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletecollection_removes_what_the_selector_matches() -> Result<()> {
+    let s = Server::start()?;
+    let c = s.client().await?;
+    let cms = "/api/v1/namespaces/default/configmaps";
+    for i in 0..4 {
+        create_cm(
+            &c,
+            &format!("d{i}"),
+            json!({"del": if i < 3 { "yes" } else { "no" }}),
+        )
+        .await?;
+    }
+    let out: Value = serde_json::from_str(
+        &c.request_text(req(
+            "DELETE",
+            &format!("{cms}?labelSelector=del%3Dyes"),
+            None,
+            vec![],
+        ))
+        .await?,
+    )?;
+    assert_eq!(out["kind"], "ConfigMapList");
+    assert_eq!(out["items"].as_array().map(Vec::len), Some(3));
+    let left = get_json(&c, cms).await?;
+    let names: Vec<&str> = left["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|i| i["metadata"]["name"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(names, vec!["d3"]);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_metrics_and_a_clean_exit_on_sigterm() -> Result<()> {
+    let mut s = Server::start()?;
+    let c = s.client().await?;
+    for p in ["/healthz", "/livez", "/readyz"] {
+        assert_eq!(
+            c.request_text(req("GET", p, None, vec![])).await?,
+            "ok",
+            "{p}"
+        );
+    }
+    create_cm(&c, "m", json!({})).await?;
+    // An open watch must not hold up shutdown.
+    let _watch = c
+        .request_stream(req(
+            "GET",
+            "/api/v1/namespaces/default/configmaps?watch=true",
+            None,
+            vec![],
+        ))
+        .await?;
+    let metrics = c.request_text(req("GET", "/metrics", None, vec![])).await?;
+    for needle in [
+        "apiserver_request_total{verb=\"create\",resource=\"configmaps\",code=\"201\"} 1",
+        "apiserver_request_duration_seconds_bucket{verb=\"create\",resource=\"configmaps\",code=\"201\",le=",
+        "logbook_commit_duration_seconds_count",
+        "logbook_watches 1",
+        "logbook_log_position ",
+    ] {
+        assert!(
+            metrics.contains(needle),
+            "metrics lack {needle:?}:\n{metrics}"
+        );
+    }
+    let clean = tokio::task::spawn_blocking(move || s.terminate()).await??;
+    assert!(clean, "logbook exits 0 after SIGTERM");
+    Ok(())
+}

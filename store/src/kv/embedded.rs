@@ -742,6 +742,9 @@ struct BatchWrites {
     writes: WriteSet,
 }
 
+/// Group commits slower than this are logged at info with where the time went.
+const SLOW_BATCH_LOG_MS: u64 = 20;
+
 struct Committer {
     shared: Arc<Shared>,
     cfg: EmbeddedConfig,
@@ -963,10 +966,24 @@ impl Committer {
             // A write is acknowledged only once it is on disk: the record is fsynced before
             // the batch becomes visible to any reader.
             let record = wal::frame(version, &wal_payload);
+            let prepared = now.elapsed();
             self.wal.write_all(&record)?;
             self.wal.sync_data()?;
+            let synced = now.elapsed();
             self.wal_bytes += record.len() as u64;
-            wtx.commit().map_err(Error::backend)
+            let r = wtx.commit().map_err(Error::backend);
+            let total = now.elapsed();
+            if total >= Duration::from_millis(SLOW_BATCH_LOG_MS) {
+                tracing::info!(
+                    txns = accepted.len(),
+                    wal_bytes = record.len(),
+                    apply_us = prepared.as_micros() as u64,
+                    wal_fsync_us = (synced - prepared).as_micros() as u64,
+                    redb_commit_us = (total - synced).as_micros() as u64,
+                    "slow group commit"
+                );
+            }
+            r
         });
         if let Err(e) = committed {
             // redb refuses further writes after a failed commit; so do we, until reopened.
