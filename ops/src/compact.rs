@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use logbook_store::{EmbeddedConfig, Position};
+use logbook_store::Position;
 
 use crate::cli::CompactArgs;
 
@@ -13,21 +13,8 @@ use crate::cli::CompactArgs;
 const COMPACT_PROGRESS_INTERVAL_MS: u64 = 1_000;
 
 pub async fn run(args: CompactArgs) -> Result<()> {
-    anyhow::ensure!(
-        args.data_dir
-            .join(logbook_store::kv::embedded::DATA_FILE_NAME)
-            .exists(),
-        "{} holds no Logbook store",
-        args.data_dir.display()
-    );
     let started = Instant::now();
-    let kv = logbook_store::Embedded::open(EmbeddedConfig::new(&args.data_dir))
-        .with_context(|| format!("opening {}", args.data_dir.display()))?;
-    let log = logbook_store::EventLog::open(
-        std::sync::Arc::new(kv.clone()),
-        logbook_store::LogConfig::default(),
-    )
-    .await?;
+    let (kv, log) = crate::verify::open_stopped(&args.data_dir).await?;
     let horizon = match args.to {
         Some(rv) => {
             Position::parse(&rv).with_context(|| format!("{rv:?} is not a resourceVersion"))?

@@ -10,26 +10,37 @@ use crate::cli::VerifyArgs;
 /// How often progress is printed while verifying.
 const VERIFY_PROGRESS_INTERVAL_MS: u64 = 1_000;
 
-pub async fn run(args: VerifyArgs) -> Result<()> {
+/// Opens the store in `data_dir` for an offline tool (the server must be stopped).
+///
+/// # Errors
+/// No store there, or the store refuses to open.
+pub async fn open_stopped(
+    data_dir: &std::path::Path,
+) -> Result<(logbook_store::Embedded, logbook_store::EventLog)> {
     anyhow::ensure!(
-        args.data_dir
+        data_dir
             .join(logbook_store::kv::embedded::DATA_FILE_NAME)
             .exists(),
         "{} holds no Logbook store",
-        args.data_dir.display()
+        data_dir.display()
     );
-    let scope = match args.tail {
-        Some(n) => VerifyScope::Tail(n),
-        None => VerifyScope::Full,
-    };
-    let started = Instant::now();
-    let kv = logbook_store::Embedded::open(EmbeddedConfig::new(&args.data_dir))
-        .with_context(|| format!("opening {}", args.data_dir.display()))?;
+    let kv = logbook_store::Embedded::open(EmbeddedConfig::new(data_dir))
+        .with_context(|| format!("opening {}", data_dir.display()))?;
     let log = logbook_store::EventLog::open(
         std::sync::Arc::new(kv.clone()),
         logbook_store::LogConfig::default(),
     )
     .await?;
+    Ok((kv, log))
+}
+
+pub async fn run(args: VerifyArgs) -> Result<()> {
+    let scope = match args.tail {
+        Some(n) => VerifyScope::Tail(n),
+        None => VerifyScope::Full,
+    };
+    let started = Instant::now();
+    let (kv, log) = open_stopped(&args.data_dir).await?;
     let mut last = Instant::now();
     let report = log
         .verify(scope, |events| {

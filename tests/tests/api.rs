@@ -55,6 +55,16 @@ async fn get_json(client: &kube::Client, path: &str) -> Result<Value> {
     )?)
 }
 
+/// The names of a list's items, in order.
+fn item_names(list: &Value) -> Vec<&str> {
+    list["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|i| i["metadata"]["name"].as_str().unwrap_or_default())
+        .collect()
+}
+
 fn lines(text: &str) -> Vec<Value> {
     text.lines()
         .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
@@ -337,12 +347,7 @@ async fn bad_requests_get_statuses_with_kubernetes_codes_and_reasons() -> Result
 
     // Nothing malformed reached the log: only the one object exists.
     let list = get_json(&c, cms).await?;
-    let names: Vec<&str> = list["items"]
-        .as_array()
-        .expect("items")
-        .iter()
-        .map(|i| i["metadata"]["name"].as_str().unwrap_or_default())
-        .collect();
+    let names = item_names(&list);
     assert_eq!(names, vec!["exists"]);
     Ok(())
 }
@@ -881,12 +886,7 @@ async fn deletecollection_removes_what_the_selector_matches() -> Result<()> {
     assert_eq!(out["kind"], "ConfigMapList");
     assert_eq!(out["items"].as_array().map(Vec::len), Some(3));
     let left = get_json(&c, cms).await?;
-    let names: Vec<&str> = left["items"]
-        .as_array()
-        .expect("items")
-        .iter()
-        .map(|i| i["metadata"]["name"].as_str().unwrap_or_default())
-        .collect();
+    let names = item_names(&left);
     assert_eq!(names, vec!["d3"]);
     Ok(())
 }

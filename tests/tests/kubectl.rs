@@ -11,6 +11,14 @@ use std::time::Duration;
 use anyhow::Result;
 use logbook_e2e::Server;
 
+/// `kubectl get` of a deleted object fails with NotFound.
+fn assert_not_found(s: &Server, what: &[&str]) {
+    let mut args = vec!["get"];
+    args.extend_from_slice(what);
+    let err = s.kubectl(&args).unwrap_err().to_string();
+    assert!(err.contains("NotFound"), "{err}");
+}
+
 fn write(dir: &std::path::Path, name: &str, text: &str) -> String {
     let p = dir.join(name);
     std::fs::write(&p, text).expect("write manifest");
@@ -183,11 +191,7 @@ fn kubectl_create_get_label_annotate_scale_patch_replace_and_delete_work() -> Re
             .trim(),
         "deployment.apps \"web\" deleted"
     );
-    let err = s
-        .kubectl(&["get", "deploy", "web"])
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("NotFound"), "{err}");
+    assert_not_found(&s, &["deploy", "web"]);
     Ok(())
 }
 
@@ -265,11 +269,7 @@ fn kubectl_delete_waits_for_finalizers_to_be_cleared() -> Result<()> {
         "-p",
         r#"{"metadata":{"finalizers":null}}"#,
     ])?;
-    let err = s
-        .kubectl(&["get", "configmap", "held"])
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("NotFound"), "{err}");
+    assert_not_found(&s, &["configmap", "held"]);
     Ok(())
 }
 
