@@ -86,6 +86,8 @@ pub struct Api {
     pub shutdown: tokio::sync::watch::Receiver<bool>,
     /// The address clients reach this server at (for `/api`'s serverAddressByClientCIDRs).
     pub server_address: String,
+    /// Watch event lines rendered once for every watcher without selectors.
+    pub lines: watch::LineCache,
     inflight: Arc<Semaphore>,
 }
 
@@ -104,6 +106,7 @@ impl Api {
             metrics: Metrics::default(),
             shutdown,
             server_address,
+            lines: watch::LineCache::default(),
             inflight: Arc::new(Semaphore::new(REQUESTS_INFLIGHT_MAX)),
         })
     }

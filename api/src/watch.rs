@@ -103,6 +103,47 @@ fn event_line(kind: &str, stored: &[u8], rv: u64) -> Bytes {
     Bytes::from(line)
 }
 
+/// Rendered event lines shared by every watcher without selectors: with 1,000 watchers on
+/// one resource, each event is rendered once instead of 1,000 times.
+#[derive(Default)]
+pub struct LineCache {
+    inner: std::sync::Mutex<LineCacheInner>,
+}
+
+#[derive(Default)]
+struct LineCacheInner {
+    lines: std::collections::HashMap<u64, Bytes>,
+    order: std::collections::VecDeque<u64>,
+}
+
+/// Event lines the cache keeps (the oldest go first); watchers read an event within
+/// moments of each other, so a few thousand cover every live one.
+const LINE_CACHE_EVENTS_MAX: usize = 4_096;
+
+impl LineCache {
+    fn line(&self, e: &Event, kind: &str) -> Bytes {
+        let key = e.position.0;
+        if let Ok(g) = self.inner.lock()
+            && let Some(b) = g.lines.get(&key)
+        {
+            return b.clone();
+        }
+        let line = event_line(kind, &e.object, key);
+        if let Ok(mut g) = self.inner.lock()
+            && !g.lines.contains_key(&key)
+        {
+            g.lines.insert(key, line.clone());
+            g.order.push_back(key);
+            while g.order.len() > LINE_CACHE_EVENTS_MAX {
+                if let Some(old) = g.order.pop_front() {
+                    g.lines.remove(&old);
+                }
+            }
+        }
+        line
+    }
+}
+
 fn bookmark_line(ctx: &Ctx, p: Position, initial_end: bool) -> Bytes {
     let mut meta = json!({"resourceVersion": p.to_string()});
     if initial_end {
@@ -218,7 +259,7 @@ async fn render_event(ctx: &Ctx, o: &ListOptions, e: &Event) -> ApiResult<Option
         EventType::Deleted => "DELETED",
     };
     if !o.filters() {
-        return Ok(Some(event_line(kind, &e.object, e.position.0)));
+        return Ok(Some(ctx.api.lines.line(e, kind)));
     }
     let now: Option<Value> = serde_json::from_slice(&e.object).ok();
     let now_matches = now.as_ref().is_some_and(|v| o.matches_value(v));

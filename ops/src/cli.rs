@@ -55,6 +55,9 @@ pub struct BenchApiArgs {
     /// The logbook binary to start as the server (default: this one).
     #[arg(long)]
     pub server_bin: Option<PathBuf>,
+    /// Extra arguments for `logbook serve` (repeatable), e.g. `--server-arg=--advertise-address=10.0.0.5`.
+    #[arg(long, allow_hyphen_values = true)]
+    pub server_arg: Vec<String>,
 }
 
 #[derive(Debug, Clone, Args)]
