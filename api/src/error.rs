@@ -33,16 +33,23 @@ impl ApiError {
         Self::new(400, "BadRequest", message)
     }
 
+    /// An error about one named object: details name it as kube does.
+    fn about_object(
+        code: u16,
+        reason: &'static str,
+        group: &str,
+        resource: &str,
+        name: &str,
+        message: String,
+    ) -> Self {
+        let mut e = Self::new(code, reason, message);
+        e.details = Some(json!({"name": name, "group": group, "kind": resource}));
+        e
+    }
+
     pub fn not_found(group: &str, resource: &str, name: &str) -> Self {
-        Self::new(
-            404,
-            "NotFound",
-            format!("{} \"{name}\" not found", qualified(group, resource)),
-        )
-        .with_details(
-            json!({"name": name, "group": group, "kind": resource}),
-            resource,
-        )
+        let message = format!("{} \"{name}\" not found", qualified(group, resource));
+        Self::about_object(404, "NotFound", group, resource, name, message)
     }
 
     /// A 404 for a path that names no resource at all.
@@ -55,31 +62,17 @@ impl ApiError {
     }
 
     pub fn already_exists(group: &str, resource: &str, name: &str) -> Self {
-        Self::new(
-            409,
-            "AlreadyExists",
-            format!("{} \"{name}\" already exists", qualified(group, resource)),
-        )
-        .with_details(
-            json!({"name": name, "group": group, "kind": resource}),
-            resource,
-        )
+        let message = format!("{} \"{name}\" already exists", qualified(group, resource));
+        Self::about_object(409, "AlreadyExists", group, resource, name, message)
     }
 
     /// The optimistic-concurrency failure, with Kubernetes' exact message (clients match it).
     pub fn conflict(group: &str, resource: &str, name: &str, detail: &str) -> Self {
-        Self::new(
-            409,
-            "Conflict",
-            format!(
-                "Operation cannot be fulfilled on {} \"{name}\": {detail}",
-                qualified(group, resource)
-            ),
-        )
-        .with_details(
-            json!({"name": name, "group": group, "kind": resource}),
-            resource,
-        )
+        let message = format!(
+            "Operation cannot be fulfilled on {} \"{name}\": {detail}",
+            qualified(group, resource)
+        );
+        Self::about_object(409, "Conflict", group, resource, name, message)
     }
 
     pub fn modified(group: &str, resource: &str, name: &str) -> Self {
@@ -164,14 +157,9 @@ impl ApiError {
             415,
             "UnsupportedMediaType",
             format!(
-                "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/json-patch+json, application/merge-patch+json (got {content_type:?})"
+                "the body of the request was in an unknown format - accepted media types include: application/json, application/vnd.kubernetes.protobuf, application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json (got {content_type:?})"
             ),
         )
-    }
-
-    fn with_details(mut self, details: Value, _resource: &str) -> Self {
-        self.details = Some(details);
-        self
     }
 
     /// The `Status` object for this error.

@@ -224,6 +224,25 @@ async fn scan_groups(
     Ok(false)
 }
 
+/// Up to `max` whole events of the log range `[begin, end)`, and whether more follow.
+async fn scan_events(
+    tx: &mut dyn Transaction,
+    begin: Vec<u8>,
+    end: Vec<u8>,
+    max: usize,
+) -> Result<(Vec<Event>, bool)> {
+    let mut events: Vec<Event> = Vec::new();
+    let more = scan_groups(tx, begin, end, 2, true, |prefix, parts| {
+        if events.len() >= max {
+            return Ok(false);
+        }
+        events.push(event_from_parts(prefix, &parts)?);
+        Ok(true)
+    })
+    .await?;
+    Ok((events, more))
+}
+
 fn join_parts(location: &dyn std::fmt::Display, parts: &[(Vec<u8>, Vec<u8>)]) -> Result<Vec<u8>> {
     let indexed: Vec<(u16, &[u8])> = parts
         .iter()
@@ -1155,20 +1174,11 @@ impl EventLog {
             let end = keys::log_after(partition, horizon);
             loop {
                 let mut tx = self.kv.begin().await?;
-                let mut events: Vec<Event> = Vec::new();
-                let more = scan_groups(
+                let (events, more) = scan_events(
                     tx.as_mut(),
                     begin.clone(),
                     end.clone(),
-                    2,
-                    true,
-                    |prefix, parts| {
-                        if events.len() >= COMPACT_BATCH_EVENTS_MAX {
-                            return Ok(false);
-                        }
-                        events.push(event_from_parts(prefix, &parts)?);
-                        Ok(true)
-                    },
+                    COMPACT_BATCH_EVENTS_MAX,
                 )
                 .await?;
                 for e in &events {
@@ -1248,25 +1258,10 @@ impl EventLog {
                     starts.pop().unwrap_or_else(|| pprefix.clone())
                 }
             };
-            let mut events: Vec<Event> = Vec::new();
             let mut req_begin = begin;
             loop {
-                events.clear();
-                let more = scan_groups(
-                    tx.as_mut(),
-                    req_begin.clone(),
-                    end.clone(),
-                    2,
-                    true,
-                    |prefix, parts| {
-                        if events.len() >= SCAN_PAGE_KVS {
-                            return Ok(false);
-                        }
-                        events.push(event_from_parts(prefix, &parts)?);
-                        Ok(true)
-                    },
-                )
-                .await?;
+                let (events, more) =
+                    scan_events(tx.as_mut(), req_begin.clone(), end.clone(), SCAN_PAGE_KVS).await?;
                 for e in &events {
                     let at = || format!("log position {}", e.position);
                     if !record::event_hash_is_valid(e) {
