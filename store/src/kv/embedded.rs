@@ -980,6 +980,7 @@ impl Committer {
             let record = wal::frame(version, &wal_payload);
             let prepared = now.elapsed();
             self.wal.write_all(&record)?;
+            let written = now.elapsed();
             self.wal.sync_data()?;
             let synced = now.elapsed();
             self.wal_bytes += record.len() as u64;
@@ -990,7 +991,8 @@ impl Committer {
                     txns = accepted.len(),
                     wal_bytes = record.len(),
                     apply_us = prepared.as_micros() as u64,
-                    wal_fsync_us = (synced - prepared).as_micros() as u64,
+                    wal_write_us = (written - prepared).as_micros() as u64,
+                    wal_fsync_us = (synced - written).as_micros() as u64,
                     redb_commit_us = (total - synced).as_micros() as u64,
                     since_checkpoint_ms = self.last_checkpoint.elapsed().as_millis() as u64,
                     "slow group commit"
