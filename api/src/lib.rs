@@ -24,6 +24,7 @@ pub mod list;
 pub mod metrics;
 pub mod object;
 pub mod openapi;
+pub mod openapi_pb;
 pub mod request;
 pub mod strategy;
 pub mod watch;
@@ -88,6 +89,8 @@ pub struct Api {
     pub server_address: String,
     /// Watch event lines rendered once for every watcher without selectors.
     pub lines: watch::LineCache,
+    /// OpenAPI documents built from the registry.
+    pub openapi: openapi::Cache,
     inflight: Arc<Semaphore>,
 }
 
@@ -107,6 +110,7 @@ impl Api {
             shutdown,
             server_address,
             lines: watch::LineCache::default(),
+            openapi: openapi::Cache::default(),
             inflight: Arc::new(Semaphore::new(REQUESTS_INFLIGHT_MAX)),
         })
     }
@@ -201,7 +205,7 @@ pub async fn handle(api: Arc<Api>, identity: Identity, req: Request<Body>) -> Re
     let path = req.uri().path().to_string();
     let route = parse_path(&path);
     let Some(route) = route else {
-        if let Some(r) = openapi::route(&api.registry, &path) {
+        if let Some(r) = openapi::route(&api.openapi, &api.registry, req.headers(), &path) {
             return r;
         }
         return match path.as_str() {

@@ -9,12 +9,14 @@
 //! - [`selector`] — label and field selectors: apimachinery's grammar and messages,
 //!   matching against objects as JSON.
 //! - [`validate`] — name and `metadata` validation producing the causes of a 422.
+//! - [`openapi`] — Kubernetes v1.33's OpenAPI definitions of the stable types, as data
+//!   (`openapi/definitions.json`, `scripts/gen-openapi-defs.py`): the schemas of
+//!   `/openapi/v2` and `/openapi/v3` and the patch metadata of strategic merge patch.
 //! - [`patch`] — strategic merge patch for the built-in types (merge keys as data).
 //! - [`proto`] — decoding Kubernetes protobuf request bodies (kubectl ≥ 1.32 sends its
 //!   typed commands that way) into the JSON kube-apiserver would have decoded, driven by a
 //!   table generated from k8s-pb and k8s-openapi (`scripts/gen-proto-schema.py`).
 //!
-//! Still to come with the kubectl issue: defaulting, Table columns, full OpenAPI documents.
 //!
 //! # Invariants
 //! - Knows nothing of storage or HTTP: no dependency on logbook-store or on a web
@@ -24,6 +26,7 @@
 //!   1.33 exactly; each deliberate difference is documented where it is made.
 //! - Pure functions and plain data: no I/O, no clock, no global state.
 
+pub mod openapi;
 pub mod patch;
 pub mod proto;
 pub mod registry;
