@@ -190,6 +190,17 @@ impl Server {
     }
 
     pub fn kubectl_output(&self, binary: &str, args: &[&str]) -> Result<std::process::Output> {
+        self.kubectl_output_env(binary, args, &[])
+    }
+
+    /// Runs a kubectl binary with extra environment variables (e.g. `EDITOR`), returning its
+    /// output whatever its exit status.
+    pub fn kubectl_output_env(
+        &self,
+        binary: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<std::process::Output> {
         let home = self.data_dir.join("kubectl-home");
         std::fs::create_dir_all(&home)?;
         Command::new(binary)
@@ -197,8 +208,34 @@ impl Server {
             .arg(self.kubeconfig())
             .args(args)
             .env("HOME", &home)
+            .envs(env.iter().copied())
             .output()
             .with_context(|| format!("running {binary}"))
+    }
+
+    /// The installed kubectl binaries: `kubectl` on PATH and every `kubectl.1.NN` beside the
+    /// real binary, oldest first, as (label, path).
+    pub fn kubectl_binaries() -> Vec<(String, String)> {
+        let real = Command::new("sh")
+            .args(["-c", "readlink -f \"$(command -v kubectl)\""])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default();
+        let dir = Path::new(&real)
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        let mut out = Vec::new();
+        for minor in 27..=40 {
+            let bin = dir.join(format!("kubectl.1.{minor}"));
+            if bin.exists() {
+                out.push((format!("1.{minor}"), bin.display().to_string()));
+            }
+        }
+        if !real.is_empty() {
+            out.push(("default".to_string(), "kubectl".to_string()));
+        }
+        out
     }
 }
 
