@@ -212,12 +212,43 @@ pub fn parse_object(body: &Bytes, what: &str) -> ApiResult<Map<String, Value>> {
     }
 }
 
-/// Decodes a whole-object body: JSON, or Kubernetes protobuf (kubectl ≥ 1.32 sends its
-/// typed commands' bodies that way) for the built-in kinds. Anything else is 415.
+/// Most YAML aliases (`*ref`) a request body may use: a few are legitimate, thousands are an
+/// expansion bomb.
+pub const YAML_ALIASES_MAX: usize = 100;
+/// Deepest nesting of a YAML request body, in collections.
+pub const YAML_DEPTH_MAX: usize = 100;
+/// Most YAML nodes (scalars and collections) in one request body.
+pub const YAML_NODES_MAX: usize = 200_000;
+
+/// Parses a YAML request body (one document) into a JSON object, within the YAML limits
+/// above; the byte size is already bounded by the request body limit.
+pub fn parse_yaml_object(body: &Bytes, what: &str) -> ApiResult<Map<String, Value>> {
+    let mut budget = serde_saphyr::Budget::default();
+    budget.max_aliases = YAML_ALIASES_MAX;
+    budget.max_depth = YAML_DEPTH_MAX;
+    budget.max_nodes = YAML_NODES_MAX;
+    budget.max_documents = 1;
+    let mut options = serde_saphyr::Options::default();
+    options.budget = Some(budget);
+    match serde_saphyr::from_slice_with_options::<Value>(body, options) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(_) => Err(ApiError::bad_request(format!(
+            "{what}: the body must be a YAML mapping"
+        ))),
+        Err(e) => Err(ApiError::bad_request(format!(
+            "{what}: the body is not valid YAML: {}",
+            e.to_string().lines().next().unwrap_or("")
+        ))),
+    }
+}
+
+/// Decodes a whole-object body: JSON, YAML, or Kubernetes protobuf (kubectl ≥ 1.32 sends
+/// its typed commands' bodies that way) for the built-in kinds. Anything else is 415.
 pub fn parse_body(headers: &HeaderMap, body: &Bytes, what: &str) -> ApiResult<Map<String, Value>> {
     let ct = content_type(headers);
     match ct.as_str() {
         "" | "application/json" | "*/*" => parse_object(body, what),
+        "application/yaml" | "application/x-yaml" | "text/yaml" => parse_yaml_object(body, what),
         "application/vnd.kubernetes.protobuf" => match logbook_schema::proto::decode_object(body) {
             Ok(Value::Object(m)) => Ok(m),
             Ok(_) => Err(ApiError::bad_request(format!(
