@@ -507,7 +507,12 @@ async fn modify(ctx: &Ctx, change: Change, verb: &str) -> ApiResult<Response> {
                 doc
             }
             Change::StrategicMerge(p) => {
-                logbook_schema::patch::strategic_merge(&base, p).map_err(|e| {
+                let def = logbook_schema::openapi::definition(
+                    &ctx.info.group,
+                    &ctx.info.version,
+                    &ctx.info.kind,
+                );
+                logbook_schema::patch::strategic_merge_typed(def, &base, p).map_err(|e| {
                     ApiError::new(
                         422,
                         "Invalid",

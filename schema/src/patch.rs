@@ -3,8 +3,11 @@
 //! `patchMergeKey` instead of being replaced, plus the SMP directives (`$patch`,
 //! `$retainKeys`, `$deleteFromPrimitiveList/<f>`, `$setElementOrder/<f>`).
 //!
-//! The merge keys are data ([`list_strategy`]), keyed by the field path with list indices
-//! removed. Fields not in the table replace, as RFC 7396 does.
+//! The merge keys are data: for a built-in kind, the `x-kubernetes-patch-strategy` and
+//! `x-kubernetes-patch-merge-key` of its OpenAPI definition ([`crate::openapi`]), the same
+//! metadata kubectl computes its patches from; without a definition, the table in
+//! [`list_strategy`], keyed by the field path with list indices removed. Lists without a
+//! merge strategy replace, as RFC 7396 does.
 
 use serde_json::{Map, Value};
 
@@ -59,11 +62,64 @@ pub fn list_strategy(path: &[&str]) -> Option<ListStrategy> {
     })
 }
 
-/// Applies a strategic merge patch to `original`.
+/// The strategy of the list at `path` from the OpenAPI definition of the patched kind.
+pub fn schema_list_strategy(def: &'static Value, path: &[&str]) -> Option<ListStrategy> {
+    let prop = crate::openapi::field(def, path)?;
+    let strategy = prop.get("x-kubernetes-patch-strategy")?.as_str()?;
+    if !strategy.split(',').any(|s| s == "merge") {
+        return None;
+    }
+    Some(
+        match prop
+            .get("x-kubernetes-patch-merge-key")
+            .and_then(Value::as_str)
+        {
+            Some(key) => ListStrategy::MergeOnKey(key),
+            None => ListStrategy::MergeScalars,
+        },
+    )
+}
+
+/// Where list strategies come from for one patch.
+#[derive(Clone, Copy)]
+enum Strategies {
+    Schema(&'static Value),
+    Table,
+}
+
+impl Strategies {
+    fn of(self, path: &[&str]) -> Option<ListStrategy> {
+        match self {
+            Strategies::Schema(def) => schema_list_strategy(def, path),
+            Strategies::Table => list_strategy(path),
+        }
+    }
+}
+
+/// Applies a strategic merge patch to an object of the kind whose OpenAPI definition is
+/// `def` (its list strategies come from there); with `None`, from [`list_strategy`].
+///
+/// # Errors
+/// A patch that is not an object, or a directive with a value of the wrong shape.
+pub fn strategic_merge_typed(
+    def: Option<&'static Value>,
+    original: &Value,
+    patch: &Value,
+) -> Result<Value, PatchError> {
+    let strategies = def.map_or(Strategies::Table, Strategies::Schema);
+    merge_root(strategies, original, patch)
+}
+
+/// Applies a strategic merge patch to `original`, with the list strategies of
+/// [`list_strategy`].
 ///
 /// # Errors
 /// A patch that is not an object, or a directive with a value of the wrong shape.
 pub fn strategic_merge(original: &Value, patch: &Value) -> Result<Value, PatchError> {
+    merge_root(Strategies::Table, original, patch)
+}
+
+fn merge_root(st: Strategies, original: &Value, patch: &Value) -> Result<Value, PatchError> {
     let Value::Object(p) = patch else {
         return Err(PatchError(
             "a strategic merge patch must be a JSON object".into(),
@@ -74,11 +130,12 @@ pub fn strategic_merge(original: &Value, patch: &Value) -> Result<Value, PatchEr
         _ => Map::new(),
     };
     let mut path = Vec::new();
-    Ok(merge_map(base, p, &mut path)?.map_or(Value::Object(Map::new()), Value::Object))
+    Ok(merge_map(st, base, p, &mut path)?.map_or(Value::Object(Map::new()), Value::Object))
 }
 
 /// Merges `patch` into `base`; `None` when a `$patch: delete` removes the whole map.
 fn merge_map<'a>(
+    st: Strategies,
     mut base: Map<String, Value>,
     patch: &'a Map<String, Value>,
     path: &mut Vec<&'a str>,
@@ -125,10 +182,10 @@ fn merge_map<'a>(
         path.push(k.as_str());
         let merged = match (base.remove(k), v) {
             (Some(Value::Object(b)), Value::Object(pv)) => {
-                merge_map(b, pv, path)?.map(Value::Object)
+                merge_map(st, b, pv, path)?.map(Value::Object)
             }
-            (old, Value::Array(pl)) => Some(merge_list(old, pl, path)?),
-            (_, Value::Object(pv)) => merge_map(Map::new(), pv, path)?.map(Value::Object),
+            (old, Value::Array(pl)) => Some(merge_list(st, old, pl, path)?),
+            (_, Value::Object(pv)) => merge_map(st, Map::new(), pv, path)?.map(Value::Object),
             (_, other) => Some(other.clone()),
         };
         path.pop();
@@ -138,7 +195,7 @@ fn merge_map<'a>(
     }
     for (field, order) in orders {
         path.push(field);
-        let key = match list_strategy(path) {
+        let key = match st.of(path) {
             Some(ListStrategy::MergeOnKey(key)) => Some(key),
             _ => None,
         };
@@ -156,12 +213,17 @@ fn merge_map<'a>(
     Ok(Some(base))
 }
 
-fn merge_list(old: Option<Value>, patch: &[Value], path: &[&str]) -> Result<Value, PatchError> {
+fn merge_list(
+    st: Strategies,
+    old: Option<Value>,
+    patch: &[Value],
+    path: &[&str],
+) -> Result<Value, PatchError> {
     let old = match old {
         Some(Value::Array(a)) => a,
         _ => Vec::new(),
     };
-    match list_strategy(path) {
+    match st.of(path) {
         None => Ok(Value::Array(patch.iter().map(strip_directives).collect())),
         Some(ListStrategy::MergeScalars) => {
             let mut out = old;
@@ -213,7 +275,7 @@ fn merge_list(old: Option<Value>, patch: &[Value], path: &[&str]) -> Result<Valu
                             Value::Object(m) => m,
                             _ => Map::new(),
                         };
-                        match merge_map(base, pm, &mut sub)? {
+                        match merge_map(st, base, pm, &mut sub)? {
                             Some(m) => out[i] = Value::Object(m),
                             None => {
                                 out.remove(i);
@@ -221,7 +283,7 @@ fn merge_list(old: Option<Value>, patch: &[Value], path: &[&str]) -> Result<Valu
                         }
                     }
                     None => {
-                        if let Some(m) = merge_map(Map::new(), pm, &mut sub)? {
+                        if let Some(m) = merge_map(st, Map::new(), pm, &mut sub)? {
                             out.push(Value::Object(m));
                         }
                     }
@@ -351,6 +413,122 @@ mod tests {
         for (what, original, patch, expected) in cases() {
             let got = strategic_merge(&original, &patch).unwrap();
             assert_eq!(got, expected, "{what}");
+        }
+    }
+
+    /// (what, kind as group/version/kind, original, patch, expected)
+    fn typed_cases() -> Vec<(
+        &'static str,
+        (&'static str, &'static str, &'static str),
+        Value,
+        Value,
+        Value,
+    )> {
+        let pod = ("", "v1", "Pod");
+        let deploy = ("apps", "v1", "Deployment");
+        let svc = ("", "v1", "Service");
+        vec![
+            (
+                "pod volumes merge on name",
+                pod,
+                json!({"spec": {"volumes": [{"name": "a", "emptyDir": {}}, {"name": "b", "emptyDir": {}}]}}),
+                json!({"spec": {"volumes": [{"name": "b", "configMap": {"name": "cm"}, "emptyDir": null}]}}),
+                json!({"spec": {"volumes": [{"name": "a", "emptyDir": {}}, {"name": "b", "configMap": {"name": "cm"}}]}}),
+            ),
+            (
+                "tolerations have no merge key and are replaced",
+                pod,
+                json!({"spec": {"tolerations": [{"key": "a", "operator": "Exists"}]}}),
+                json!({"spec": {"tolerations": [{"key": "b", "operator": "Exists"}]}}),
+                json!({"spec": {"tolerations": [{"key": "b", "operator": "Exists"}]}}),
+            ),
+            (
+                "a deployment's template containers merge on name, their ports on containerPort",
+                deploy,
+                json!({"spec": {"template": {"spec": {"containers": [{"name": "n", "image": "a", "ports": [{"containerPort": 80}, {"containerPort": 443}]}]}}}}),
+                json!({"spec": {"template": {"spec": {"containers": [{"name": "n", "ports": [{"containerPort": 443, "$patch": "delete"}]}]}}}}),
+                json!({"spec": {"template": {"spec": {"containers": [{"name": "n", "image": "a", "ports": [{"containerPort": 80}]}]}}}}),
+            ),
+            (
+                "kubectl apply's removal of a container with $setElementOrder",
+                deploy,
+                json!({"spec": {"template": {"spec": {"containers": [{"name": "a", "image": "1"}, {"name": "b", "image": "2"}]}}}}),
+                json!({"spec": {"template": {"spec": {"$setElementOrder/containers": [{"name": "a"}], "containers": [{"name": "a", "image": "3"}, {"name": "b", "$patch": "delete"}]}}}}),
+                json!({"spec": {"template": {"spec": {"containers": [{"name": "a", "image": "3"}]}}}}),
+            ),
+            (
+                "a deployment strategy switch clears rollingUpdate with $retainKeys",
+                deploy,
+                json!({"spec": {"strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1}}}}),
+                json!({"spec": {"strategy": {"$retainKeys": ["type"], "type": "Recreate", "rollingUpdate": null}}}),
+                json!({"spec": {"strategy": {"type": "Recreate"}}}),
+            ),
+            (
+                "service ports merge on port",
+                svc,
+                json!({"spec": {"ports": [{"port": 80, "name": "http"}, {"port": 443}]}}),
+                json!({"spec": {"ports": [{"port": 443, "name": "https"}]}}),
+                json!({"spec": {"ports": [{"port": 80, "name": "http"}, {"port": 443, "name": "https"}]}}),
+            ),
+            (
+                "labels are a map: keys merge, null deletes",
+                deploy,
+                json!({"metadata": {"labels": {"a": "1", "b": "2"}}}),
+                json!({"metadata": {"labels": {"a": null, "c": "3"}}}),
+                json!({"metadata": {"labels": {"b": "2", "c": "3"}}}),
+            ),
+            (
+                "finalizers merge as a set",
+                pod,
+                json!({"metadata": {"finalizers": ["x"]}}),
+                json!({"metadata": {"finalizers": ["y"]}}),
+                json!({"metadata": {"finalizers": ["x", "y"]}}),
+            ),
+            (
+                "container args have no strategy and are replaced",
+                pod,
+                json!({"spec": {"containers": [{"name": "a", "args": ["1", "2"]}]}}),
+                json!({"spec": {"containers": [{"name": "a", "args": ["3"]}]}}),
+                json!({"spec": {"containers": [{"name": "a", "args": ["3"]}]}}),
+            ),
+            (
+                "env with $patch replace on the list replaces it",
+                pod,
+                json!({"spec": {"containers": [{"name": "a", "env": [{"name": "X"}, {"name": "Y"}]}]}}),
+                json!({"spec": {"containers": [{"name": "a", "env": [{"$patch": "replace"}, {"name": "Z"}]}]}}),
+                json!({"spec": {"containers": [{"name": "a", "env": [{"name": "Z"}]}]}}),
+            ),
+        ]
+    }
+
+    #[test]
+    fn typed_strategic_merge_patches_read_their_strategies_from_the_openapi_schema() {
+        for (what, (g, v, k), original, patch, expected) in typed_cases() {
+            let def = crate::openapi::definition(g, v, k);
+            assert!(def.is_some(), "{what}: {k} has a definition");
+            let got = strategic_merge_typed(def, &original, &patch).unwrap();
+            assert_eq!(got, expected, "{what}");
+        }
+    }
+
+    #[test]
+    fn the_schema_and_the_table_agree_on_the_common_merge_keys() {
+        let pod = crate::openapi::definition("", "v1", "Pod").unwrap();
+        for path in [
+            &["spec", "containers"][..],
+            &["spec", "containers", "env"],
+            &["spec", "containers", "ports"],
+            &["spec", "containers", "volumeMounts"],
+            &["spec", "volumes"],
+            &["spec", "imagePullSecrets"],
+            &["metadata", "ownerReferences"],
+            &["status", "conditions"],
+        ] {
+            assert_eq!(
+                schema_list_strategy(pod, path),
+                list_strategy(path),
+                "{path:?}"
+            );
         }
     }
 
