@@ -417,13 +417,15 @@ mod tests {
     }
 
     /// (what, kind as group/version/kind, original, patch, expected)
-    fn typed_cases() -> Vec<(
+    type TypedCase = (
         &'static str,
         (&'static str, &'static str, &'static str),
         Value,
         Value,
         Value,
-    )> {
+    );
+
+    fn typed_cases() -> Vec<TypedCase> {
         let pod = ("", "v1", "Pod");
         let deploy = ("apps", "v1", "Deployment");
         let svc = ("", "v1", "Service");
