@@ -90,6 +90,14 @@ fn resource_discovery(r: &ResourceInfo) -> Value {
             "verbs": ["get", "patch", "update"],
         }));
     }
+    for a in &r.actions {
+        subresources.push(json!({
+            "subresource": a.name,
+            "responseKind": {"group": a.group, "version": a.version, "kind": a.kind},
+            "verbs": a.verbs,
+        }));
+    }
+    subresources.sort_by(|a, b| a["subresource"].as_str().cmp(&b["subresource"].as_str()));
     let mut v = json!({
         "resource": r.plural,
         "responseKind": {"group": r.group, "version": r.version, "kind": r.kind},
@@ -196,6 +204,17 @@ pub fn resource_list(reg: &Registry, group: &str, version: &str) -> Response {
                 "name": format!("{}/scale", r.plural), "singularName": "", "namespaced": r.namespaced,
                 "group": "autoscaling", "version": "v1", "kind": "Scale", "verbs": ["get", "patch", "update"],
             }));
+        }
+        for a in &r.actions {
+            let mut v = json!({
+                "name": format!("{}/{}", r.plural, a.name), "singularName": "", "namespaced": r.namespaced,
+                "kind": a.kind, "verbs": a.verbs,
+            });
+            if a.group != r.group || a.version != r.version {
+                v["group"] = json!(a.group);
+                v["version"] = json!(a.version);
+            }
+            resources.push(v);
         }
     }
     let gv = if group.is_empty() {

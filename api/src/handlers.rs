@@ -19,7 +19,7 @@ use crate::{Api, Identity, strategy};
 
 /// Read-modify-write retries when a concurrent writer got there first and the client gave
 /// no resourceVersion precondition (kube's GuaranteedUpdate loops the same way).
-const UPDATE_RETRIES_MAX: usize = 8;
+pub const UPDATE_RETRIES_MAX: usize = 8;
 
 /// One request on one resource, resolved.
 pub struct Ctx {
@@ -34,6 +34,19 @@ pub struct Ctx {
 }
 
 impl Ctx {
+    /// The same request, acting on another resource (an eviction updating a budget).
+    pub fn for_resource(&self, info: Arc<ResourceInfo>) -> Ctx {
+        Ctx {
+            api: self.api.clone(),
+            info,
+            target: self.target.clone(),
+            query: self.query.clone(),
+            identity: self.identity.clone(),
+            headers: self.headers.clone(),
+            warnings: Default::default(),
+        }
+    }
+
     pub fn namespace(&self) -> &str {
         if self.info.namespaced {
             self.target.namespace.as_deref().unwrap_or("")
@@ -50,7 +63,7 @@ impl Ctx {
         self.target.name.as_deref().unwrap_or("")
     }
 
-    fn dry_run(&self) -> ApiResult<bool> {
+    pub(crate) fn dry_run(&self) -> ApiResult<bool> {
         match self.query.get("dryRun") {
             None | Some("") => Ok(false),
             Some("All") => Ok(true),
@@ -131,12 +144,12 @@ impl Ctx {
         }
     }
 
-    fn not_found(&self, name: &str) -> ApiError {
+    pub(crate) fn not_found(&self, name: &str) -> ApiError {
         ApiError::not_found(&self.info.group, &self.info.plural, name)
     }
 
     /// Appends one event, mapping object-level store outcomes to Kubernetes errors.
-    async fn append(
+    pub(crate) async fn append(
         &self,
         kind: EventType,
         name: &str,
@@ -181,7 +194,7 @@ impl Ctx {
         })
     }
 
-    async fn current(&self, name: &str) -> ApiResult<Option<StoredObject>> {
+    pub(crate) async fn current(&self, name: &str) -> ApiResult<Option<StoredObject>> {
         self.api.log.get(&self.key(name)).await.map_err(from_store)
     }
 }
@@ -195,7 +208,7 @@ pub fn json_response(code: StatusCode, body: Vec<u8>) -> Response {
     r
 }
 
-fn value_response(code: StatusCode, v: &Value) -> Response {
+pub fn value_response(code: StatusCode, v: &Value) -> Response {
     json_response(code, serde_json::to_vec(v).unwrap_or_default())
 }
 

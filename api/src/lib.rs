@@ -25,6 +25,7 @@ pub mod metrics;
 pub mod object;
 pub mod openapi;
 pub mod openapi_pb;
+pub mod pod_actions;
 pub mod request;
 pub mod strategy;
 pub mod watch;
@@ -286,6 +287,7 @@ async fn resource_request(
         None => {}
         Some("status") if info.status_subresource => {}
         Some("scale") if info.scale.is_some() => {}
+        Some(s) if info.action(s).is_some() => {}
         Some(_) => return ("unknown", Err(ApiError::no_route())),
     }
     if !accepts_json(&req) {
@@ -308,6 +310,7 @@ async fn resource_request(
         (&Method::GET, false) if watch => "watch",
         (&Method::GET, false) => "list",
         (&Method::POST, false) => "create",
+        (&Method::POST, true) if target.subresource.is_some() => "create",
         (&Method::PUT, true) => "update",
         (&Method::PATCH, true) => "patch",
         (&Method::DELETE, true) => "delete",
@@ -321,7 +324,26 @@ async fn resource_request(
             );
         }
     };
-    if target.subresource.is_some() && !matches!(verb, "get" | "update" | "patch") {
+    let action = target
+        .subresource
+        .as_deref()
+        .and_then(|s| info.action(s))
+        .cloned();
+    if let Some(a) = &action
+        && !a.verbs.contains(&verb)
+    {
+        return (
+            verb,
+            Err(ApiError::method_not_allowed(format!(
+                "{}/{} does not support {verb}",
+                info.plural, a.name
+            ))),
+        );
+    }
+    if target.subresource.is_some()
+        && action.is_none()
+        && !matches!(verb, "get" | "update" | "patch")
+    {
         return (
             verb,
             Err(ApiError::method_not_allowed(
@@ -369,14 +391,11 @@ async fn resource_request(
         Ok(b) => b,
         Err(e) => return (verb, Err(e)),
     };
-    let res = match verb {
-        "get" => handlers::get(&ctx).await,
-        "list" => list::list(&ctx).await,
-        "create" => handlers::create(&ctx, body).await,
-        "update" => handlers::update(&ctx, body).await,
-        "patch" => handlers::patch(&ctx, body).await,
-        "delete" => handlers::delete(&ctx, body).await,
-        _ => handlers::delete_collection(&ctx, body).await,
+    let res = match (action.as_ref().map(|a| a.name), verb) {
+        (Some("binding"), _) => pod_actions::bind(&ctx, body).await,
+        (Some("eviction"), _) => pod_actions::evict(&ctx, body).await,
+        (Some(name), _) => pod_actions::node_stream(&ctx, name).await,
+        (None, v) => dispatch(&ctx, v, body).await,
     };
     let res = res.map(|mut r| {
         if let Ok(w) = ctx.warnings.lock() {
@@ -390,6 +409,19 @@ async fn resource_request(
         r
     });
     (verb, res)
+}
+
+/// Serves one verb on a resource (or its status or scale).
+async fn dispatch(ctx: &Ctx, verb: &str, body: bytes::Bytes) -> Result<Response, ApiError> {
+    match verb {
+        "get" => handlers::get(ctx).await,
+        "list" => list::list(ctx).await,
+        "create" => handlers::create(ctx, body).await,
+        "update" => handlers::update(ctx, body).await,
+        "patch" => handlers::patch(ctx, body).await,
+        "delete" => handlers::delete(ctx, body).await,
+        _ => handlers::delete_collection(ctx, body).await,
+    }
 }
 
 async fn read_body(body: Body) -> Result<bytes::Bytes, ApiError> {

@@ -33,6 +33,6 @@ pub mod registry;
 pub mod selector;
 pub mod validate;
 
-pub use registry::{GroupVersions, NameRule, Registry, ResourceInfo, ScaleInfo};
+pub use registry::{ActionSubresource, GroupVersions, NameRule, Registry, ResourceInfo, ScaleInfo};
 pub use selector::{FieldSelector, LabelSelector, SelectorError};
 pub use validate::Cause;

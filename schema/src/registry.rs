@@ -97,7 +97,67 @@ pub struct ResourceInfo {
     pub check: Option<CheckFn>,
     /// Whether `metadata.generation` is set on create and bumped when `spec` changes.
     pub has_spec_generation: bool,
+    /// Subresources that are actions served by resource-specific code (a pod's binding,
+    /// eviction, log, exec …), beyond status and scale.
+    pub actions: Vec<ActionSubresource>,
 }
+
+/// A subresource served by resource-specific code: its name, the kind it takes or answers,
+/// and its verbs, as discovery reports them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ActionSubresource {
+    pub name: &'static str,
+    pub group: &'static str,
+    pub version: &'static str,
+    pub kind: &'static str,
+    pub verbs: &'static [&'static str],
+}
+
+/// The action subresources of pods, as kube-apiserver 1.33 lists them.
+pub const POD_ACTIONS: [ActionSubresource; 6] = [
+    ActionSubresource {
+        name: "attach",
+        group: "",
+        version: "v1",
+        kind: "PodAttachOptions",
+        verbs: &["create", "get"],
+    },
+    ActionSubresource {
+        name: "binding",
+        group: "",
+        version: "v1",
+        kind: "Binding",
+        verbs: &["create"],
+    },
+    ActionSubresource {
+        name: "eviction",
+        group: "policy",
+        version: "v1",
+        kind: "Eviction",
+        verbs: &["create"],
+    },
+    ActionSubresource {
+        name: "exec",
+        group: "",
+        version: "v1",
+        kind: "PodExecOptions",
+        verbs: &["create", "get"],
+    },
+    ActionSubresource {
+        name: "log",
+        group: "",
+        version: "v1",
+        kind: "Pod",
+        verbs: &["get"],
+    },
+    ActionSubresource {
+        name: "portforward",
+        group: "",
+        version: "v1",
+        kind: "PodPortForwardOptions",
+        verbs: &["create", "get"],
+    },
+];
 
 impl ResourceInfo {
     /// A resource with kube's defaults: the eight standard verbs, singular = lowercase
@@ -120,7 +180,13 @@ impl ResourceInfo {
             name_rule: NameRule::Dns1123Subdomain,
             check: None,
             has_spec_generation: false,
+            actions: Vec::new(),
         }
+    }
+
+    /// The action subresource `name`, if this resource has it.
+    pub fn action(&self, name: &str) -> Option<&ActionSubresource> {
+        self.actions.iter().find(|a| a.name == name)
     }
 
     /// `v1` for the core group, `group/version` otherwise.
@@ -173,6 +239,11 @@ impl ResourceInfo {
 
     fn in_all(mut self) -> Self {
         self.categories = vec!["all".to_string()];
+        self
+    }
+
+    fn actions(mut self, actions: &[ActionSubresource]) -> Self {
+        self.actions = actions.to_vec();
         self
     }
 
@@ -335,6 +406,7 @@ impl Registry {
                 .in_all()
                 .status()
                 .spec()
+                .actions(&POD_ACTIONS)
                 .fields(&[
                     "spec.nodeName",
                     "spec.restartPolicy",
