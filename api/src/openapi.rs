@@ -42,7 +42,12 @@ const META_DEFINITIONS: [&str; 6] = [
 #[derive(Default)]
 pub struct Cache {
     v2: Mutex<Option<(String, Arc<V2>)>>,
+    /// v3 documents by group-version path.
+    v3: Mutex<std::collections::HashMap<String, Built>>,
 }
+
+/// A document's bytes and the registry fingerprint it was built at.
+type Built = (String, Arc<Vec<u8>>);
 
 struct V2 {
     json: Vec<u8>,
@@ -615,18 +620,54 @@ pub fn route(cache: &Cache, reg: &Registry, headers: &HeaderMap, path: &str) -> 
         return Some(index(reg));
     }
     let parts: Vec<&str> = rest.split('/').collect();
-    let doc = match parts.as_slice() {
-        ["api", v] => group_version_document(reg, "", v),
-        ["apis", g, v] => group_version_document(reg, g, v),
-        _ => None,
+    let (group, version) = match parts.as_slice() {
+        ["api", v] => ("", *v),
+        ["apis", g, v] => (*g, *v),
+        _ => return Some(ApiError::no_route().into_response()),
     };
-    Some(match doc {
-        Some(d) => respond(
-            "application/json",
-            serde_json::to_vec(&d).unwrap_or_default(),
-        ),
-        None => ApiError::no_route().into_response(),
-    })
+    Some(v3(cache, reg, headers, group, version))
+}
+
+/// One v3 document, built once per registry content and answered with its hash as ETag
+/// (304 when the client already has it), as kube-apiserver does.
+fn v3(cache: &Cache, reg: &Registry, headers: &HeaderMap, group: &str, version: &str) -> Response {
+    let key = fingerprint(reg.resources(group, version));
+    let etag = format!("\"{key}\"");
+    if headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag))
+    {
+        let mut r = StatusCode::NOT_MODIFIED.into_response();
+        if let Ok(v) = HeaderValue::from_str(&etag) {
+            r.headers_mut().insert(header::ETAG, v);
+        }
+        return r;
+    }
+    let path = gv_path(group, version);
+    let cached = cache.v3.lock().ok().and_then(|m| {
+        m.get(&path)
+            .filter(|(k, _)| *k == key)
+            .map(|(_, d)| d.clone())
+    });
+    let body = match cached {
+        Some(d) => d,
+        None => {
+            let Some(doc) = group_version_document(reg, group, version) else {
+                return ApiError::no_route().into_response();
+            };
+            let d = Arc::new(serde_json::to_vec(&doc).unwrap_or_default());
+            if let Ok(mut m) = cache.v3.lock() {
+                m.insert(path, (key, d.clone()));
+            }
+            d
+        }
+    };
+    let mut r = respond("application/json", body.as_ref().clone());
+    if let Ok(v) = HeaderValue::from_str(&etag) {
+        r.headers_mut().insert(header::ETAG, v);
+    }
+    r
 }
 
 #[cfg(test)]
