@@ -128,3 +128,33 @@ async fn binding_eviction_and_node_streams_behave_as_kube_apiserver() -> Result<
     })
     .await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_drain_cordons_the_node_and_evicts_its_pods() -> Result<()> {
+    within(120, "kubectl drain did not finish", async {
+        let s = Server::start()?;
+        let c = s.client_without_retries().await?;
+        call(&c, "POST", "/api/v1/nodes", json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"}})).await?;
+        let pods = "/api/v1/namespaces/default/pods";
+        for n in ["a", "b"] {
+            call(&c, "POST", pods, pod(n)).await?;
+            let b = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": n}, "target": {"kind": "Node", "name": "n1"}});
+            call(&c, "POST", &format!("{pods}/{n}/binding"), b).await?;
+        }
+        call(&c, "POST", pods, pod("elsewhere")).await?;
+        let out = s.kubectl(&["drain", "n1", "--force", "--ignore-daemonsets", "--timeout=30s"])?;
+        assert!(out.contains("evicted") && out.contains("drained"), "{out}");
+        let node = call(&c, "GET", "/api/v1/nodes/n1", Value::Null).await?;
+        assert_eq!(node["spec"]["unschedulable"], true, "drain cordons the node");
+        let list = call(&c, "GET", pods, Value::Null).await?;
+        let left: Vec<&str> = list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|p| p["metadata"]["name"].as_str())
+            .collect();
+        assert_eq!(left, ["elsewhere"], "only the pod on another node is left");
+        anyhow::Ok(())
+    })
+    .await
+}
