@@ -8,13 +8,18 @@
 //!   Start here.
 //! - [`selector`] — label and field selectors: apimachinery's grammar and messages,
 //!   matching against objects as JSON.
+//! - [`defaults`] — the fields kube-apiserver fills in when a client leaves them out (pod
+//!   specs wherever they appear, workloads, services, secrets, namespaces).
 //! - [`validate`] — name and `metadata` validation producing the causes of a 422.
+//! - [`validate_kinds`] — validation of the built-in kinds' specs and of updates (immutable
+//!   fields), with kube-apiserver's field paths and messages; [`quantity`] parses the
+//!   resource quantities it compares.
 //! - [`patch`] — strategic merge patch for the built-in types (merge keys as data).
 //! - [`proto`] — decoding Kubernetes protobuf request bodies (kubectl ≥ 1.32 sends its
 //!   typed commands that way) into the JSON kube-apiserver would have decoded, driven by a
 //!   table generated from k8s-pb and k8s-openapi (`scripts/gen-proto-schema.py`).
 //!
-//! Still to come with the kubectl issue: defaulting, Table columns, full OpenAPI documents.
+//! Still to come with the kubectl issue: Table columns, full OpenAPI documents.
 //!
 //! # Invariants
 //! - Knows nothing of storage or HTTP: no dependency on logbook-store or on a web
@@ -24,11 +29,14 @@
 //!   1.33 exactly; each deliberate difference is documented where it is made.
 //! - Pure functions and plain data: no I/O, no clock, no global state.
 
+pub mod defaults;
 pub mod patch;
 pub mod proto;
+pub mod quantity;
 pub mod registry;
 pub mod selector;
 pub mod validate;
+pub mod validate_kinds;
 
 pub use registry::{GroupVersions, NameRule, Registry, ResourceInfo, ScaleInfo};
 pub use selector::{FieldSelector, LabelSelector, SelectorError};
