@@ -84,8 +84,17 @@ impl ApiError {
         )
     }
 
-    /// 422 Invalid with one cause per bad field.
-    pub fn invalid(kind: &str, group: &str, name: &str, causes: Vec<Cause>) -> Self {
+    /// 422 Invalid with one cause per bad field. The message names the kind qualified by
+    /// its group (`Deployment.apps "web" is invalid: ...`, `Pod "p" is invalid: ...`) and
+    /// lists each cause once, as apimachinery's `NewInvalid` does.
+    pub fn invalid(kind: &str, group: &str, name: &str, mut causes: Vec<Cause>) -> Self {
+        let mut seen = std::collections::HashSet::new();
+        causes.retain(|c| seen.insert((c.field.clone(), c.message.clone())));
+        let qualified_kind = if group.is_empty() {
+            kind.to_string()
+        } else {
+            format!("{kind}.{group}")
+        };
         let summary: Vec<String> = causes
             .iter()
             .map(|c| {
@@ -97,9 +106,12 @@ impl ApiError {
             })
             .collect();
         let message = if summary.len() == 1 {
-            format!("{kind} \"{name}\" is invalid: {}", summary[0])
+            format!("{qualified_kind} \"{name}\" is invalid: {}", summary[0])
         } else {
-            format!("{kind} \"{name}\" is invalid: [{}]", summary.join(", "))
+            format!(
+                "{qualified_kind} \"{name}\" is invalid: [{}]",
+                summary.join(", ")
+            )
         };
         let causes: Vec<Value> = causes
             .into_iter()

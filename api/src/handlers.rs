@@ -137,6 +137,21 @@ impl Ctx {
         Ok(typed)
     }
 
+    /// Adds `Warning` headers to the response.
+    fn warn(&self, warnings: Vec<String>) {
+        if warnings.is_empty() {
+            return;
+        }
+        if let Ok(mut w) = self.warnings.lock() {
+            // A retried read-modify-write validates again: warn once.
+            for msg in warnings {
+                if !w.contains(&msg) {
+                    w.push(msg);
+                }
+            }
+        }
+    }
+
     fn actor(&self) -> logbook_store::Actor {
         logbook_store::Actor {
             user: self.identity.user.clone(),
@@ -363,12 +378,17 @@ async fn create_object(
     let uid = uuid::Uuid::new_v4().to_string();
     let mut obj = ctx.typed(obj)?;
     strategy::prepare_create(&ctx.info, &mut obj, &uid);
+    // Defaulting after the server's own fields, not before: kube-apiserver defaults again
+    // when it reads an object back, so what clients see includes defaults of fields that
+    // creation cleared (a claim's `status.phase`).
+    strategy::default(&ctx.info, &mut obj);
     if ctx.info.namespaced && meta_str(&obj, "namespace").is_none() {
         // Re-assert after the round trip (a typed decode keeps it, but be explicit).
         let ns = ctx.namespace().to_string();
         meta_mut(&mut obj).insert("namespace".into(), Value::String(ns));
     }
-    strategy::validate(&ctx.info, &obj)?;
+    let warnings = strategy::validate(&ctx.info, &obj)?;
+    ctx.warn(warnings);
     let name = meta_str(&obj, "name").unwrap_or_default().to_string();
     if ctx.info.namespaced {
         require_namespace(ctx, ctx.namespace()).await?;
@@ -577,10 +597,18 @@ async fn modify(ctx: &Ctx, change: Change, verb: &str) -> ApiResult<Response> {
                     ),
                 ));
             }
-            strategy::prepare_update(&ctx.info, &old, n, subresource == Some("status"))
+            let status_endpoint = subresource == Some("status");
+            if !status_endpoint {
+                strategy::default(&ctx.info, &mut n);
+            }
+            strategy::prepare_update(&ctx.info, &old, n, status_endpoint)
         };
         let mut new = new;
-        strategy::validate(&ctx.info, &new)?;
+        if subresource == Some("status") {
+            strategy::validate_status(&ctx.info, &new)?;
+        } else {
+            ctx.warn(strategy::validate_update(&ctx.info, &old, &new)?);
+        }
         meta_mut(&mut new).remove("resourceVersion");
         let mut old_cmp = old.clone();
         meta_mut(&mut old_cmp).remove("resourceVersion");

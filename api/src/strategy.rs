@@ -2,8 +2,10 @@
 //! generic over the registry entry. A resource's special cases (a pod's initial status)
 //! live here as data-driven branches, never in a handler.
 
+use logbook_schema::defaults;
 use logbook_schema::registry::ResourceInfo;
 use logbook_schema::validate::{Cause, validate_object_meta};
+use logbook_schema::validate_kinds;
 use rand::Rng;
 use serde_json::{Map, Value, json};
 
@@ -77,10 +79,53 @@ pub fn typed_roundtrip(
     }
 }
 
-/// Validates metadata (names, labels, annotations): 422 with causes.
-pub fn validate(info: &ResourceInfo, obj: &Map<String, Value>) -> ApiResult<()> {
+/// Fills in what kube-apiserver defaults when a client leaves it out (see
+/// `logbook_schema::defaults`). Runs on every write of a whole object, right after the typed
+/// decode, as kube-apiserver's decoder does.
+pub fn default(info: &ResourceInfo, obj: &mut Map<String, Value>) {
+    defaults::apply(info, obj);
+}
+
+/// Validates an object on its own, as created or as the result of an update: metadata
+/// (names, labels, annotations) and the kind's own rules. A 422 lists every cause; the
+/// `Ok` value holds warnings for `Warning` headers.
+pub fn validate(info: &ResourceInfo, obj: &Map<String, Value>) -> ApiResult<Vec<String>> {
     let v = Value::Object(obj.clone());
-    let causes: Vec<Cause> = validate_object_meta(info, &v);
+    let mut causes: Vec<Cause> = validate_object_meta(info, &v);
+    let findings = validate_kinds::validate(info, &v);
+    causes.extend(findings.causes);
+    invalid_unless_empty(info, obj, causes)?;
+    Ok(findings.warnings)
+}
+
+/// Validates an update: the new object on its own ([`validate`]) and the change from the
+/// stored one (immutable fields), reported together.
+pub fn validate_update(
+    info: &ResourceInfo,
+    old: &Map<String, Value>,
+    new: &Map<String, Value>,
+) -> ApiResult<Vec<String>> {
+    let (old_v, new_v) = (Value::Object(old.clone()), Value::Object(new.clone()));
+    let mut causes: Vec<Cause> = validate_object_meta(info, &new_v);
+    let findings = validate_kinds::validate(info, &new_v);
+    causes.extend(findings.causes);
+    causes.extend(validate_kinds::validate_update(info, &old_v, &new_v));
+    invalid_unless_empty(info, new, causes)?;
+    Ok(findings.warnings)
+}
+
+/// Validates a write through `/status`: only metadata, since the rest of the object is the
+/// stored one and a status writer must not be refused for a spec it did not write.
+pub fn validate_status(info: &ResourceInfo, obj: &Map<String, Value>) -> ApiResult<()> {
+    let causes = validate_object_meta(info, &Value::Object(obj.clone()));
+    invalid_unless_empty(info, obj, causes)
+}
+
+fn invalid_unless_empty(
+    info: &ResourceInfo,
+    obj: &Map<String, Value>,
+    causes: Vec<Cause>,
+) -> ApiResult<()> {
     if causes.is_empty() {
         return Ok(());
     }
@@ -113,7 +158,8 @@ pub fn generate_name(obj: &mut Map<String, Value>) {
     meta.insert("name".into(), Value::String(format!("{base}{suffix}")));
 }
 
-/// What the server sets on create: uid, creationTimestamp, generation, the initial status.
+/// What the server sets on create: uid, creationTimestamp, generation, the initial status,
+/// a Job's generated selector.
 pub fn prepare_create(info: &ResourceInfo, obj: &mut Map<String, Value>, uid: &str) {
     {
         let meta = meta_mut(obj);
@@ -146,6 +192,7 @@ pub fn prepare_create(info: &ResourceInfo, obj: &mut Map<String, Value>, uid: &s
         ("", "namespaces") => {
             obj.insert("status".into(), json!({"phase": "Active"}));
         }
+        ("batch", "jobs") => defaults::job_on_create(obj, uid),
         _ => {}
     }
 }
@@ -182,9 +229,10 @@ fn pod_qos_class(spec: Option<&Value>) -> &'static str {
     }
 }
 
-/// What an update keeps from the stored object: identity, server-owned metadata, and the
-/// half of the object owned by the other endpoint (status via the main endpoint, everything
-/// but status via `/status`). Bumps `generation` when the spec changed.
+/// What an update keeps from the stored object: identity, server-owned metadata, the half
+/// of the object owned by the other endpoint (status via the main endpoint, everything but
+/// status via `/status`), and a Service's allocated cluster IPs and node ports when the
+/// client left them out. Bumps `generation` when the spec changed.
 pub fn prepare_update(
     info: &ResourceInfo,
     old: &Map<String, Value>,
@@ -204,6 +252,9 @@ pub fn prepare_update(
             Some(s) => new.insert("status".into(), s.clone()),
             None => new.remove("status"),
         };
+    }
+    if info.group.is_empty() && info.plural == "services" {
+        defaults::service_keep_allocated(old, &mut new);
     }
     let old_meta = old.get("metadata").and_then(Value::as_object);
     let meta = meta_mut(&mut new);

@@ -8,10 +8,15 @@
 //!   Start here.
 //! - [`selector`] — label and field selectors: apimachinery's grammar and messages,
 //!   matching against objects as JSON.
+//! - [`defaults`] — the fields kube-apiserver fills in when a client leaves them out (pod
+//!   specs wherever they appear, workloads, services, secrets, namespaces).
 //! - [`validate`] — name and `metadata` validation producing the causes of a 422.
 //! - [`openapi`] — Kubernetes v1.33's OpenAPI definitions of the stable types, as data
 //!   (`openapi/definitions.json`, `scripts/gen-openapi-defs.py`): the schemas of
 //!   `/openapi/v2` and `/openapi/v3` and the patch metadata of strategic merge patch.
+//! - [`validate_kinds`] — validation of the built-in kinds' specs and of updates (immutable
+//!   fields), with kube-apiserver's field paths and messages; [`quantity`] parses the
+//!   resource quantities it compares.
 //! - [`patch`] — strategic merge patch for the built-in types (merge keys as data).
 //! - [`proto`] — decoding Kubernetes protobuf request bodies (kubectl ≥ 1.32 sends its
 //!   typed commands that way) into the JSON kube-apiserver would have decoded, driven by a
@@ -26,12 +31,15 @@
 //!   1.33 exactly; each deliberate difference is documented where it is made.
 //! - Pure functions and plain data: no I/O, no clock, no global state.
 
+pub mod defaults;
 pub mod openapi;
 pub mod patch;
 pub mod proto;
+pub mod quantity;
 pub mod registry;
 pub mod selector;
 pub mod validate;
+pub mod validate_kinds;
 
 pub use registry::{ActionSubresource, GroupVersions, NameRule, Registry, ResourceInfo, ScaleInfo};
 pub use selector::{FieldSelector, LabelSelector, SelectorError};

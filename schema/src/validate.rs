@@ -99,6 +99,24 @@ impl Cause {
         }
     }
 
+    /// `Not found: "x"`.
+    pub fn not_found(field: &str, value: &str) -> Cause {
+        Cause {
+            reason: "FieldValueNotFound".into(),
+            message: format!("Not found: {}", go_quote(value)),
+            field: field.into(),
+        }
+    }
+
+    /// `Duplicate value: <value>`; `value` is already rendered (see [`go_quote`]).
+    pub fn duplicate_rendered(field: &str, value: &str) -> Cause {
+        Cause {
+            reason: "FieldValueDuplicate".into(),
+            message: format!("Duplicate value: {value}"),
+            field: field.into(),
+        }
+    }
+
     /// `Duplicate value: "x"`.
     pub fn duplicate(field: &str, value: &str) -> Cause {
         Cause {
@@ -513,7 +531,7 @@ fn string_field<'a>(
 }
 
 /// A JSON value as apimachinery would print it in a cause: strings quoted, others as JSON.
-fn render_value(v: &Value) -> String {
+pub(crate) fn render_value(v: &Value) -> String {
     match v {
         Value::String(s) => go_quote(s),
         other => other.to_string(),
@@ -554,30 +572,39 @@ fn string_map<'a>(
     out
 }
 
-fn validate_labels(v: Option<&Value>, causes: &mut Vec<Cause>) {
-    const PATH: &str = "metadata.labels";
-    for (k, value) in string_map(v, PATH, causes) {
+/// A label map at `path` (`metadata.labels`, `spec.selector.matchLabels`): keys are
+/// qualified names, values label values.
+pub(crate) fn validate_labels_at(v: Option<&Value>, path: &str, causes: &mut Vec<Cause>) {
+    for (k, value) in string_map(v, path, causes) {
         for msg in is_qualified_name(k) {
-            causes.push(Cause::invalid(PATH, &go_quote(k), &msg));
+            causes.push(Cause::invalid(path, &go_quote(k), &msg));
         }
         for msg in is_valid_label_value(value) {
-            causes.push(Cause::invalid(PATH, &go_quote(value), &msg));
+            causes.push(Cause::invalid(path, &go_quote(value), &msg));
         }
     }
 }
 
+fn validate_labels(v: Option<&Value>, causes: &mut Vec<Cause>) {
+    validate_labels_at(v, "metadata.labels", causes);
+}
+
 fn validate_annotations(v: Option<&Value>, causes: &mut Vec<Cause>) {
-    const PATH: &str = "metadata.annotations";
+    validate_annotations_at(v, "metadata.annotations", causes);
+}
+
+/// An annotation map at `path`: case-insensitive qualified-name keys, 256 KiB in all.
+pub(crate) fn validate_annotations_at(v: Option<&Value>, path: &str, causes: &mut Vec<Cause>) {
     let mut total_bytes = 0usize;
-    for (k, value) in string_map(v, PATH, causes) {
+    for (k, value) in string_map(v, path, causes) {
         // Annotation keys are qualified names in which case does not matter.
         for msg in is_qualified_name(&k.to_lowercase()) {
-            causes.push(Cause::invalid(PATH, &go_quote(k), &msg));
+            causes.push(Cause::invalid(path, &go_quote(k), &msg));
         }
         total_bytes += k.len() + value.len();
     }
     if total_bytes > ANNOTATIONS_BYTES_MAX {
-        causes.push(Cause::too_long(PATH, ANNOTATIONS_BYTES_MAX));
+        causes.push(Cause::too_long(path, ANNOTATIONS_BYTES_MAX));
     }
 }
 
