@@ -393,6 +393,7 @@ async fn create_object(
     if ctx.info.namespaced {
         require_namespace(ctx, ctx.namespace()).await?;
     }
+    let held = crate::service_alloc::allocate(ctx, &mut obj, None, dry_run).await?;
     if dry_run {
         if ctx.current(&name).await?.is_some() {
             return Err(ApiError::already_exists(
@@ -406,7 +407,7 @@ async fn create_object(
             serde_json::to_vec(&obj).unwrap_or_default(),
         ));
     }
-    let ev = ctx
+    let ev = match ctx
         .append(
             EventType::Added,
             &name,
@@ -415,7 +416,14 @@ async fn create_object(
             Expect::default(),
             "create",
         )
-        .await?;
+        .await
+    {
+        Ok(ev) => ev,
+        Err(e) => {
+            crate::service_alloc::release(ctx, &held).await;
+            return Err(e);
+        }
+    };
     Ok((StatusCode::CREATED, render(&ev.object, ev.position.0)))
 }
 
@@ -617,6 +625,11 @@ async fn modify(ctx: &Ctx, change: Change, verb: &str) -> ApiResult<Response> {
             return finish(ctx, is_scale, &cur.object, cur.position.0);
         }
         let remove = strategy::ready_to_remove(&new);
+        let held = if is_scale || subresource.is_some() || remove {
+            crate::service_alloc::Held::default()
+        } else {
+            crate::service_alloc::allocate(ctx, &mut new, Some(&old), dry_run).await?
+        };
         if dry_run {
             let bytes = encode_stored(&new);
             return finish(ctx, is_scale, &bytes, cur.position.0);
@@ -631,9 +644,20 @@ async fn modify(ctx: &Ctx, change: Change, verb: &str) -> ApiResult<Response> {
             uid: None,
         };
         match ctx.append(kind, &name, &new, &cur.uid, expect, verb).await {
-            Ok(ev) => return finish(ctx, is_scale, &ev.object, ev.position.0),
-            Err(e) if e.reason == "Conflict" && precondition.is_none() => continue,
-            Err(e) => return Err(e),
+            Ok(ev) => {
+                if remove {
+                    crate::service_alloc::release_service(ctx, &new).await;
+                }
+                return finish(ctx, is_scale, &ev.object, ev.position.0);
+            }
+            Err(e) if e.reason == "Conflict" && precondition.is_none() => {
+                crate::service_alloc::release(ctx, &held).await;
+                continue;
+            }
+            Err(e) => {
+                crate::service_alloc::release(ctx, &held).await;
+                return Err(e);
+            }
         }
     }
     Err(ApiError::modified(&ctx.info.group, &ctx.info.plural, &name))
@@ -942,7 +966,10 @@ pub async fn delete_one(ctx: &Ctx, name: &str, opts: &DeleteOptions) -> ApiResul
         }
         match ctx.append(kind, name, &obj, &cur.uid, expect, &verb).await {
             Ok(ev) if pending => return Ok(Deleted::Pending(ev.object, ev.position.0)),
-            Ok(ev) => return Ok(Deleted::Gone(ev.object, ev.position.0)),
+            Ok(ev) => {
+                crate::service_alloc::release_service(ctx, &obj).await;
+                return Ok(Deleted::Gone(ev.object, ev.position.0));
+            }
             Err(e) if e.reason == "Conflict" => continue,
             Err(e) if e.code == 404 => return Err(e),
             Err(e) => return Err(e),

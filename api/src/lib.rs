@@ -27,6 +27,7 @@ pub mod openapi;
 pub mod openapi_pb;
 pub mod pod_actions;
 pub mod request;
+pub mod service_alloc;
 pub mod strategy;
 pub mod watch;
 
@@ -92,6 +93,8 @@ pub struct Api {
     pub lines: watch::LineCache,
     /// OpenAPI documents built from the registry.
     pub openapi: openapi::Cache,
+    /// Where Service ClusterIPs and NodePorts come from.
+    pub service_ranges: service_alloc::Ranges,
     inflight: Arc<Semaphore>,
 }
 
@@ -102,6 +105,7 @@ impl Api {
         registry: Registry,
         shutdown: tokio::sync::watch::Receiver<bool>,
         server_address: String,
+        service_ranges: service_alloc::Ranges,
     ) -> Arc<Self> {
         Arc::new(Api {
             log,
@@ -112,6 +116,7 @@ impl Api {
             server_address,
             lines: watch::LineCache::default(),
             openapi: openapi::Cache::default(),
+            service_ranges,
             inflight: Arc::new(Semaphore::new(REQUESTS_INFLIGHT_MAX)),
         })
     }
@@ -162,6 +167,101 @@ impl Api {
                     Err(e) if e.code == 409 => {}
                     Err(e) => return Err(e),
                 }
+            }
+        }
+        self.bootstrap_kubernetes_service().await
+    }
+
+    /// A request context for bootstrapping `resource` in `namespace` as `system:logbook`.
+    fn system_ctx(
+        self: &Arc<Self>,
+        group: &str,
+        plural: &str,
+        namespace: Option<&str>,
+    ) -> Result<Ctx, ApiError> {
+        let info = self
+            .registry
+            .get(group, "v1", plural)
+            .cloned()
+            .ok_or_else(|| ApiError::internal(format!("the registry has no {plural}")))?;
+        Ok(Ctx {
+            api: self.clone(),
+            info,
+            target: request::Target {
+                group: group.to_string(),
+                version: "v1".into(),
+                plural: plural.to_string(),
+                namespace: namespace.map(str::to_string),
+                name: None,
+                subresource: None,
+                legacy_watch: false,
+            },
+            query: Query::default(),
+            identity: Identity {
+                user: "system:logbook".into(),
+                groups: vec!["system:masters".into()],
+            },
+            headers: Default::default(),
+            warnings: Default::default(),
+        })
+    }
+
+    /// The `kubernetes` Service in `default` (the first ClusterIP, port 443 to this server),
+    /// with its Endpoints and EndpointSlice when the advertised address is an IP, as every
+    /// cluster has them. Existing objects are left alone.
+    async fn bootstrap_kubernetes_service(self: &Arc<Self>) -> Result<(), ApiError> {
+        let (host, port) = self
+            .server_address
+            .rsplit_once(':')
+            .unwrap_or((self.server_address.as_str(), "6443"));
+        let port: u16 = port.parse().unwrap_or(6443);
+        let ip: Option<std::net::IpAddr> = host.trim_matches(['[', ']']).parse().ok();
+        let cluster_ip = self.service_ranges.first_ip().to_string();
+        let labels = json!({"component": "apiserver", "provider": "kubernetes"});
+        let mut objects = vec![(
+            "",
+            "services",
+            json!({"apiVersion": "v1", "kind": "Service",
+                "metadata": {"name": "kubernetes", "labels": labels},
+                "spec": {"type": "ClusterIP", "clusterIP": cluster_ip, "sessionAffinity": "None",
+                    "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": port}]}}),
+        )];
+        if let Some(ip) = ip {
+            let family = if ip.is_ipv4() { "IPv4" } else { "IPv6" };
+            objects.push((
+                "",
+                "endpoints",
+                json!({"apiVersion": "v1", "kind": "Endpoints",
+                    "metadata": {"name": "kubernetes", "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
+                    "subsets": [{"addresses": [{"ip": ip.to_string()}],
+                        "ports": [{"name": "https", "port": port, "protocol": "TCP"}]}]}),
+            ));
+            objects.push((
+                "discovery.k8s.io",
+                "endpointslices",
+                json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+                    "metadata": {"name": "kubernetes", "labels": {"kubernetes.io/service-name": "kubernetes"}},
+                    "addressType": family,
+                    "endpoints": [{"addresses": [ip.to_string()], "conditions": {"ready": true}}],
+                    "ports": [{"name": "https", "port": port, "protocol": "TCP"}]}),
+            ));
+        }
+        for (group, plural, body) in objects {
+            let ctx = self.system_ctx(group, plural, Some("default"))?;
+            if self
+                .log
+                .get(&ctx.key("kubernetes"))
+                .await
+                .map_err(from_store)?
+                .is_some()
+            {
+                continue;
+            }
+            match handlers::create(&ctx, serde_json::to_vec(&body).unwrap_or_default().into()).await
+            {
+                Ok(_) => {}
+                Err(e) if e.code == 409 => {}
+                Err(e) => return Err(e),
             }
         }
         Ok(())

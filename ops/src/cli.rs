@@ -113,6 +113,13 @@ pub struct ServeArgs {
     /// certificate; the first one goes into the kubeconfig instead of 127.0.0.1).
     #[arg(long)]
     pub advertise_address: Vec<String>,
+    /// The IPv4 range Service ClusterIPs are allocated from (the first address goes to the
+    /// `kubernetes` Service).
+    #[arg(long, default_value = "10.96.0.0/12")]
+    pub service_cluster_ip_range: String,
+    /// The port range NodePorts are allocated from, inclusive.
+    #[arg(long, default_value = "30000-32767")]
+    pub service_node_port_range: String,
 }
 
 #[derive(Debug, Clone, Args)]

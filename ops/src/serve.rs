@@ -53,12 +53,18 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         .first()
         .cloned()
         .unwrap_or_else(|| "127.0.0.1".to_string());
+    let ranges = logbook_api::service_alloc::Ranges::parse(
+        &args.service_cluster_ip_range,
+        &args.service_node_port_range,
+    )
+    .map_err(|e| anyhow::anyhow!("--service-cluster-ip-range/--service-node-port-range: {e}"))?;
     let api = Api::new(
         log,
         hub,
         Registry::builtin(),
         shutdown_rx,
         format!("{advertised}:{port}"),
+        ranges,
     );
     api.bootstrap()
         .await

@@ -596,6 +596,12 @@ impl Registry {
         );
         r.add(typed::<api::networking::v1::IngressClass>().spec());
         r.add(
+            typed::<api::networking::v1::IPAddress>()
+                .short(&["ip"])
+                .spec(),
+        );
+        r.add(typed::<api::networking::v1::ServiceCIDR>().status().spec());
+        r.add(
             typed::<api::networking::v1::NetworkPolicy>()
                 .short(&["netpol"])
                 .spec(),

@@ -44,17 +44,25 @@ pub struct Server {
     pub data_dir: PathBuf,
     pub port: u16,
     child: Option<Child>,
+    /// Extra `logbook serve` flags, kept across restarts.
+    extra_args: Vec<String>,
     _tmp: Option<tempfile::TempDir>,
 }
 
 impl Server {
     /// Starts a server on a new temporary data directory.
     pub fn start() -> Result<Self> {
+        Self::start_with(&[])
+    }
+
+    /// Starts a server with extra `logbook serve` flags.
+    pub fn start_with(args: &[&str]) -> Result<Self> {
         let tmp = tempfile::tempdir()?;
         let mut s = Server {
             data_dir: tmp.path().join("data"),
             port: free_port()?,
             child: None,
+            extra_args: args.iter().map(|a| a.to_string()).collect(),
             _tmp: Some(tmp),
         };
         s.spawn()?;
@@ -75,6 +83,7 @@ impl Server {
             .arg(&self.data_dir)
             .arg("--listen")
             .arg(format!("127.0.0.1:{}", self.port))
+            .args(&self.extra_args)
             .env(
                 "RUST_LOG",
                 std::env::var("LOGBOOK_TEST_LOG").unwrap_or_else(|_| "warn".into()),
