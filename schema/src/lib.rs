@@ -10,11 +10,13 @@
 //!   matching against objects as JSON.
 //! - [`validate`] — name and `metadata` validation producing the causes of a 422.
 //! - [`patch`] — strategic merge patch for the built-in types (merge keys as data).
+//! - [`printers`] — the Table columns `kubectl get` shows per kind (kube-apiserver's
+//!   printers as data) and pure functions from an object and "now" to a row's cells.
 //! - [`proto`] — decoding Kubernetes protobuf request bodies (kubectl ≥ 1.32 sends its
 //!   typed commands that way) into the JSON kube-apiserver would have decoded, driven by a
 //!   table generated from k8s-pb and k8s-openapi (`scripts/gen-proto-schema.py`).
 //!
-//! Still to come with the kubectl issue: defaulting, Table columns, full OpenAPI documents.
+//! Still to come with the kubectl issue: defaulting, full OpenAPI documents.
 //!
 //! # Invariants
 //! - Knows nothing of storage or HTTP: no dependency on logbook-store or on a web
@@ -25,6 +27,7 @@
 //! - Pure functions and plain data: no I/O, no clock, no global state.
 
 pub mod patch;
+pub mod printers;
 pub mod proto;
 pub mod registry;
 pub mod selector;
