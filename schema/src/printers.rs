@@ -168,7 +168,11 @@ static PRINTERS: &[(&str, &str, &Printer)] = &[
     ("discovery.k8s.io", "EndpointSlice", &ENDPOINT_SLICE),
     ("coordination.k8s.io", "Lease", &LEASE),
     ("rbac.authorization.k8s.io", "RoleBinding", &ROLE_BINDING),
-    ("rbac.authorization.k8s.io", "ClusterRoleBinding", &CLUSTER_ROLE_BINDING),
+    (
+        "rbac.authorization.k8s.io",
+        "ClusterRoleBinding",
+        &CLUSTER_ROLE_BINDING,
+    ),
     ("scheduling.k8s.io", "PriorityClass", &PRIORITY_CLASS),
     ("storage.k8s.io", "StorageClass", &STORAGE_CLASS),
     ("storage.k8s.io", "VolumeAttachment", &VOLUME_ATTACHMENT),
@@ -457,10 +461,7 @@ fn selector_string(sel: Option<&Value>) -> String {
         .flatten()
     {
         let key = s(e, "/key");
-        let mut values: Vec<String> = arr(e, "/values")
-            .iter()
-            .map(|v| scalar(Some(v)))
-            .collect();
+        let mut values: Vec<String> = arr(e, "/values").iter().map(|v| scalar(Some(v))).collect();
         values.sort();
         let r = match s(e, "/operator") {
             "In" => format!("{key} in ({})", values.join(",")),
@@ -601,8 +602,18 @@ static POD: Printer = Printer {
             0,
         ),
         AGE,
-        col("IP", "string", d!("io.k8s.api.core.v1.PodStatus", "podIP"), 1),
-        col("Node", "string", d!("io.k8s.api.core.v1.PodSpec", "nodeName"), 1),
+        col(
+            "IP",
+            "string",
+            d!("io.k8s.api.core.v1.PodStatus", "podIP"),
+            1,
+        ),
+        col(
+            "Node",
+            "string",
+            d!("io.k8s.api.core.v1.PodSpec", "nodeName"),
+            1,
+        ),
         col(
             "Nominated Node",
             "string",
@@ -878,7 +889,12 @@ static SERVICE: Printer = Printer {
     id: "Service",
     columns: &[
         NAME,
-        col("Type", "string", d!("io.k8s.api.core.v1.ServiceSpec", "type"), 0),
+        col(
+            "Type",
+            "string",
+            d!("io.k8s.api.core.v1.ServiceSpec", "type"),
+            0,
+        ),
         col(
             "Cluster-IP",
             "string",
@@ -1049,7 +1065,10 @@ static NODE: Printer = Printer {
         col(
             "Container-Runtime",
             "string",
-            d!("io.k8s.api.core.v1.NodeSystemInfo", "containerRuntimeVersion"),
+            d!(
+                "io.k8s.api.core.v1.NodeSystemInfo",
+                "containerRuntimeVersion"
+            ),
             1,
         ),
     ],
@@ -1125,7 +1144,12 @@ static EVENT: Printer = Printer {
             0,
         ),
         col("Type", "string", d!("io.k8s.api.core.v1.Event", "type"), 0),
-        col("Reason", "string", d!("io.k8s.api.core.v1.Event", "reason"), 0),
+        col(
+            "Reason",
+            "string",
+            d!("io.k8s.api.core.v1.Event", "reason"),
+            0,
+        ),
         col(
             "Object",
             "string",
@@ -1138,7 +1162,12 @@ static EVENT: Printer = Printer {
             d!("io.k8s.api.core.v1.ObjectReference", "fieldPath"),
             1,
         ),
-        col("Source", "string", d!("io.k8s.api.core.v1.Event", "source"), 1),
+        col(
+            "Source",
+            "string",
+            d!("io.k8s.api.core.v1.Event", "source"),
+            1,
+        ),
         col(
             "Message",
             "string",
@@ -1151,7 +1180,12 @@ static EVENT: Printer = Printer {
             d!("io.k8s.api.core.v1.Event", "firstTimestamp"),
             1,
         ),
-        col("Count", "string", d!("io.k8s.api.core.v1.Event", "count"), 1),
+        col(
+            "Count",
+            "string",
+            d!("io.k8s.api.core.v1.Event", "count"),
+            1,
+        ),
         Column {
             name: "Name",
             kind: "string",
@@ -1257,7 +1291,12 @@ static CONFIG_MAP: Printer = Printer {
     id: "ConfigMap",
     columns: &[
         NAME,
-        col("Data", "string", d!("io.k8s.api.core.v1.ConfigMap", "data"), 0),
+        col(
+            "Data",
+            "string",
+            d!("io.k8s.api.core.v1.ConfigMap", "data"),
+            0,
+        ),
         AGE,
     ],
     row: |v, now| {
@@ -1407,7 +1446,10 @@ static PERSISTENT_VOLUME_CLAIM: Printer = Printer {
         col(
             "Access Modes",
             "string",
-            d!("io.k8s.api.core.v1.PersistentVolumeClaimStatus", "accessModes"),
+            d!(
+                "io.k8s.api.core.v1.PersistentVolumeClaimStatus",
+                "accessModes"
+            ),
             0,
         ),
         col("StorageClass", "string", t("StorageClass of the pvc"), 0),
@@ -1470,7 +1512,8 @@ static RESOURCE_QUOTA: Printer = Printer {
         ),
     ],
     row: |v, now| {
-        let hard: BTreeMap<&String, &Value> = obj(v, "/status/hard").into_iter().flatten().collect();
+        let hard: BTreeMap<&String, &Value> =
+            obj(v, "/status/hard").into_iter().flatten().collect();
         let used = obj(v, "/status/used");
         let (mut requests, mut limits) = (Vec::new(), Vec::new());
         for (res, h) in hard {
@@ -1498,7 +1541,12 @@ static DEPLOYMENT: Printer = Printer {
     id: "Deployment",
     columns: &[
         NAME,
-        col("Ready", "string", t("Number of the pod with ready state"), 0),
+        col(
+            "Ready",
+            "string",
+            t("Number of the pod with ready state"),
+            0,
+        ),
         col(
             "Up-to-date",
             "string",
@@ -1591,7 +1639,12 @@ static STATEFUL_SET: Printer = Printer {
     id: "StatefulSet",
     columns: &[
         NAME,
-        col("Ready", "string", t("Number of the pod with ready state"), 0),
+        col(
+            "Ready",
+            "string",
+            t("Number of the pod with ready state"),
+            0,
+        ),
         AGE,
         CONTAINERS,
         IMAGES,
@@ -1619,13 +1672,19 @@ static DAEMON_SET: Printer = Printer {
         col(
             "Desired",
             "integer",
-            d!("io.k8s.api.apps.v1.DaemonSetStatus", "desiredNumberScheduled"),
+            d!(
+                "io.k8s.api.apps.v1.DaemonSetStatus",
+                "desiredNumberScheduled"
+            ),
             0,
         ),
         col(
             "Current",
             "integer",
-            d!("io.k8s.api.apps.v1.DaemonSetStatus", "currentNumberScheduled"),
+            d!(
+                "io.k8s.api.apps.v1.DaemonSetStatus",
+                "currentNumberScheduled"
+            ),
             0,
         ),
         col(
@@ -1637,7 +1696,10 @@ static DAEMON_SET: Printer = Printer {
         col(
             "Up-to-date",
             "integer",
-            d!("io.k8s.api.apps.v1.DaemonSetStatus", "updatedNumberScheduled"),
+            d!(
+                "io.k8s.api.apps.v1.DaemonSetStatus",
+                "updatedNumberScheduled"
+            ),
             0,
         ),
         col(
@@ -1943,17 +2005,14 @@ static HPA: Printer = Printer {
 /// The Targets cell of an HPA, autoscaling/v2 or v1 (whose CPU target kube converts to a
 /// Resource metric).
 fn hpa_targets(v: &Value) -> String {
-    if get(v, "/spec/metrics").is_none() && get(v, "/spec/scaleTargetRef").is_some() {
-        if let Some(target) = get(v, "/spec/targetCPUUtilizationPercentage").and_then(Value::as_i64)
-        {
-            let current = match get(v, "/status/currentCPUUtilizationPercentage")
-                .and_then(Value::as_i64)
-            {
+    let v1_target = get(v, "/spec/targetCPUUtilizationPercentage").and_then(Value::as_i64);
+    if let Some(target) = v1_target.filter(|_| get(v, "/spec/metrics").is_none()) {
+        let current =
+            match get(v, "/status/currentCPUUtilizationPercentage").and_then(Value::as_i64) {
                 Some(c) => format!("{c}%"),
                 None => "<unknown>".into(),
             };
-            return format!("cpu: {current}/{target}%");
-        }
+        return format!("cpu: {current}/{target}%");
     }
     let specs = arr(v, "/spec/metrics");
     if specs.is_empty() {
@@ -1975,8 +2034,8 @@ fn hpa_targets(v: &Value) -> String {
                 };
                 let target = format!("/{field}/target");
                 if let Some(avg) = get(spec, &format!("{target}/averageValue")) {
-                    let cur = quantity(&format!("/{field}/current/averageValue"))
-                        .unwrap_or_else(unknown);
+                    let cur =
+                        quantity(&format!("/{field}/current/averageValue")).unwrap_or_else(unknown);
                     format!("{cur}/{} (avg)", scalar(Some(avg)))
                 } else {
                     let cur = quantity(&format!("/{field}/current/value")).unwrap_or_else(unknown);
@@ -1985,10 +2044,7 @@ fn hpa_targets(v: &Value) -> String {
             }
             "Pods" => {
                 let cur = quantity("/pods/current/averageValue").unwrap_or_else(unknown);
-                format!(
-                    "{cur}/{}",
-                    scalar(get(spec, "/pods/target/averageValue"))
-                )
+                format!("{cur}/{}", scalar(get(spec, "/pods/target/averageValue")))
             }
             source @ ("Resource" | "ContainerResource") => {
                 let field = if source == "Resource" {
@@ -1998,8 +2054,8 @@ fn hpa_targets(v: &Value) -> String {
                 };
                 let rname = s(spec, &format!("/{field}/name"));
                 if let Some(avg) = get(spec, &format!("/{field}/target/averageValue")) {
-                    let cur = quantity(&format!("/{field}/current/averageValue"))
-                        .unwrap_or_else(unknown);
+                    let cur =
+                        quantity(&format!("/{field}/current/averageValue")).unwrap_or_else(unknown);
                     format!("{rname}: {cur}/{}", scalar(Some(avg)))
                 } else {
                     let cur = st
@@ -2075,7 +2131,9 @@ static INGRESS: Printer = Printer {
         col(
             "Class",
             "string",
-            t("The name of the IngressClass resource that should be used for additional configuration"),
+            t(
+                "The name of the IngressClass resource that should be used for additional configuration",
+            ),
             0,
         ),
         col(
@@ -2090,7 +2148,12 @@ static INGRESS: Printer = Printer {
             t("Address is a list containing ingress points for the load-balancer"),
             0,
         ),
-        col("Ports", "string", t("Ports of TLS configurations that open"), 0),
+        col(
+            "Ports",
+            "string",
+            t("Ports of TLS configurations that open"),
+            0,
+        ),
         AGE,
     ],
     row: |v, now| {
@@ -2514,7 +2577,10 @@ static CSI_DRIVER: Printer = Printer {
         col(
             "Modes",
             "string",
-            d!("io.k8s.api.storage.v1.CSIDriverSpec", "volumeLifecycleModes"),
+            d!(
+                "io.k8s.api.storage.v1.CSIDriverSpec",
+                "volumeLifecycleModes"
+            ),
             0,
         ),
         AGE,

@@ -34,7 +34,9 @@ fn pod(status: Value) -> Value {
 }
 
 fn pod_cells(ready: &str, status: &str, restarts: &str) -> Value {
-    json!(["p", ready, status, restarts, "5m", "<none>", "<none>", "<none>", "<none>"])
+    json!([
+        "p", ready, status, restarts, "5m", "<none>", "<none>", "<none>", "<none>"
+    ])
 }
 
 fn cases() -> Vec<Case> {
@@ -71,7 +73,9 @@ fn cases() -> Vec<Case> {
                     {"name": "b", "ready": false, "restartCount": 0, "state": running.clone()}
                 ]}
             }),
-            cells: json!(["p", "1/2", "Running", "0", "5m", "10.0.0.7", "n1", "<none>", "1/1"]),
+            cells: json!([
+                "p", "1/2", "Running", "0", "5m", "10.0.0.7", "n1", "<none>", "1/1"
+            ]),
         },
         Case {
             what: "a pod whose containers all exited 0 is Completed",
@@ -167,7 +171,9 @@ fn cases() -> Vec<Case> {
             what: "a scheduling-gated pod says so",
             group: "",
             kind: "Pod",
-            object: pod(json!({"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "False", "reason": "SchedulingGated"}]})),
+            object: pod(
+                json!({"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "False", "reason": "SchedulingGated"}]}),
+            ),
             cells: pod_cells("0/1", "SchedulingGated", "0"),
         },
         Case {
@@ -180,7 +186,16 @@ fn cases() -> Vec<Case> {
                          "template": {"spec": {"containers": [{"name": "nginx", "image": "nginx:1.25"}, {"name": "side", "image": "busybox"}]}}},
                 "status": {"readyReplicas": 2, "updatedReplicas": 3, "availableReplicas": 2}
             }),
-            cells: json!(["web", "2/3", 3, 2, "3h20m", "nginx,side", "nginx:1.25,busybox", "app=web,tier in (a,b)"]),
+            cells: json!([
+                "web",
+                "2/3",
+                3,
+                2,
+                "3h20m",
+                "nginx,side",
+                "nginx:1.25,busybox",
+                "app=web,tier in (a,b)"
+            ]),
         },
         Case {
             what: "a replicaset shows desired, current and ready as integers",
@@ -209,7 +224,19 @@ fn cases() -> Vec<Case> {
             object: json!({"metadata": {"name": "agent", "creationTimestamp": ago(600)},
                 "spec": {"selector": {"matchLabels": {"app": "agent"}}, "template": {"spec": {"nodeSelector": {"kubernetes.io/os": "linux"}, "containers": [{"name": "a", "image": "b"}]}}},
                 "status": {"desiredNumberScheduled": 2, "currentNumberScheduled": 2, "numberReady": 1, "updatedNumberScheduled": 2, "numberAvailable": 1}}),
-            cells: json!(["agent", 2, 2, 1, 2, 1, "kubernetes.io/os=linux", "10m", "a", "b", "app=agent"]),
+            cells: json!([
+                "agent",
+                2,
+                2,
+                1,
+                2,
+                1,
+                "kubernetes.io/os=linux",
+                "10m",
+                "a",
+                "b",
+                "app=agent"
+            ]),
         },
         Case {
             what: "a completed job shows Complete, completions and its duration",
@@ -219,7 +246,16 @@ fn cases() -> Vec<Case> {
                 "spec": {"completions": 1, "selector": {"matchLabels": {"job-name": "pi"}}, "template": {"spec": {"containers": [{"name": "pi", "image": "perl"}]}}},
                 "status": {"succeeded": 1, "startTime": ago(3600), "completionTime": ago(3600 - 75),
                            "conditions": [{"type": "Complete", "status": "True"}]}}),
-            cells: json!(["pi", "Complete", "1/1", "75s", "60m", "pi", "perl", "job-name=pi"]),
+            cells: json!([
+                "pi",
+                "Complete",
+                "1/1",
+                "75s",
+                "60m",
+                "pi",
+                "perl",
+                "job-name=pi"
+            ]),
         },
         Case {
             what: "a cronjob shows schedule, timezone, suspend and last schedule",
@@ -228,7 +264,18 @@ fn cases() -> Vec<Case> {
             object: json!({"metadata": {"name": "nightly", "creationTimestamp": ago(8 * 86400)},
                 "spec": {"schedule": "0 3 * * *", "suspend": false, "jobTemplate": {"spec": {"template": {"spec": {"containers": [{"name": "c", "image": "i"}]}}}}},
                 "status": {"lastScheduleTime": ago(9 * 3600)}}),
-            cells: json!(["nightly", "0 3 * * *", "<none>", "False", 0, "9h", "8d", "c", "i", "<none>"]),
+            cells: json!([
+                "nightly",
+                "0 3 * * *",
+                "<none>",
+                "False",
+                0,
+                "9h",
+                "8d",
+                "c",
+                "i",
+                "<none>"
+            ]),
         },
         Case {
             what: "a service shows type, cluster IP, ports with node ports, and its selector wide",
@@ -238,21 +285,45 @@ fn cases() -> Vec<Case> {
                 "spec": {"type": "NodePort", "clusterIP": "10.96.0.10", "clusterIPs": ["10.96.0.10"],
                          "ports": [{"port": 80, "nodePort": 30080, "protocol": "TCP"}, {"port": 53, "protocol": "UDP"}],
                          "selector": {"app": "web"}}}),
-            cells: json!(["web", "NodePort", "10.96.0.10", "<none>", "80:30080/TCP,53/UDP", "30s", "app=web"]),
+            cells: json!([
+                "web",
+                "NodePort",
+                "10.96.0.10",
+                "<none>",
+                "80:30080/TCP,53/UDP",
+                "30s",
+                "app=web"
+            ]),
         },
         Case {
             what: "a service without type or protocol reads as kube's defaults",
             group: "",
             kind: "Service",
             object: json!({"metadata": {"name": "plain", "creationTimestamp": ago(30)}, "spec": {"ports": [{"port": 443}]}}),
-            cells: json!(["plain", "ClusterIP", "<none>", "<none>", "443/TCP", "30s", "<none>"]),
+            cells: json!([
+                "plain",
+                "ClusterIP",
+                "<none>",
+                "<none>",
+                "443/TCP",
+                "30s",
+                "<none>"
+            ]),
         },
         Case {
             what: "a load balancer without an address is pending",
             group: "",
             kind: "Service",
             object: json!({"metadata": {"name": "lb", "creationTimestamp": ago(30)}, "spec": {"type": "LoadBalancer", "clusterIP": "10.0.0.1"}}),
-            cells: json!(["lb", "LoadBalancer", "10.0.0.1", "<pending>", "<none>", "30s", "<none>"]),
+            cells: json!([
+                "lb",
+                "LoadBalancer",
+                "10.0.0.1",
+                "<pending>",
+                "<none>",
+                "30s",
+                "<none>"
+            ]),
         },
         Case {
             what: "endpoints list at most three addresses",
@@ -260,7 +331,11 @@ fn cases() -> Vec<Case> {
             kind: "Endpoints",
             object: json!({"metadata": {"name": "web", "creationTimestamp": ago(30)},
                 "subsets": [{"addresses": [{"ip": "10.0.0.1"}, {"ip": "10.0.0.2"}, {"ip": "fd00::3"}, {"ip": "10.0.0.4"}], "ports": [{"port": 80}]}]}),
-            cells: json!(["web", "10.0.0.1:80,10.0.0.2:80,[fd00::3]:80 + 1 more...", "30s"]),
+            cells: json!([
+                "web",
+                "10.0.0.1:80,10.0.0.2:80,[fd00::3]:80 + 1 more...",
+                "30s"
+            ]),
         },
         Case {
             what: "a ready cordoned control-plane node",
@@ -272,8 +347,18 @@ fn cases() -> Vec<Case> {
                 "status": {"conditions": [{"type": "Ready", "status": "True"}],
                     "addresses": [{"type": "InternalIP", "address": "192.168.1.2"}],
                     "nodeInfo": {"kubeletVersion": "v1.33.0", "osImage": "Debian"}}}),
-            cells: json!(["n1", "Ready,SchedulingDisabled", "control-plane,etcd", "400d", "v1.33.0",
-                          "192.168.1.2", "<none>", "Debian", "<unknown>", "<unknown>"]),
+            cells: json!([
+                "n1",
+                "Ready,SchedulingDisabled",
+                "control-plane,etcd",
+                "400d",
+                "v1.33.0",
+                "192.168.1.2",
+                "<none>",
+                "Debian",
+                "<unknown>",
+                "<unknown>"
+            ]),
         },
         Case {
             what: "a namespace shows its phase",
@@ -304,7 +389,18 @@ fn cases() -> Vec<Case> {
                 "involvedObject": {"kind": "Pod", "name": "p", "fieldPath": "spec.containers{a}"},
                 "type": "Normal", "reason": "Pulled", "message": " pulled \n", "source": {"component": "kubelet", "host": "n1"},
                 "firstTimestamp": ago(600), "lastTimestamp": ago(60), "count": 3}),
-            cells: json!(["60s", "Normal", "Pulled", "pod/p", "spec.containers{a}", "kubelet, n1", "pulled", "10m", 3, "p.1"]),
+            cells: json!([
+                "60s",
+                "Normal",
+                "Pulled",
+                "pod/p",
+                "spec.containers{a}",
+                "kubelet, n1",
+                "pulled",
+                "10m",
+                3,
+                "p.1"
+            ]),
         },
         Case {
             what: "an events.k8s.io event reads its own field names",
@@ -313,7 +409,9 @@ fn cases() -> Vec<Case> {
             object: json!({"metadata": {"name": "e", "creationTimestamp": ago(60)},
                 "regarding": {"kind": "Node", "name": "n1"}, "type": "Warning", "reason": "Boom", "note": "it broke",
                 "eventTime": "2025-01-01T11:59:00.000000Z", "reportingController": "ctl"}),
-            cells: json!(["60s", "Warning", "Boom", "node/n1", "", "ctl", "it broke", "60s", 1, "e"]),
+            cells: json!([
+                "60s", "Warning", "Boom", "node/n1", "", "ctl", "it broke", "60s", 1, "e"
+            ]),
         },
         Case {
             what: "a role binding names its role and subjects wide",
@@ -337,7 +435,14 @@ fn cases() -> Vec<Case> {
             kind: "StorageClass",
             object: json!({"metadata": {"name": "std", "creationTimestamp": ago(30),
                 "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}}, "provisioner": "csi.example.com"}),
-            cells: json!(["std (default)", "csi.example.com", "Delete", "Immediate", false, "30s"]),
+            cells: json!([
+                "std (default)",
+                "csi.example.com",
+                "Delete",
+                "Immediate",
+                false,
+                "30s"
+            ]),
         },
         Case {
             what: "a bound claim shows its volume, capacity and access modes",
@@ -346,7 +451,9 @@ fn cases() -> Vec<Case> {
             object: json!({"metadata": {"name": "data", "creationTimestamp": ago(30)},
                 "spec": {"volumeName": "pv1", "storageClassName": "std"},
                 "status": {"phase": "Bound", "capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteMany", "ReadWriteOnce"]}}),
-            cells: json!(["data", "Bound", "pv1", "1Gi", "RWO,RWX", "std", "<unset>", "30s", "<unset>"]),
+            cells: json!([
+                "data", "Bound", "pv1", "1Gi", "RWO,RWX", "std", "<unset>", "30s", "<unset>"
+            ]),
         },
         Case {
             what: "an hpa on cpu utilisation",
@@ -356,7 +463,15 @@ fn cases() -> Vec<Case> {
                 "spec": {"scaleTargetRef": {"kind": "Deployment", "name": "web"}, "minReplicas": 1, "maxReplicas": 5,
                     "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 80}}}]},
                 "status": {"currentReplicas": 2}}),
-            cells: json!(["h", "Deployment/web", "cpu: <unknown>/80%", "1", 5, 2, "30s"]),
+            cells: json!([
+                "h",
+                "Deployment/web",
+                "cpu: <unknown>/80%",
+                "1",
+                5,
+                2,
+                "30s"
+            ]),
         },
         Case {
             what: "a pod disruption budget prints N/A for what it does not set",
@@ -372,7 +487,14 @@ fn cases() -> Vec<Case> {
             object: json!({"metadata": {"name": "ing", "creationTimestamp": ago(30)},
                 "spec": {"ingressClassName": "nginx", "rules": [{"host": "a.example"}, {"host": "b.example"}], "tls": [{}]},
                 "status": {"loadBalancer": {"ingress": [{"ip": "1.2.3.4"}]}}}),
-            cells: json!(["ing", "nginx", "a.example,b.example", "1.2.3.4", "80, 443", "30s"]),
+            cells: json!([
+                "ing",
+                "nginx",
+                "a.example,b.example",
+                "1.2.3.4",
+                "80, 443",
+                "30s"
+            ]),
         },
         Case {
             what: "a lease shows its holder",
@@ -459,7 +581,12 @@ fn timestamps_parse_with_fractions_and_offsets_and_format_back() {
     assert_eq!(parse_timestamp("2024-02-29T23:59:59.123456Z"), Some(base));
     assert_eq!(parse_timestamp("2024-03-01T01:59:59+02:00"), Some(base));
     assert_eq!(parse_timestamp("1970-01-01T00:00:00Z"), Some(0));
-    for bad in ["", "yesterday", "2024-13-01T00:00:00Z", "2024-01-01T00:00:00"] {
+    for bad in [
+        "",
+        "yesterday",
+        "2024-13-01T00:00:00Z",
+        "2024-01-01T00:00:00",
+    ] {
         assert_eq!(parse_timestamp(bad), None, "{bad:?}");
     }
 }
