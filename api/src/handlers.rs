@@ -29,6 +29,8 @@ pub struct Ctx {
     pub query: Query,
     pub identity: Identity,
     pub headers: HeaderMap,
+    /// The negotiated response form (object, Table, PartialObjectMetadata).
+    pub output: crate::table::Output,
     /// `Warning` headers for the response (e.g. unknown fields under fieldValidation=Warn).
     pub warnings: std::sync::Mutex<Vec<String>>,
 }
@@ -43,6 +45,8 @@ impl Ctx {
             query: self.query.clone(),
             identity: self.identity.clone(),
             headers: self.headers.clone(),
+            // An action on another resource answers as an object, whatever was negotiated.
+            output: crate::table::Output::Object,
             warnings: Default::default(),
         }
     }
@@ -328,7 +332,7 @@ pub async fn get(ctx: &Ctx) -> ApiResult<Response> {
         }
         _ => Ok(json_response(
             StatusCode::OK,
-            render(&cur.object, cur.position.0),
+            crate::table::Renderer::new(ctx).single(&cur.object, cur.position.0)?,
         )),
     }
 }

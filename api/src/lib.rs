@@ -2,9 +2,10 @@
 //!
 //! Owns: routing of Kubernetes paths ([`request`]), the request corridor — identity from
 //! the TLS client certificate, decode, strategy ([`strategy`]), store — for every verb
-//! ([`handlers`], [`list`], [`watch`]), discovery ([`discovery`]), health, `/version`,
-//! Prometheus metrics ([`metrics`]), and the HTTPS listener ([`serve`]: rustls, HTTP/2 and
-//! HTTP/1.1 over ALPN, graceful shutdown).
+//! ([`handlers`], [`list`], [`watch`]), server-side printing — Tables and
+//! PartialObjectMetadata negotiated from `Accept` ([`table`]) — discovery ([`discovery`]),
+//! health, `/version`, Prometheus metrics ([`metrics`]), and the HTTPS listener
+//! ([`serve`]: rustls, HTTP/2 and HTTP/1.1 over ALPN, graceful shutdown).
 //!
 //! Start reading at [`handle`]: one function routes every request.
 //!
@@ -29,6 +30,7 @@ pub mod pod_actions;
 pub mod request;
 pub mod service_alloc;
 pub mod strategy;
+pub mod table;
 pub mod watch;
 
 use std::convert::Infallible;
@@ -95,6 +97,8 @@ pub struct Api {
     pub openapi: openapi::Cache,
     /// Where Service ClusterIPs and NodePorts come from.
     pub service_ranges: service_alloc::Ranges,
+    /// Every printer's Table `columnDefinitions`, rendered once.
+    pub columns: table::Columns,
     inflight: Arc<Semaphore>,
 }
 
@@ -117,6 +121,7 @@ impl Api {
             lines: watch::LineCache::default(),
             openapi: openapi::Cache::default(),
             service_ranges,
+            columns: table::Columns::default(),
             inflight: Arc::new(Semaphore::new(REQUESTS_INFLIGHT_MAX)),
         })
     }
@@ -149,6 +154,7 @@ impl Api {
                     groups: vec!["system:masters".into()],
                 },
                 headers: Default::default(),
+                output: table::Output::Object,
                 warnings: Default::default(),
             };
             let exists = self
@@ -202,6 +208,7 @@ impl Api {
                 groups: vec!["system:masters".into()],
             },
             headers: Default::default(),
+            output: table::Output::Object,
             warnings: Default::default(),
         })
     }
@@ -275,29 +282,6 @@ fn text(code: StatusCode, body: &'static str) -> Response {
         header::HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     r
-}
-
-/// Whether the client accepts JSON (406 otherwise).
-fn accepts_json(req: &Request<Body>) -> bool {
-    let Some(accept) = req
-        .headers()
-        .get(header::ACCEPT)
-        .and_then(|a| a.to_str().ok())
-    else {
-        return true;
-    };
-    if accept.trim().is_empty() {
-        return true;
-    }
-    accept.split(',').any(|part| {
-        let mt = part
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
-        matches!(mt.as_str(), "*/*" | "application/*" | "application/json")
-    })
 }
 
 /// Routes and serves one request.
@@ -390,17 +374,15 @@ async fn resource_request(
         Some(s) if info.action(s).is_some() => {}
         Some(_) => return ("unknown", Err(ApiError::no_route())),
     }
-    if !accepts_json(&req) {
-        return (
-            "unknown",
-            Err(ApiError::new(
-                406,
-                "NotAcceptable",
-                "only the following media types are accepted: application/json",
-            )),
-        );
-    }
     let query = Query::parse(req.uri().query());
+    let accept = req
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|a| a.to_str().ok());
+    let output = match table::negotiate(accept, &query) {
+        Ok(o) => o,
+        Err(e) => return ("unknown", Err(e)),
+    };
     let method = req.method().clone();
     let has_name = target.name.is_some();
     let watch = target.legacy_watch || query.flag("watch");
@@ -468,6 +450,7 @@ async fn resource_request(
         query,
         identity,
         headers: parts.headers,
+        output,
         warnings: Default::default(),
     };
     if verb == "watch" {

@@ -15,7 +15,7 @@ use serde_json::Value;
 use crate::Api;
 use crate::error::{ApiError, ApiResult, from_store};
 use crate::handlers::{Ctx, json_response, parse_rv};
-use crate::object::render_into;
+use crate::table::Renderer;
 
 /// How long a read asking for a resourceVersion newer than the log head waits for it before
 /// answering 504 ResourceVersionTooLarge (kube-apiserver's watch cache waits 3 s).
@@ -367,31 +367,11 @@ pub async fn collect_all(ctx: &Ctx, o: &ListOptions) -> ApiResult<(Vec<StoredObj
     }
 }
 
-fn list_head(ctx: &Ctx, rv: Position, token: Option<&str>, remaining: Option<u64>) -> Vec<u8> {
-    let mut meta = serde_json::Map::new();
-    meta.insert("resourceVersion".into(), Value::String(rv.to_string()));
-    if let Some(t) = token {
-        meta.insert("continue".into(), Value::String(t.to_string()));
-    }
-    if let Some(r) = remaining {
-        meta.insert("remainingItemCount".into(), Value::from(r));
-    }
-    let mut out = Vec::with_capacity(256);
-    out.extend_from_slice(
-        format!(
-            "{{\"kind\":\"{}\",\"apiVersion\":\"{}\",\"metadata\":{},\"items\":[",
-            ctx.info.list_kind(),
-            ctx.info.api_version(),
-            Value::Object(meta)
-        )
-        .as_bytes(),
-    );
-    out
-}
-
 pub async fn list(ctx: &Ctx) -> ApiResult<Response> {
     let o = ListOptions::parse(ctx)?;
     o.validate_list()?;
+    let r = Renderer::new(ctx);
+    r.check_list()?;
     if o.limit > 0 {
         let (items, position, token) = page(ctx, &o, o.limit).await?;
         let returned = o.returned_before + items.len() as u64;
@@ -410,22 +390,22 @@ pub async fn list(ctx: &Ctx) -> ApiResult<Response> {
             _ => None,
         };
         let token = token.map(|t| format!("{t}.{returned}"));
-        let mut out = list_head(ctx, position, token.as_deref(), remaining);
+        let mut out = r.list_head(&ctx.info, position, token.as_deref(), remaining);
         for (i, item) in items.iter().enumerate() {
             if i > 0 {
                 out.push(b',');
             }
-            render_into(&mut out, &item.object, item.position.0);
+            r.item(&mut out, &item.object, item.position.0);
         }
         out.extend_from_slice(b"]}");
         return Ok(json_response(StatusCode::OK, out));
     }
-    stream_all(ctx, o).await
+    stream_all(ctx, o, r).await
 }
 
 /// An unlimited list: the first page is read before answering (so errors are proper
 /// statuses), the rest streamed.
-async fn stream_all(ctx: &Ctx, o: ListOptions) -> ApiResult<Response> {
+async fn stream_all(ctx: &Ctx, o: ListOptions, r: Renderer) -> ApiResult<Response> {
     let resource = ctx.info.store_resource();
     let ns = o.namespace(ctx).map(str::to_string);
     let at = list_at(ctx, &o).await?;
@@ -434,14 +414,14 @@ async fn stream_all(ctx: &Ctx, o: ListOptions) -> ApiResult<Response> {
         .list(&resource, ns.as_deref(), at, STREAM_PAGE_ITEMS, None)
         .await
         .map_err(|e| map_list_error(e, false))?;
-    let mut head = list_head(ctx, first.position, None, None);
+    let mut head = r.list_head(&ctx.info, first.position, None, None);
     let mut any = false;
     for item in first.items.iter().filter(|i| o.matches_stored(&i.object)) {
         if any {
             head.push(b',');
         }
         any = true;
-        render_into(&mut head, &item.object, item.position.0);
+        r.item(&mut head, &item.object, item.position.0);
     }
     let Some(mut token) = first.continue_token else {
         head.extend_from_slice(b"]}");
@@ -478,7 +458,7 @@ async fn stream_all(ctx: &Ctx, o: ListOptions) -> ApiResult<Response> {
                     chunk.push(b',');
                 }
                 any = true;
-                render_into(&mut chunk, &item.object, item.position.0);
+                r.item(&mut chunk, &item.object, item.position.0);
             }
             let last = page.continue_token.is_none();
             if last {

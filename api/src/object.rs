@@ -71,6 +71,39 @@ pub fn render_into(out: &mut Vec<u8>, stored: &[u8], rv: u64) {
     }
 }
 
+/// The body of a stored object's `metadata` (the bytes between its braces), found by
+/// scanning rather than parsing; `None` when `stored` is not in the stored form.
+pub fn metadata_inner(stored: &[u8]) -> Option<&[u8]> {
+    let rest = stored.strip_prefix(STORED_PREFIX)?;
+    let mut depth = 1usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for (i, &c) in rest.iter().enumerate() {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if c == b'\\' {
+                escaped = true;
+            } else if c == b'"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match c {
+            b'"' => in_string = true,
+            b'{' | b'[' => depth += 1,
+            b'}' | b']' => {
+                depth -= 1;
+                if depth == 0 {
+                    return Some(&rest[..i]);
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
 pub fn render(stored: &[u8], rv: u64) -> Vec<u8> {
     let mut out = Vec::with_capacity(stored.len() + 32);
     render_into(&mut out, stored, rv);
@@ -130,6 +163,18 @@ mod tests {
         assert_eq!(out["metadata"]["resourceVersion"], "42");
         assert_eq!(out["metadata"]["name"], "a");
         assert_eq!(out["spec"]["x"], 1);
+    }
+
+    #[test]
+    fn the_metadata_of_a_stored_object_is_found_without_a_parse() {
+        let obj = json!({"kind": "Pod", "metadata": {"name": "a}\\\"{", "labels": {"x": "[}"}}, "spec": {"y": "}"}});
+        let stored = encode_stored(obj.as_object().unwrap());
+        let inner = metadata_inner(&stored).unwrap();
+        let meta: Value = serde_json::from_slice(&[b"{", inner, b"}"].concat()).unwrap();
+        assert_eq!(meta, obj["metadata"]);
+        let empty = encode_stored(json!({"kind": "Pod"}).as_object().unwrap());
+        assert_eq!(metadata_inner(&empty), Some(&b""[..]));
+        assert_eq!(metadata_inner(b"{\"kind\":1}"), None);
     }
 
     #[test]

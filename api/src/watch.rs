@@ -1,8 +1,11 @@
 //! WATCH: newline-delimited JSON events, one flushed chunk per event, from any retained
 //! resourceVersion. Selectors turn an object entering or leaving them into ADDED / DELETED,
 //! as kube's watch cache does. A position below retention answers HTTP 200 and one ERROR
-//! event carrying a 410 Expired Status (the only form kube-rs relists on).
+//! event carrying a 410 Expired Status (the only form kube-rs relists on). Under a Table or
+//! PartialObjectMetadata `Accept`, each event's object is a one-row Table (column
+//! definitions in the first event only) or a PartialObjectMetadata.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -18,6 +21,7 @@ use crate::error::{ApiError, ApiResult, from_store};
 use crate::handlers::{Ctx, parse_rv};
 use crate::list::{ListOptions, RvMatch, collect_all, wait_for};
 use crate::object::render_into;
+use crate::table::Renderer;
 
 /// Encoded events buffered between a watch's reader task and its socket. A slow client
 /// stalls only its own reader task; the hub cuts that off (FellBehind) and the task resumes
@@ -50,9 +54,13 @@ pub async fn watch(ctx: Ctx) -> ApiResult<Response> {
     };
     let mut shutdown = ctx.api.shutdown.clone();
     let metrics = ctx.api.metrics.clone();
+    let enc = Encoder {
+        r: Renderer::new(&ctx),
+        columns_sent: AtomicBool::new(false),
+    };
     tokio::spawn(async move {
         metrics.watch_started();
-        let run = run_watch(&ctx, &o, start, &tx);
+        let run = run_watch(&ctx, &o, &enc, start, &tx);
         tokio::select! {
             r = tokio::time::timeout(timeout, run) => {
                 if let Ok(Err(e)) = r {
@@ -101,6 +109,44 @@ fn event_line(kind: &str, stored: &[u8], rv: u64) -> Bytes {
     render_into(&mut line, stored, rv);
     line.extend_from_slice(b"}\n");
     Bytes::from(line)
+}
+
+/// Event lines in the watch's negotiated form. A Table watch sends `columnDefinitions` in
+/// its first event only, as kube-apiserver does (kubectl reuses them for later rows).
+struct Encoder {
+    r: Renderer,
+    columns_sent: AtomicBool,
+}
+
+impl Encoder {
+    fn columns_now(&self) -> bool {
+        !self.columns_sent.swap(true, Ordering::Relaxed)
+    }
+
+    fn line(&self, kind: &str, stored: &[u8], rv: u64) -> Bytes {
+        if self.r.is_object() {
+            return event_line(kind, stored, rv);
+        }
+        let mut line = Vec::with_capacity(stored.len() + 256);
+        line.extend_from_slice(b"{\"type\":\"");
+        line.extend_from_slice(kind.as_bytes());
+        line.extend_from_slice(b"\",\"object\":");
+        self.r
+            .event_object(&mut line, stored, rv, self.columns_now());
+        line.extend_from_slice(b"}\n");
+        Bytes::from(line)
+    }
+
+    fn bookmark(&self, ctx: &Ctx, p: Position, initial_end: bool) -> Bytes {
+        if self.r.is_object() {
+            return bookmark_line(ctx, p, initial_end);
+        }
+        let obj = self.r.bookmark_object(p, initial_end, self.columns_now());
+        let mut line =
+            serde_json::to_vec(&json!({"type": "BOOKMARK", "object": obj})).unwrap_or_default();
+        line.push(b'\n');
+        Bytes::from(line)
+    }
 }
 
 /// Rendered event lines shared by every watcher without selectors: with 1,000 watchers on
@@ -162,6 +208,7 @@ fn bookmark_line(ctx: &Ctx, p: Position, initial_end: bool) -> Bytes {
 async fn run_watch(
     ctx: &Ctx,
     o: &ListOptions,
+    enc: &Encoder,
     start: Start,
     tx: &mpsc::Sender<Bytes>,
 ) -> ApiResult<()> {
@@ -177,7 +224,7 @@ async fn run_watch(
             let (items, position) = collect_all(ctx, &list_opts).await?;
             for item in items {
                 if tx
-                    .send(event_line("ADDED", &item.object, item.position.0))
+                    .send(enc.line("ADDED", &item.object, item.position.0))
                     .await
                     .is_err()
                 {
@@ -185,7 +232,7 @@ async fn run_watch(
                 }
             }
             if o.send_initial_events == Some(true)
-                && tx.send(bookmark_line(ctx, position, true)).await.is_err()
+                && tx.send(enc.bookmark(ctx, position, true)).await.is_err()
             {
                 return Ok(());
             }
@@ -209,13 +256,13 @@ async fn run_watch(
         while let Some(next) = item.take() {
             match next {
                 Ok(WatchItem::Event(e)) => {
-                    if let Some(line) = render_event(ctx, o, &e).await? {
+                    if let Some(line) = render_event(ctx, o, enc, &e).await? {
                         chunk.extend_from_slice(&line);
                     }
                 }
                 Ok(WatchItem::Bookmark(p)) => {
                     if o.allow_bookmarks {
-                        chunk.extend_from_slice(&bookmark_line(ctx, p, false));
+                        chunk.extend_from_slice(&enc.bookmark(ctx, p, false));
                     }
                 }
                 Err(logbook_store::Error::FellBehind { last_delivered }) => {
@@ -252,20 +299,28 @@ async fn run_watch(
 
 /// The line for one event, or `None` when the selectors hide it. An object that stops
 /// matching is DELETED (carrying its previous state), one that starts matching is ADDED.
-async fn render_event(ctx: &Ctx, o: &ListOptions, e: &Event) -> ApiResult<Option<Bytes>> {
+async fn render_event(
+    ctx: &Ctx,
+    o: &ListOptions,
+    enc: &Encoder,
+    e: &Event,
+) -> ApiResult<Option<Bytes>> {
     let kind = match e.kind {
         EventType::Added => "ADDED",
         EventType::Modified => "MODIFIED",
         EventType::Deleted => "DELETED",
     };
     if !o.filters() {
-        return Ok(Some(ctx.api.lines.line(e, kind)));
+        if enc.r.is_object() {
+            return Ok(Some(ctx.api.lines.line(e, kind)));
+        }
+        return Ok(Some(enc.line(kind, &e.object, e.position.0)));
     }
     let now: Option<Value> = serde_json::from_slice(&e.object).ok();
     let now_matches = now.as_ref().is_some_and(|v| o.matches_value(v));
     match e.kind {
         EventType::Added | EventType::Deleted => {
-            Ok(now_matches.then(|| event_line(kind, &e.object, e.position.0)))
+            Ok(now_matches.then(|| enc.line(kind, &e.object, e.position.0)))
         }
         EventType::Modified => {
             let before = match e.prev_position {
@@ -274,9 +329,9 @@ async fn render_event(ctx: &Ctx, o: &ListOptions, e: &Event) -> ApiResult<Option
             };
             let before_matches = before.as_ref().is_some_and(|b| o.matches_stored(&b.object));
             Ok(match (before_matches, now_matches) {
-                (true, true) => Some(event_line("MODIFIED", &e.object, e.position.0)),
-                (false, true) => Some(event_line("ADDED", &e.object, e.position.0)),
-                (true, false) => before.map(|b| event_line("DELETED", &b.object, e.position.0)),
+                (true, true) => Some(enc.line("MODIFIED", &e.object, e.position.0)),
+                (false, true) => Some(enc.line("ADDED", &e.object, e.position.0)),
+                (true, false) => before.map(|b| enc.line("DELETED", &b.object, e.position.0)),
                 (false, false) => None,
             })
         }

@@ -5,6 +5,7 @@
 //! 1. 100,000 pod creates with 64 concurrent clients: creates/s;
 //! 2. LIST those pods whole (consistent read) and in 500-item pages;
 //! 3. the server's RSS with the 100,000 pods stored and listed;
+//!    then a Table LIST (what `kubectl get pods` asks for) of 10,000 pods;
 //! 4. create latency at half the phase-1 rate (paced on 64 connections);
 //! 5. GET latency at 1,000 requests/s;
 //! 6. 1,000 concurrent pod watches while 1,000 pods/s are written: delivery lag.
@@ -38,6 +39,10 @@ pub const BENCH_API_LIST_PODS_COUNT: (usize, usize) = (100_000, 20_000);
 pub const BENCH_API_PAGE_ITEMS: usize = 500;
 /// Full consistent lists timed.
 pub const BENCH_API_LIST_RUNS_COUNT: usize = 3;
+/// Pods in the namespace whose Table LIST is timed.
+pub const BENCH_API_TABLE_PODS_COUNT: usize = 10_000;
+/// The `Accept` header kubectl sends for `kubectl get`.
+const KUBECTL_TABLE_ACCEPT: &str = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json";
 /// Concurrent watches of the fan-out phase (`--quick`: the second value).
 pub const BENCH_API_WATCHES_COUNT: (usize, usize) = (1_000, 200);
 /// Write rate during the watch phase, pods per second.
@@ -313,6 +318,7 @@ pub async fn run(args: BenchApiArgs) -> Result<()> {
     ensure_namespace(&c, "bench").await?;
     ensure_namespace(&c, "watch").await?;
     ensure_namespace(&c, "list").await?;
+    ensure_namespace(&c, "table").await?;
 
     eprintln!("phase 1: {list_pods} pod creates with {BENCH_API_WRITERS_COUNT} concurrent clients");
     let (n, elapsed, lats) = create_storm(
@@ -383,6 +389,40 @@ pub async fn run(args: BenchApiArgs) -> Result<()> {
         rss / 1024,
         hwm / 1024
     );
+
+    eprintln!("phase 3b: Table LIST of {BENCH_API_TABLE_PODS_COUNT} pods (kubectl get pods)");
+    create_storm(
+        &c,
+        "table",
+        "row",
+        BENCH_API_WRITERS_COUNT,
+        None,
+        Some(BENCH_API_TABLE_PODS_COUNT),
+    )
+    .await?;
+    let mut table_ms = Vec::new();
+    let mut table_rows = 0;
+    for run in 0..BENCH_API_LIST_RUNS_COUNT {
+        let started = Instant::now();
+        let text = c
+            .request_text(
+                http::Request::get("/api/v1/namespaces/table/pods")
+                    .header("accept", KUBECTL_TABLE_ACCEPT)
+                    .body(Vec::new())?,
+            )
+            .await?;
+        let took = started.elapsed();
+        let v: Value = serde_json::from_str(&text)?;
+        table_rows = v["rows"].as_array().map_or(0, Vec::len);
+        eprintln!(
+            "  table list {run}: {table_rows} rows, {} bytes, {:.0} ms",
+            text.len(),
+            took.as_secs_f64() * 1e3
+        );
+        table_ms.push(took.as_secs_f64() * 1e3);
+    }
+    table_ms.sort_by(f64::total_cmp);
+    let median_table = table_ms.get(table_ms.len() / 2).copied().unwrap_or(0.0);
 
     let half = (creates_per_sec / 2.0).max(1.0) as u64;
     eprintln!(
@@ -511,6 +551,8 @@ pub async fn run(args: BenchApiArgs) -> Result<()> {
         "full_list_ms": full_ms,
         "page_500_latency": lat_json(&page_lat),
         "paged_walk_ms": walk_ms,
+        "table_list_rows": table_rows,
+        "table_list_ms": table_ms,
         "server_rss_mib": rss as f64 / 1024.0,
         "server_peak_rss_mib": hwm as f64 / 1024.0,
         "watches": watches,
@@ -533,6 +575,7 @@ pub async fn run(args: BenchApiArgs) -> Result<()> {
 | GET p99 at 1,000/s | {:.2} ms (p50 {:.2}) | < 5 ms | {} |\n\
 | LIST {full_count} pods, consistent, full (median of {}) | {median_full:.0} ms | < 1,500 ms | {} |\n\
 | LIST 500-item page p99 ({} pages) | {:.1} ms (max {:.1}) | < 50 ms | {} |\n\
+| Table LIST {table_rows} pods (kubectl get pods, median of {}) | {median_table:.0} ms | < 300 ms | {} |\n\
 | server RSS with {full_count} pods | {} MiB (peak {} MiB) | < 1,024 MiB | {} |\n\
 | watch delivery lag p99, {watches} watches, 1,000 pods/s | {:.1} ms (p50 {:.1}, max {:.1}); {delivered}/{} delivered | < 100 ms | {} |\n",
         check(creates_per_sec >= 5000.0),
@@ -548,6 +591,8 @@ pub async fn run(args: BenchApiArgs) -> Result<()> {
         page_lat.p99_ms,
         page_lat.max_ms,
         check(page_lat.p99_ms < 50.0),
+        BENCH_API_LIST_RUNS_COUNT,
+        check(median_table < 300.0 && table_rows == BENCH_API_TABLE_PODS_COUNT),
         rss / 1024,
         hwm / 1024,
         check(rss < 1024 * 1024),

@@ -18,6 +18,8 @@
 //!   fields), with kube-apiserver's field paths and messages; [`quantity`] parses the
 //!   resource quantities it compares.
 //! - [`patch`] — strategic merge patch for the built-in types (merge keys as data).
+//! - [`printers`] — the Table columns `kubectl get` shows per kind (kube-apiserver's
+//!   printers as data) and pure functions from an object and "now" to a row's cells.
 //! - [`proto`] — decoding Kubernetes protobuf request bodies (kubectl ≥ 1.32 sends its
 //!   typed commands that way) into the JSON kube-apiserver would have decoded, driven by a
 //!   table generated from k8s-pb and k8s-openapi (`scripts/gen-proto-schema.py`).
@@ -34,6 +36,7 @@
 pub mod defaults;
 pub mod openapi;
 pub mod patch;
+pub mod printers;
 pub mod proto;
 pub mod quantity;
 pub mod registry;

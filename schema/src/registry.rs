@@ -903,7 +903,7 @@ mod tests {
             (
                 "networking.k8s.io",
                 "v1",
-                &["ingressclasses", "ingresses", "networkpolicies"],
+                &["ingressclasses", "ingresses", "ipaddresses", "networkpolicies", "servicecidrs"],
             ),
             ("policy", "v1", &["poddisruptionbudgets"]),
             (
