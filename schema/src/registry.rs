@@ -903,7 +903,13 @@ mod tests {
             (
                 "networking.k8s.io",
                 "v1",
-                &["ingressclasses", "ingresses", "ipaddresses", "networkpolicies", "servicecidrs"],
+                &[
+                    "ingressclasses",
+                    "ingresses",
+                    "ipaddresses",
+                    "networkpolicies",
+                    "servicecidrs",
+                ],
             ),
             ("policy", "v1", &["poddisruptionbudgets"]),
             (

@@ -191,6 +191,33 @@ fn the_whole_kubectl_workflow_works(k: &Kubectl, dir: &std::path::Path) -> Resul
         d["metadata"]["labels"]
     );
 
+    // Table output: kube-apiserver's columns, in every kubectl.
+    let table = k.run(&["get", "deployment", "web"])?;
+    let header: Vec<&str> = table
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        header,
+        ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"],
+        "{l}: {table}"
+    );
+    let row: Vec<&str> = table
+        .lines()
+        .nth(1)
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(&row[..2], ["web", "0/2"], "{l}: {table}");
+    let wide = k.run(&["get", "deployment", "web", "-o", "wide"])?;
+    assert!(
+        wide.lines().next().unwrap_or_default().contains("IMAGES"),
+        "{l}: {wide}"
+    );
+    assert!(wide.contains("nginx:1.26"), "{l}: {wide}");
+
     // get -o yaml.
     let yaml = k.run(&["get", "deployment", "web", "-o", "yaml"])?;
     assert!(
