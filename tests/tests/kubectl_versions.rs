@@ -367,6 +367,54 @@ fn the_whole_kubectl_workflow_works(k: &Kubectl, dir: &std::path::Path) -> Resul
     let err = k.fails(&["get", "configmap", "typo"])?;
     assert!(err.contains("NotFound"), "{l}: nothing was written: {err}");
 
+    // get -w --output-watch-events: a row per change, as it happens.
+    let mut child = std::process::Command::new(&k.bin)
+        .arg("--kubeconfig")
+        .arg(k.s.kubeconfig())
+        .args([
+            "-n",
+            &k.ns,
+            "get",
+            "configmaps",
+            "-w",
+            "--output-watch-events",
+        ])
+        .env("HOME", k.s.data_dir.join("kubectl-home"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    k.run(&["create", "configmap", "watched", "--from-literal=a=1"])?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut seen = Vec::new();
+    while std::time::Instant::now() < deadline
+        && !seen
+            .iter()
+            .any(|l: &String| l.starts_with("ADDED") && l.contains("watched"))
+    {
+        if let Ok(l) = rx.recv_timeout(std::time::Duration::from_millis(200)) {
+            seen.push(l);
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        seen.iter()
+            .any(|l| l.starts_with("ADDED") && l.contains("watched")),
+        "{l}: get -w showed no ADDED row for the new configmap: {seen:?}"
+    );
+
     // delete --wait.
     let out = k.run(&["delete", "deployment", "web", "--wait=true"])?;
     assert!(out.contains("deleted"), "{l}: {out}");
