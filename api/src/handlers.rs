@@ -685,14 +685,16 @@ fn scale_of(ctx: &Ctx, obj: &Map<String, Value>) -> ApiResult<Value> {
     };
     let v = Value::Object(obj.clone());
     let spec_replicas = v
-        .pointer(scale.spec_replicas)
+        .pointer(&scale.spec_replicas)
         .and_then(Value::as_i64)
         .unwrap_or(1);
     let status_replicas = v
-        .pointer(scale.status_replicas)
+        .pointer(&scale.status_replicas)
         .and_then(Value::as_i64)
         .unwrap_or(0);
-    let selector = match v.pointer(scale.label_selector) {
+    let no_selector = scale.label_selector.is_empty();
+    let selector = match v.pointer(&scale.label_selector).filter(|_| !no_selector) {
+        Some(Value::String(sel)) => sel.clone(),
         Some(sel @ Value::Object(m))
             if m.contains_key("matchLabels") || m.contains_key("matchExpressions") =>
         {
@@ -929,6 +931,24 @@ pub async fn delete_one(ctx: &Ctx, name: &str, opts: &DeleteOptions) -> ApiResul
             ));
         }
         let mut obj = decode_stored(&cur.object, cur.position.0)?;
+        if let Some(f) = ctx.info.delete_finalizer
+            && obj
+                .get("metadata")
+                .and_then(|m| m.get("deletionTimestamp"))
+                .is_none()
+        {
+            // This kind cleans up before it goes (a CRD's objects): hold it with its
+            // finalizer, as kube-apiserver does on delete.
+            let meta = meta_mut(&mut obj);
+            let list = meta
+                .entry("finalizers")
+                .or_insert_with(|| Value::Array(Vec::new()));
+            if let Some(a) = list.as_array_mut()
+                && !a.iter().any(|x| x.as_str() == Some(f))
+            {
+                a.push(Value::String(f.to_string()));
+            }
+        }
         let verb = format!(
             "delete;propagationPolicy={}",
             opts.propagation.as_deref().unwrap_or("Background")

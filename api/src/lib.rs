@@ -18,6 +18,7 @@
 //! - A request body is read under [`REQUEST_BODY_BYTES_MAX`]; a malformed body is refused
 //!   before anything is appended.
 
+pub mod crd;
 pub mod discovery;
 pub mod error;
 pub mod handlers;
@@ -82,10 +83,39 @@ impl Identity {
 }
 
 /// The API server's shared state.
+/// The registry behind a lock, swapped whole: CustomResourceDefinitions add and remove
+/// resources while requests hold the snapshot they started with.
+pub struct RegistryHandle(std::sync::RwLock<Arc<Registry>>);
+
+impl RegistryHandle {
+    pub fn new(r: Registry) -> Self {
+        RegistryHandle(std::sync::RwLock::new(Arc::new(r)))
+    }
+
+    /// The current registry.
+    pub fn load(&self) -> Arc<Registry> {
+        match self.0.read() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// Changes the registry: a copy is changed and swapped in.
+    pub fn update(&self, f: impl FnOnce(&mut Registry)) {
+        let mut g = match self.0.write() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        let mut next = (**g).clone();
+        f(&mut next);
+        *g = Arc::new(next);
+    }
+}
+
 pub struct Api {
     pub log: EventLog,
     pub hub: WatchHub,
-    pub registry: Arc<Registry>,
+    pub registry: RegistryHandle,
     pub metrics: Metrics,
     /// Flips to true on shutdown: watch streams end.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
@@ -114,7 +144,7 @@ impl Api {
         Arc::new(Api {
             log,
             hub,
-            registry: Arc::new(registry),
+            registry: RegistryHandle::new(registry),
             metrics: Metrics::default(),
             shutdown,
             server_address,
@@ -132,7 +162,7 @@ impl Api {
     /// # Errors
     /// A store failure.
     pub async fn bootstrap(self: &Arc<Self>) -> Result<(), ApiError> {
-        let Some(info) = self.registry.get("", "v1", "namespaces").cloned() else {
+        let Some(info) = self.registry.load().get("", "v1", "namespaces").cloned() else {
             return Err(ApiError::internal("the registry has no namespaces"));
         };
         for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
@@ -179,7 +209,7 @@ impl Api {
     }
 
     /// A request context for bootstrapping `resource` in `namespace` as `system:logbook`.
-    fn system_ctx(
+    pub(crate) fn system_ctx(
         self: &Arc<Self>,
         group: &str,
         plural: &str,
@@ -187,6 +217,7 @@ impl Api {
     ) -> Result<Ctx, ApiError> {
         let info = self
             .registry
+            .load()
             .get(group, "v1", plural)
             .cloned()
             .ok_or_else(|| ApiError::internal(format!("the registry has no {plural}")))?;
@@ -290,7 +321,7 @@ pub async fn handle(api: Arc<Api>, identity: Identity, req: Request<Body>) -> Re
     let path = req.uri().path().to_string();
     let route = parse_path(&path);
     let Some(route) = route else {
-        if let Some(r) = openapi::route(&api.openapi, &api.registry, req.headers(), &path) {
+        if let Some(r) = openapi::route(&api.openapi, &api.registry.load(), req.headers(), &path) {
             return r;
         }
         return match path.as_str() {
@@ -314,7 +345,7 @@ pub async fn handle(api: Arc<Api>, identity: Identity, req: Request<Body>) -> Re
         )
         .into_response();
     }
-    let reg = api.registry.clone();
+    let reg = api.registry.load();
     match route {
         Route::CoreVersions => discovery::core_versions(&reg, req.headers(), &api.server_address),
         Route::Groups => discovery::groups(&reg, req.headers()),
@@ -359,6 +390,7 @@ async fn resource_request(
 ) -> (&'static str, Result<Response, ApiError>) {
     let Some(info) = api
         .registry
+        .load()
         .get(&target.group, &target.version, &target.plural)
         .cloned()
     else {

@@ -85,12 +85,13 @@ fn fingerprint<'a>(resources: impl IntoIterator<Item = &'a Arc<ResourceInfo>>) -
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for r in resources {
         let line = format!(
-            "{}/{}/{}/{}|{}|",
+            "{}/{}/{}/{}|{}|{}|",
             r.group,
             r.version,
             r.plural,
             r.kind,
-            r.verbs.join(",")
+            r.verbs.join(","),
+            r.custom.as_ref().map_or(0, |c| c.crd_revision)
         );
         for b in line.bytes() {
             h ^= u64::from(b);
@@ -301,8 +302,17 @@ fn resource_paths(form: Form, r: &ResourceInfo, paths: &mut Map<String, Value>) 
     } else {
         format!("{base}/{}", r.plural)
     };
-    let def = defs::definition_name(&r.group, &r.version, &r.kind).map(str::to_string);
-    let list_def = defs::definition_name(&r.group, &r.version, &r.list_kind()).map(str::to_string);
+    let (def, list_def) = if r.custom.is_some() {
+        (
+            Some(custom_name(r, &r.kind)),
+            Some(custom_name(r, &r.list_kind())),
+        )
+    } else {
+        (
+            defs::definition_name(&r.group, &r.version, &r.kind).map(str::to_string),
+            defs::definition_name(&r.group, &r.version, &r.list_kind()).map(str::to_string),
+        )
+    };
     let status = "io.k8s.apimachinery.pkg.apis.meta.v1.Status".to_string();
     let has = |verb: &str| r.verbs.iter().any(|v| v == verb);
     let kind = &r.kind;
@@ -466,6 +476,10 @@ fn resource_paths(form: Form, r: &ResourceInfo, paths: &mut Map<String, Value>) 
 /// meta types, and everything those refer to.
 fn needed_definitions(resources: &[&Arc<ResourceInfo>]) -> BTreeSet<String> {
     let mut roots: Vec<&str> = META_DEFINITIONS.to_vec();
+    if resources.iter().any(|r| r.custom.is_some()) {
+        roots.push("io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta");
+        roots.push("io.k8s.apimachinery.pkg.apis.meta.v1.ListMeta");
+    }
     let mut lists = Vec::new();
     for r in resources {
         if let Some(d) = defs::definition_name(&r.group, &r.version, &r.kind) {
@@ -480,6 +494,56 @@ fn needed_definitions(resources: &[&Arc<ResourceInfo>]) -> BTreeSet<String> {
         roots.extend(defs::definition_name(&r.group, &r.version, list));
     }
     defs::closure(roots)
+}
+
+/// The definition name kube-apiserver gives a custom kind: the group reversed, the version,
+/// the kind (`com.example.stable.v1.CronTab`).
+fn custom_name(r: &ResourceInfo, kind: &str) -> String {
+    let mut parts: Vec<&str> = r.group.split('.').collect();
+    parts.reverse();
+    format!("{}.{}.{kind}", parts.join("."), r.version)
+}
+
+/// The definitions of a custom resource (its kind and list kind) from its CRD schema, in
+/// v2 form (references into `#/definitions`).
+fn custom_definitions(r: &ResourceInfo) -> Vec<(String, Value)> {
+    let Some(c) = &r.custom else {
+        return Vec::new();
+    };
+    let meta = "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta";
+    let list_meta = "io.k8s.apimachinery.pkg.apis.meta.v1.ListMeta";
+    let mut schema = c
+        .schema
+        .clone()
+        .unwrap_or_else(|| json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true}));
+    if let Some(m) = schema.as_object_mut() {
+        let props = m.entry("properties").or_insert_with(|| json!({}));
+        if let Some(p) = props.as_object_mut() {
+            p.insert("apiVersion".into(), json!({"type": "string", "description": "APIVersion defines the versioned schema of this representation of an object. Servers should convert recognized schemas to the latest internal value, and may reject unrecognized values. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#resources"}));
+            p.insert("kind".into(), json!({"type": "string", "description": "Kind is a string value representing the REST resource this object represents. Servers may infer this from the endpoint the client submits requests to. Cannot be updated. In CamelCase. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#types-kinds"}));
+            p.insert("metadata".into(), json!({"$ref": format!("#/definitions/{meta}"), "description": "Standard object's metadata. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#metadata"}));
+        }
+        m.insert(
+            "x-kubernetes-group-version-kind".into(),
+            json!([{"group": r.group, "version": r.version, "kind": r.kind}]),
+        );
+    }
+    let list = json!({
+        "description": format!("{} is a list of {}", r.list_kind(), r.kind),
+        "type": "object",
+        "required": ["items"],
+        "properties": {
+            "apiVersion": {"type": "string"},
+            "kind": {"type": "string"},
+            "items": {"type": "array", "items": {"$ref": format!("#/definitions/{}", custom_name(r, &r.kind))}},
+            "metadata": {"$ref": format!("#/definitions/{list_meta}")},
+        },
+        "x-kubernetes-group-version-kind": [{"group": r.group, "version": r.version, "kind": r.list_kind()}],
+    });
+    vec![
+        (custom_name(r, &r.kind), schema),
+        (custom_name(r, &r.list_kind()), list),
+    ]
 }
 
 /// A v2 definition in v3 form: references point into `components/schemas`, and a
@@ -531,10 +595,15 @@ pub fn group_version_document(reg: &Registry, group: &str, version: &str) -> Opt
     for r in &resources {
         resource_paths(Form::V3, r, &mut paths);
     }
-    let schemas: Map<String, Value> = needed_definitions(&resources)
+    let mut schemas: Map<String, Value> = needed_definitions(&resources)
         .into_iter()
         .filter_map(|n| defs::definitions().get(&n).map(|d| (n, to_v3(d))))
         .collect();
+    for r in &resources {
+        for (name, d) in custom_definitions(r) {
+            schemas.insert(name, to_v3(&d));
+        }
+    }
     Some(json!({
         "openapi": "3.0.0",
         "info": info(),
@@ -551,10 +620,15 @@ pub fn v2_document(reg: &Registry) -> Value {
     for r in &resources {
         resource_paths(Form::V2, r, &mut paths);
     }
-    let definitions: Map<String, Value> = needed_definitions(&resources)
+    let mut definitions: Map<String, Value> = needed_definitions(&resources)
         .into_iter()
         .filter_map(|n| defs::definitions().get(&n).map(|d| (n, d.clone())))
         .collect();
+    for r in &resources {
+        for (name, d) in custom_definitions(r) {
+            definitions.insert(name, d);
+        }
+    }
     json!({
         "swagger": "2.0",
         "info": info(),

@@ -216,6 +216,7 @@ async fn take_disruption(
     let Some(info) = ctx
         .api
         .registry
+        .load()
         .get("policy", "v1", "poddisruptionbudgets")
         .cloned()
     else {

@@ -145,6 +145,7 @@ fn ip_ctx(ctx: &Ctx) -> ApiResult<Ctx> {
     let info = ctx
         .api
         .registry
+        .load()
         .get("networking.k8s.io", "v1", "ipaddresses")
         .cloned()
         .ok_or_else(|| {

@@ -10,6 +10,7 @@
 //! streamed. Column definitions are rendered once per printer at startup ([`Columns`]).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -215,6 +216,8 @@ pub struct Renderer {
     pub output: Output,
     printer: &'static Printer,
     columns: Bytes,
+    /// A custom resource's `additionalPrinterColumns`, when it declares any.
+    custom_columns: Option<Arc<Vec<Value>>>,
     now: i64,
 }
 
@@ -225,14 +228,23 @@ impl Renderer {
 
     pub fn for_output(output: Output, info: &ResourceInfo, columns: &Columns) -> Renderer {
         let printer = printers::printer_for(&info.group, &info.kind, info.check.is_none());
-        let columns = match output {
-            Output::Table { .. } => columns.get(printer),
+        let custom_columns = info
+            .custom
+            .as_ref()
+            .filter(|c| !c.printer_columns.is_empty())
+            .map(|c| Arc::new(c.printer_columns.clone()));
+        let columns = match (output, &custom_columns) {
+            (Output::Table { .. }, Some(cols)) => {
+                Bytes::from(ordered_columns(&printers::custom_column_definitions(cols)))
+            }
+            (Output::Table { .. }, None) => columns.get(printer),
             _ => Bytes::new(),
         };
         Renderer {
             output,
             printer,
             columns,
+            custom_columns,
             now: unix_now(),
         }
     }
@@ -404,7 +416,13 @@ impl Renderer {
         now: i64,
     ) {
         let obj: Value = serde_json::from_slice(stored).unwrap_or(Value::Null);
-        let row = (self.printer.row)(&obj, now);
+        let row = match &self.custom_columns {
+            Some(cols) => printers::Row {
+                cells: printers::custom_row(cols, &obj, now),
+                completed: None,
+            },
+            None => (self.printer.row)(&obj, now),
+        };
         out.extend_from_slice(b"{\"cells\":");
         // Serializing Values into a Vec cannot fail.
         let _ = serde_json::to_writer(&mut *out, &row.cells);

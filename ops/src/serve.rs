@@ -69,6 +69,9 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     api.bootstrap()
         .await
         .map_err(|e| anyhow::anyhow!("bootstrapping namespaces: {e}"))?;
+    logbook_api::crd::start(Arc::clone(&api))
+        .await
+        .map_err(|e| anyhow::anyhow!("registering the stored CustomResourceDefinitions: {e}"))?;
     let host = if advertised.contains(':') {
         format!("[{advertised}]")
     } else {

@@ -6,6 +6,7 @@
 //! categories, subresources, create-on-update) follow kube-apiserver 1.33; group and version
 //! order follow its discovery priorities.
 
+use std::borrow::Cow;
 use std::cmp::Ordering;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -29,23 +30,24 @@ pub const STANDARD_VERBS: [&str; 8] = [
 
 /// Where a scalable kind keeps the numbers the `/scale` subresource reads and writes, as
 /// JSON pointers into the object.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ScaleInfo {
     /// Desired replicas, e.g. `/spec/replicas`.
-    pub spec_replicas: &'static str,
+    pub spec_replicas: Cow<'static, str>,
     /// Observed replicas, e.g. `/status/replicas`.
-    pub status_replicas: &'static str,
+    pub status_replicas: Cow<'static, str>,
     /// The pod selector, e.g. `/spec/selector`: a `metav1.LabelSelector` for apps kinds, a
     /// plain label map for replicationcontrollers (see
-    /// [`LabelSelector::from_scale_selector`](crate::selector::LabelSelector::from_scale_selector)).
-    pub label_selector: &'static str,
+    /// [`LabelSelector::from_scale_selector`](crate::selector::LabelSelector::from_scale_selector)),
+    /// or a selector string for custom resources (`labelSelectorPath`); empty when none.
+    pub label_selector: Cow<'static, str>,
 }
 
 /// The pointers shared by every built-in scalable kind.
 const SPEC_STATUS_SCALE: ScaleInfo = ScaleInfo {
-    spec_replicas: "/spec/replicas",
-    status_replicas: "/status/replicas",
-    label_selector: "/spec/selector",
+    spec_replicas: Cow::Borrowed("/spec/replicas"),
+    status_replicas: Cow::Borrowed("/status/replicas"),
+    label_selector: Cow::Borrowed("/spec/selector"),
 };
 
 /// How `metadata.name` is validated (see [`crate::validate::validate_name`]).
@@ -100,6 +102,28 @@ pub struct ResourceInfo {
     /// Subresources that are actions served by resource-specific code (a pod's binding,
     /// eviction, log, exec …), beyond status and scale.
     pub actions: Vec<ActionSubresource>,
+    /// A finalizer a delete adds before anything else, so that a cleanup runs first
+    /// (a CustomResourceDefinition's objects are removed before it).
+    pub delete_finalizer: Option<&'static str>,
+    /// For a custom resource: what its CustomResourceDefinition says about this version.
+    pub custom: Option<Arc<CustomInfo>>,
+}
+
+/// What a CustomResourceDefinition declares for one served version of its resource.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CustomInfo {
+    /// The CRD's name (`<plural>.<group>`).
+    pub crd_name: String,
+    /// The CRD's resourceVersion this was built from (documents are rebuilt when it moves).
+    pub crd_revision: u64,
+    /// `versions[i].schema.openAPIV3Schema`, if any.
+    pub schema: Option<Value>,
+    /// `versions[i].additionalPrinterColumns`.
+    pub printer_columns: Vec<Value>,
+    /// Whether this version is the storage version.
+    pub storage: bool,
+    /// The CRD is being deleted (its objects are being removed).
+    pub terminating: bool,
 }
 
 /// A subresource served by resource-specific code: its name, the kind it takes or answers,
@@ -111,6 +135,113 @@ pub struct ActionSubresource {
     pub version: &'static str,
     pub kind: &'static str,
     pub verbs: &'static [&'static str],
+}
+
+/// The finalizer under which a deleted CRD's objects are removed before the CRD.
+pub const CRD_CLEANUP_FINALIZER: &str = "customresourcecleanup.apiextensions.k8s.io";
+
+/// The resources a CustomResourceDefinition serves, one per served version, or why it
+/// cannot be served. `revision` is the CRD's resourceVersion.
+///
+/// # Errors
+/// A message when the CRD lacks its group, names, scope or versions.
+pub fn resources_of_crd(crd: &Value, revision: u64) -> Result<Vec<ResourceInfo>, String> {
+    let spec = crd.get("spec").ok_or("the CRD has no spec")?;
+    let s = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+    let group = s(spec, "group");
+    let names = spec.get("names").ok_or("the CRD has no spec.names")?;
+    let (plural, kind) = (s(names, "plural"), s(names, "kind"));
+    if group.is_empty() || plural.is_empty() || kind.is_empty() {
+        return Err("the CRD needs spec.group, spec.names.plural and spec.names.kind".into());
+    }
+    let singular = match s(names, "singular") {
+        x if x.is_empty() => kind.to_ascii_lowercase(),
+        x => x,
+    };
+    let namespaced = match s(spec, "scope").as_str() {
+        "Namespaced" => true,
+        "Cluster" => false,
+        other => return Err(format!("unsupported scope {other:?}")),
+    };
+    let strings = |v: Option<&Value>| -> Vec<String> {
+        v.and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let crd_name = crd
+        .get("metadata")
+        .map(|m| s(m, "name"))
+        .unwrap_or_default();
+    let mut out = Vec::new();
+    for v in spec
+        .get("versions")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        if v.get("served").and_then(Value::as_bool) != Some(true) {
+            continue;
+        }
+        let version = s(v, "name");
+        let mut info = ResourceInfo::new(&group, &version, &kind, &plural, namespaced);
+        info.singular = singular.clone();
+        info.short_names = strings(names.get("shortNames"));
+        info.categories = strings(names.get("categories"));
+        info.has_spec_generation = true;
+        let subs = v.get("subresources");
+        info.status_subresource = subs.and_then(|x| x.get("status")).is_some();
+        if let Some(scale) = subs.and_then(|x| x.get("scale")) {
+            // `.spec.replicas` → `/spec/replicas`.
+            let pointer = |k: &str| -> Cow<'static, str> {
+                let path = s(scale, k);
+                Cow::Owned(if path.is_empty() {
+                    path
+                } else {
+                    path.replace('.', "/")
+                })
+            };
+            info.scale = Some(ScaleInfo {
+                spec_replicas: pointer("specReplicasPath"),
+                status_replicas: pointer("statusReplicasPath"),
+                label_selector: pointer("labelSelectorPath"),
+            });
+        }
+        info.field_selectors = v
+            .get("selectableFields")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|f| f.get("jsonPath").and_then(Value::as_str))
+                    .map(|p| p.trim_start_matches('.').to_string())
+                    .collect()
+            })
+            .unwrap_or_default();
+        info.custom = Some(Arc::new(CustomInfo {
+            crd_name: crd_name.clone(),
+            crd_revision: revision,
+            schema: v
+                .get("schema")
+                .and_then(|x| x.get("openAPIV3Schema"))
+                .cloned(),
+            printer_columns: v
+                .get("additionalPrinterColumns")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default(),
+            storage: v.get("storage").and_then(Value::as_bool) == Some(true),
+            terminating: false,
+        }));
+        out.push(info);
+    }
+    if out.is_empty() {
+        return Err("the CRD serves no version".into());
+    }
+    Ok(out)
 }
 
 /// The action subresources of pods, as kube-apiserver 1.33 lists them.
@@ -181,6 +312,8 @@ impl ResourceInfo {
             check: None,
             has_spec_generation: false,
             actions: Vec::new(),
+            delete_finalizer: None,
+            custom: None,
         }
     }
 
@@ -607,6 +740,17 @@ impl Registry {
                 .spec(),
         );
 
+        r.add({
+            let mut crd = typed::<
+                k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+            >()
+            .short(&["crd", "crds"])
+            .status()
+            .spec();
+            crd.categories = vec!["api-extensions".to_string()];
+            crd.delete_finalizer = Some(CRD_CLEANUP_FINALIZER);
+            crd
+        });
         r.add(
             typed::<api::policy::v1::PodDisruptionBudget>()
                 .short(&["pdb"])
@@ -969,6 +1113,7 @@ mod tests {
             ("policy", vec!["v1"]),
             ("rbac.authorization.k8s.io", vec!["v1"]),
             ("storage.k8s.io", vec!["v1"]),
+            ("apiextensions.k8s.io", vec!["v1"]),
             ("scheduling.k8s.io", vec!["v1"]),
             ("coordination.k8s.io", vec!["v1"]),
             ("node.k8s.io", vec!["v1"]),
@@ -1011,9 +1156,9 @@ mod tests {
         assert_eq!(
             deployments.scale,
             Some(ScaleInfo {
-                spec_replicas: "/spec/replicas",
-                status_replicas: "/status/replicas",
-                label_selector: "/spec/selector",
+                spec_replicas: "/spec/replicas".into(),
+                status_replicas: "/status/replicas".into(),
+                label_selector: "/spec/selector".into(),
             })
         );
         let scalable: Vec<String> = {
