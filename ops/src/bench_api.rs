@@ -42,7 +42,7 @@ pub const BENCH_API_LIST_RUNS_COUNT: usize = 3;
 /// Pods in the namespace whose Table LIST is timed.
 pub const BENCH_API_TABLE_PODS_COUNT: usize = 10_000;
 /// The `Accept` header kubectl sends for `kubectl get`.
-const KUBECTL_TABLE_ACCEPT: &str = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json";
+pub(crate) const KUBECTL_TABLE_ACCEPT: &str = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json";
 /// Concurrent watches of the fan-out phase (`--quick`: the second value).
 pub const BENCH_API_WATCHES_COUNT: (usize, usize) = (1_000, 200);
 /// Write rate during the watch phase, pods per second.
@@ -50,11 +50,11 @@ pub const BENCH_API_WATCH_RATE_PER_SEC: u64 = 1_000;
 /// Seconds the server gets to start.
 const SERVER_START_TIMEOUT_SECS: u64 = 60;
 
-struct ServerProc {
+pub(crate) struct ServerProc {
     child: Child,
     pid: u32,
     _tmp: tempfile::TempDir,
-    kubeconfig: std::path::PathBuf,
+    pub(crate) kubeconfig: std::path::PathBuf,
 }
 
 impl Drop for ServerProc {
@@ -64,7 +64,7 @@ impl Drop for ServerProc {
     }
 }
 
-fn start_server(bin: &std::path::Path, extra: &[String]) -> Result<ServerProc> {
+pub(crate) fn start_server(bin: &std::path::Path, extra: &[String]) -> Result<ServerProc> {
     let tmp = tempfile::tempdir()?;
     let data = tmp.path().join("data");
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
@@ -107,7 +107,7 @@ fn start_server(bin: &std::path::Path, extra: &[String]) -> Result<ServerProc> {
     })
 }
 
-async fn client(kubeconfig: &std::path::Path) -> Result<kube::Client> {
+pub(crate) async fn client(kubeconfig: &std::path::Path) -> Result<kube::Client> {
     let kc = kube::config::Kubeconfig::read_from(kubeconfig)?;
     let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
     Ok(kube::Client::try_from(cfg)?)
@@ -138,7 +138,7 @@ async fn create(c: &kube::Client, ns: &str, name: &str) -> Result<Duration> {
     Ok(started.elapsed())
 }
 
-async fn ensure_namespace(c: &kube::Client, ns: &str) -> Result<()> {
+pub(crate) async fn ensure_namespace(c: &kube::Client, ns: &str) -> Result<()> {
     let body = serde_json::to_vec(
         &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
     )?;
@@ -172,14 +172,14 @@ fn rss_kib(pid: u32) -> (u64, u64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
-struct Lat {
-    p50_ms: f64,
-    p99_ms: f64,
-    max_ms: f64,
-    count: usize,
+pub(crate) struct Lat {
+    pub(crate) p50_ms: f64,
+    pub(crate) p99_ms: f64,
+    pub(crate) max_ms: f64,
+    pub(crate) count: usize,
 }
 
-fn lat(mut v: Vec<u64>) -> Lat {
+pub(crate) fn lat(mut v: Vec<u64>) -> Lat {
     v.sort_unstable();
     Lat {
         p50_ms: nanos_to_ms(percentile(&v, 50.0)),
@@ -189,7 +189,7 @@ fn lat(mut v: Vec<u64>) -> Lat {
     }
 }
 
-fn lat_json(l: &Lat) -> Value {
+pub(crate) fn lat_json(l: &Lat) -> Value {
     json!({"p50_ms": l.p50_ms, "p99_ms": l.p99_ms, "max_ms": l.max_ms, "count": l.count})
 }
 

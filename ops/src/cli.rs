@@ -42,6 +42,9 @@ pub enum BenchTarget {
     /// The committed API benchmark: starts `logbook serve` as a separate process and drives
     /// it over HTTPS (creates/s, GET and LIST latency, RSS, watch fan-out lag).
     Api(BenchApiArgs),
+    /// The custom-resource benchmark: CRD to first object, custom-object creates, Table
+    /// LIST of 10,000 custom objects with printer columns.
+    Crd(BenchApiArgs),
 }
 
 #[derive(Debug, Clone, Args)]

@@ -1,6 +1,7 @@
 //! `logbook`: the one binary. Wires the crates together; owns configuration and the CLI.
 
 mod bench_api;
+mod bench_crd;
 mod bench_store;
 mod cli;
 mod compact;
@@ -34,6 +35,9 @@ async fn main() -> anyhow::Result<()> {
         Command::Bench {
             target: BenchTarget::Api(args),
         } => bench_api::run(args).await,
+        Command::Bench {
+            target: BenchTarget::Crd(args),
+        } => bench_crd::run(args).await,
         Command::Verify(args) => verify::run(args).await,
         Command::Serve(args) => serve::run(args).await,
         Command::Compact(args) => compact::run(args).await,
