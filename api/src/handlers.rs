@@ -101,6 +101,32 @@ impl Ctx {
         Ok(fm)
     }
 
+    /// Duplicate fields in a JSON body under the request's fieldValidation: Strict refuses
+    /// them (400), Warn reports them in `Warning` headers, Ignore lets the last one win.
+    pub(crate) fn check_duplicates(&self, body: &Bytes) -> ApiResult<()> {
+        let mode = self.query.get("fieldValidation").unwrap_or("Warn");
+        let ct = content_type(&self.headers);
+        if mode == "Ignore" || !(ct.is_empty() || ct.ends_with("json")) {
+            return Ok(());
+        }
+        let dupes = crate::duplicates::duplicate_fields(body);
+        if dupes.is_empty() {
+            return Ok(());
+        }
+        let list: Vec<String> = dupes
+            .iter()
+            .map(|f| format!("duplicate field \"{f}\""))
+            .collect();
+        if mode == "Strict" {
+            return Err(ApiError::bad_request(format!(
+                "strict decoding error: {}",
+                list.join(", ")
+            )));
+        }
+        self.warn(list);
+        Ok(())
+    }
+
     /// Decodes into the typed form (dropping unknown fields) and applies the request's
     /// fieldValidation: Strict refuses unknown fields (400), Warn (the default) reports
     /// them in `Warning` headers, Ignore drops them silently.
@@ -352,6 +378,7 @@ pub async fn create(ctx: &Ctx, body: Bytes) -> ApiResult<Response> {
     let dry_run = ctx.dry_run()?;
     ctx.field_manager()?;
     let mut obj = parse_body(&ctx.headers, &body, "create")?;
+    ctx.check_duplicates(&body)?;
     strategy::check_type(&ctx.info, &mut obj)?;
     let (code, out) = create_object(ctx, obj, dry_run).await?;
     Ok(json_response(code, out))
@@ -452,6 +479,7 @@ enum Change {
 
 pub async fn update(ctx: &Ctx, body: Bytes) -> ApiResult<Response> {
     let mut obj = parse_body(&ctx.headers, &body, "update")?;
+    ctx.check_duplicates(&body)?;
     if ctx.target.subresource.as_deref() == Some("scale") {
         return modify(ctx, Change::Replace(obj), "update").await;
     }
@@ -491,6 +519,7 @@ pub async fn patch(ctx: &Ctx, body: Bytes) -> ApiResult<Response> {
             if !v.is_object() {
                 return Err(ApiError::bad_request("a merge patch must be a JSON object"));
             }
+            ctx.check_duplicates(&body)?;
             Change::MergePatch(v)
         }
         "application/strategic-merge-patch+json" => {
@@ -502,6 +531,7 @@ pub async fn patch(ctx: &Ctx, body: Bytes) -> ApiResult<Response> {
                     "a strategic merge patch must be a JSON object",
                 ));
             }
+            ctx.check_duplicates(&body)?;
             Change::StrategicMerge(v)
         }
         other => return Err(ApiError::unsupported_media_type(other)),

@@ -20,6 +20,7 @@
 
 pub mod crd;
 pub mod discovery;
+pub mod duplicates;
 pub mod error;
 pub mod handlers;
 pub mod list;
