@@ -20,6 +20,10 @@
 //! - [`patch`] — strategic merge patch for the built-in types (merge keys as data).
 //! - [`printers`] — the Table columns `kubectl get` shows per kind (kube-apiserver's
 //!   printers as data) and pure functions from an object and "now" to a row's cells.
+//! - [`structural`] — CustomResourceDefinition schemas: the structural-schema check at CRD
+//!   creation (with default and CEL rule checks), then per custom object pruning,
+//!   defaulting, OpenAPI validation and `x-kubernetes-validations` (CEL, with the `cel`
+//!   crate under a cost bound), all with kube-apiserver's paths and messages.
 //! - [`proto`] — decoding Kubernetes protobuf request bodies (kubectl ≥ 1.32 sends its
 //!   typed commands that way) into the JSON kube-apiserver would have decoded, driven by a
 //!   table generated from k8s-pb and k8s-openapi (`scripts/gen-proto-schema.py`).
@@ -41,6 +45,7 @@ pub mod proto;
 pub mod quantity;
 pub mod registry;
 pub mod selector;
+pub mod structural;
 pub mod validate;
 pub mod validate_kinds;
 
