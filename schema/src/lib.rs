@@ -41,6 +41,7 @@ pub mod proto;
 pub mod quantity;
 pub mod registry;
 pub mod selector;
+pub mod ssa;
 pub mod validate;
 pub mod validate_kinds;
 
