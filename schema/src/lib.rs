@@ -18,6 +18,10 @@
 //!   fields), with kube-apiserver's field paths and messages; [`quantity`] parses the
 //!   resource quantities it compares.
 //! - [`patch`] — strategic merge patch for the built-in types (merge keys as data).
+//! - [`ssa`] — server-side apply and field ownership: `apply` (merge, conflicts, removal of
+//!   fields a manager stopped applying), `update` (what every other write does to
+//!   `metadata.managedFields`), `FieldsV1` field sets, list/map types from a kind's
+//!   OpenAPI definition or a CRD schema.
 //! - [`printers`] — the Table columns `kubectl get` shows per kind (kube-apiserver's
 //!   printers as data) and pure functions from an object and "now" to a row's cells.
 //! - [`structural`] — CustomResourceDefinition schemas: the structural-schema check at CRD
@@ -45,6 +49,7 @@ pub mod proto;
 pub mod quantity;
 pub mod registry;
 pub mod selector;
+pub mod ssa;
 pub mod structural;
 pub mod validate;
 pub mod validate_kinds;
