@@ -380,14 +380,16 @@ pub async fn create(ctx: &Ctx, body: Bytes) -> ApiResult<Response> {
     let mut obj = parse_body(&ctx.headers, &body, "create")?;
     ctx.check_duplicates(&body)?;
     strategy::check_type(&ctx.info, &mut obj)?;
-    let (code, out) = create_object(ctx, obj, dry_run).await?;
+    let (code, out) = create_object(ctx, obj, dry_run, true).await?;
     Ok(json_response(code, out))
 }
 
+/// `track`: record the creator's fields in `managedFields` (an apply has already).
 async fn create_object(
     ctx: &Ctx,
     mut obj: Map<String, Value>,
     dry_run: bool,
+    track: bool,
 ) -> ApiResult<(StatusCode, Vec<u8>)> {
     {
         let url_ns = ctx.namespace().to_string();
@@ -420,6 +422,10 @@ async fn create_object(
     }
     let warnings = strategy::validate(&ctx.info, &obj)?;
     ctx.warn(warnings);
+    if track {
+        let fm = ctx.field_manager()?;
+        crate::fields::track_update(ctx, &fm, None, &mut obj);
+    }
     let name = meta_str(&obj, "name").unwrap_or_default().to_string();
     if ctx.info.namespaced {
         require_namespace(ctx, ctx.namespace()).await?;
@@ -475,6 +481,8 @@ enum Change {
     JsonPatch(json_patch::Patch),
     MergePatch(Value),
     StrategicMerge(Value),
+    /// Server-side apply: the configuration and `force`.
+    Apply(Value, bool),
 }
 
 pub async fn update(ctx: &Ctx, body: Bytes) -> ApiResult<Response> {
@@ -534,15 +542,53 @@ pub async fn patch(ctx: &Ctx, body: Bytes) -> ApiResult<Response> {
             ctx.check_duplicates(&body)?;
             Change::StrategicMerge(v)
         }
+        "application/apply-patch+yaml" => {
+            let cfg = parse_yaml_object(&body, "apply")?;
+            let fm = ctx.query.get("fieldManager").unwrap_or("");
+            if fm.is_empty() {
+                return Err(ApiError::invalid(
+                    "PatchOptions",
+                    "meta.k8s.io",
+                    "",
+                    vec![logbook_schema::Cause {
+                        reason: "FieldValueRequired".into(),
+                        message: "Required value: is required for apply patch".into(),
+                        field: "fieldManager".into(),
+                    }],
+                ));
+            }
+            let force = match ctx.query.get("force") {
+                None | Some("" | "false") => false,
+                Some("true") => true,
+                Some(v) => {
+                    return Err(ApiError::bad_request(format!(
+                        "force must be true or false, got {v:?}"
+                    )));
+                }
+            };
+            Change::Apply(Value::Object(cfg), force)
+        }
         other => return Err(ApiError::unsupported_media_type(other)),
     };
+    if !matches!(change, Change::Apply(..)) && ctx.query.get("force").is_some() {
+        return Err(ApiError::invalid(
+            "PatchOptions",
+            "meta.k8s.io",
+            "",
+            vec![logbook_schema::Cause {
+                reason: "FieldValueForbidden".into(),
+                message: "Forbidden: may not be specified for non-apply patch".into(),
+                field: "force".into(),
+            }],
+        ));
+    }
     modify(ctx, change, "patch").await
 }
 
 /// The read-modify-write behind update and patch (and the status/scale subresources).
 async fn modify(ctx: &Ctx, change: Change, verb: &str) -> ApiResult<Response> {
     let dry_run = ctx.dry_run()?;
-    ctx.field_manager()?;
+    let fm = ctx.field_manager()?;
     let name = ctx.name().to_string();
     let subresource = ctx.target.subresource.as_deref();
     for _ in 0..UPDATE_RETRIES_MAX {
@@ -551,7 +597,19 @@ async fn modify(ctx: &Ctx, change: Change, verb: &str) -> ApiResult<Response> {
                 && ctx.info.create_on_update
                 && subresource.is_none()
             {
-                let (code, out) = create_object(ctx, obj.clone(), dry_run).await?;
+                let (code, out) = create_object(ctx, obj.clone(), dry_run, true).await?;
+                return Ok(json_response(code, out));
+            }
+            if let Change::Apply(cfg, force) = &change
+                && subresource.is_none()
+            {
+                // An apply creates what does not exist yet (201).
+                let mut obj = crate::fields::apply(ctx, &fm, None, cfg, *force)?;
+                strategy::check_type(&ctx.info, &mut obj)?;
+                if meta_str(&obj, "name").is_none_or(str::is_empty) {
+                    meta_mut(&mut obj).insert("name".into(), Value::String(name.clone()));
+                }
+                let (code, out) = create_object(ctx, obj, dry_run, false).await?;
                 return Ok(json_response(code, out));
             }
             return Err(ctx.not_found(&name));
@@ -580,6 +638,14 @@ async fn modify(ctx: &Ctx, change: Change, verb: &str) -> ApiResult<Response> {
                 let mut doc = base.clone();
                 json_patch::merge(&mut doc, p);
                 doc
+            }
+            Change::Apply(cfg, force) => {
+                if is_scale {
+                    return Err(ApiError::unsupported_media_type(
+                        "application/apply-patch+yaml (on /scale)",
+                    ));
+                }
+                Value::Object(crate::fields::apply(ctx, &fm, Some(&old), cfg, *force)?)
             }
             Change::StrategicMerge(p) => {
                 let def = logbook_schema::openapi::definition(
@@ -650,6 +716,9 @@ async fn modify(ctx: &Ctx, change: Change, verb: &str) -> ApiResult<Response> {
             strategy::validate_status(&ctx.info, &new)?;
         } else {
             ctx.warn(strategy::validate_update(&ctx.info, &old, &new)?);
+        }
+        if !is_scale && !matches!(change, Change::Apply(..)) {
+            crate::fields::track_update(ctx, &fm, Some(&old), &mut new);
         }
         meta_mut(&mut new).remove("resourceVersion");
         let mut old_cmp = old.clone();

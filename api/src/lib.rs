@@ -22,6 +22,7 @@ pub mod crd;
 pub mod discovery;
 pub mod duplicates;
 pub mod error;
+pub mod fields;
 pub mod handlers;
 pub mod list;
 pub mod metrics;
