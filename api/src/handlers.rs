@@ -137,6 +137,12 @@ impl Ctx {
                 "fieldValidation must be one of Ignore, Warn or Strict, got {mode:?}"
             )));
         }
+        if self.info.custom.is_some() {
+            // A custom object: pruned by its schema; what was pruned is unknown.
+            let mut obj = obj;
+            let unknown = strategy::prune_custom(&self.info, &mut obj);
+            return self.report_unknown(mode, obj, unknown);
+        }
         if mode == "Ignore" || self.info.check.is_none() {
             return strategy::typed_roundtrip(&self.info, obj);
         }
@@ -144,6 +150,19 @@ impl Ctx {
         let typed = strategy::typed_roundtrip(&self.info, obj)?;
         let mut unknown = Vec::new();
         strategy::unknown_fields(&input, &Value::Object(typed.clone()), "", &mut unknown);
+        self.report_unknown(mode, typed, unknown)
+    }
+
+    /// Unknown fields under the request's fieldValidation mode.
+    fn report_unknown(
+        &self,
+        mode: &str,
+        typed: Map<String, Value>,
+        unknown: Vec<String>,
+    ) -> ApiResult<Map<String, Value>> {
+        if mode == "Ignore" {
+            return Ok(typed);
+        }
         if unknown.is_empty() {
             return Ok(typed);
         }

@@ -4,6 +4,7 @@
 
 use logbook_schema::defaults;
 use logbook_schema::registry::ResourceInfo;
+use logbook_schema::structural;
 use logbook_schema::validate::{Cause, validate_object_meta};
 use logbook_schema::validate_kinds;
 use rand::Rng;
@@ -84,6 +85,27 @@ pub fn typed_roundtrip(
 /// decode, as kube-apiserver's decoder does.
 pub fn default(info: &ResourceInfo, obj: &mut Map<String, Value>) {
     defaults::apply(info, obj);
+    if let Some(schema) = info.custom.as_ref().and_then(|c| c.schema.as_ref()) {
+        let mut v = Value::Object(std::mem::take(obj));
+        structural::default(schema, &mut v);
+        if let Value::Object(m) = v {
+            *obj = m;
+        }
+    }
+}
+
+/// Drops the fields of a custom object its schema does not declare (kube's pruning),
+/// returning their paths for `fieldValidation`.
+pub fn prune_custom(info: &ResourceInfo, obj: &mut Map<String, Value>) -> Vec<String> {
+    let Some(schema) = info.custom.as_ref().and_then(|c| c.schema.as_ref()) else {
+        return Vec::new();
+    };
+    let mut v = Value::Object(std::mem::take(obj));
+    let pruned = structural::prune(schema, &mut v);
+    if let Value::Object(m) = v {
+        *obj = m;
+    }
+    pruned
 }
 
 /// Validates an object on its own, as created or as the result of an update: metadata
@@ -94,8 +116,80 @@ pub fn validate(info: &ResourceInfo, obj: &Map<String, Value>) -> ApiResult<Vec<
     let mut causes: Vec<Cause> = validate_object_meta(info, &v);
     let findings = validate_kinds::validate(info, &v);
     causes.extend(findings.causes);
+    causes.extend(validate_crd(info, &v));
+    causes.extend(validate_custom(info, &v, None));
     invalid_unless_empty(info, obj, causes)?;
     Ok(findings.warnings)
+}
+
+/// A custom object against its CRD's structural schema and `x-kubernetes-validations`
+/// (`old` for transition rules).
+fn validate_custom(info: &ResourceInfo, obj: &Value, old: Option<&Value>) -> Vec<Cause> {
+    let Some(schema) = info.custom.as_ref().and_then(|c| c.schema.as_ref()) else {
+        return Vec::new();
+    };
+    let mut causes = structural::validate(schema, obj);
+    // As kube-apiserver: rules are not evaluated over values of the wrong type.
+    if causes.iter().any(|c| c.reason == "FieldValueTypeInvalid") {
+        causes.push(Cause {
+            reason: "FieldValueInvalid".into(),
+            message: "Invalid value: \"null\": some validation rules were not checked because the object was invalid; correct the existing errors to complete validation".into(),
+            field: "<nil>".into(),
+        });
+        return causes;
+    }
+    causes.extend(structural::validate_cel(schema, obj, old));
+    causes
+}
+
+/// A CustomResourceDefinition: its name, a schema per version, each structural.
+fn validate_crd(info: &ResourceInfo, crd: &Value) -> Vec<Cause> {
+    if info.group != "apiextensions.k8s.io" || info.plural != "customresourcedefinitions" {
+        return Vec::new();
+    }
+    let mut causes = Vec::new();
+    let spec = &crd["spec"];
+    let (plural, group) = (
+        spec["names"]["plural"].as_str().unwrap_or(""),
+        spec["group"].as_str().unwrap_or(""),
+    );
+    let name = crd["metadata"]["name"].as_str().unwrap_or("");
+    if name != format!("{plural}.{group}") {
+        causes.push(Cause {
+            reason: "FieldValueInvalid".into(),
+            message: format!(
+                "Invalid value: \"{name}\": must be spec.names.plural+\".\"+spec.group"
+            ),
+            field: "metadata.name".into(),
+        });
+    }
+    let versions = spec["versions"].as_array().cloned().unwrap_or_default();
+    if versions.is_empty() {
+        causes.push(Cause {
+            reason: "FieldValueInvalid".into(),
+            message: "Invalid value: []apiextensions.CustomResourceDefinitionVersion(nil): must have exactly one version marked as storage version".into(),
+            field: "spec.versions".into(),
+        });
+    } else if versions.iter().filter(|v| v["storage"] == true).count() != 1 {
+        causes.push(Cause {
+            reason: "FieldValueInvalid".into(),
+            message: "Invalid value: ...: must have exactly one version marked as storage version"
+                .into(),
+            field: "spec.versions".into(),
+        });
+    }
+    for (i, v) in versions.iter().enumerate() {
+        let prefix = format!("spec.versions[{i}].schema.openAPIV3Schema");
+        match v.get("schema").and_then(|x| x.get("openAPIV3Schema")) {
+            Some(schema) => causes.extend(structural::check_structural(schema, &prefix)),
+            None => causes.push(Cause {
+                reason: "FieldValueRequired".into(),
+                message: "Required value: schemas are required".into(),
+                field: prefix,
+            }),
+        }
+    }
+    causes
 }
 
 /// Validates an update: the new object on its own ([`validate`]) and the change from the
@@ -110,6 +204,8 @@ pub fn validate_update(
     let findings = validate_kinds::validate(info, &new_v);
     causes.extend(findings.causes);
     causes.extend(validate_kinds::validate_update(info, &old_v, &new_v));
+    causes.extend(validate_crd(info, &new_v));
+    causes.extend(validate_custom(info, &new_v, Some(&old_v)));
     invalid_unless_empty(info, new, causes)?;
     Ok(findings.warnings)
 }
