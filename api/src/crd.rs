@@ -62,13 +62,33 @@ pub async fn start(api: Arc<Api>) -> ApiResult<tokio::task::JoinHandle<()>> {
             )
             .await
             .map_err(from_store)?;
-        names.extend(page.items.iter().map(|i| i.key.name.clone()));
+        for item in &page.items {
+            let obj = decode_stored(&item.object, item.position.0).ok();
+            let created = obj
+                .as_ref()
+                .and_then(|o| meta_str(o, "creationTimestamp").map(str::to_string))
+                .unwrap_or_default();
+            // Names accepted before the restart are accepted again first.
+            let refused = obj
+                .as_ref()
+                .and_then(|o| o.get("status"))
+                .and_then(|st| st.get("conditions"))
+                .and_then(Value::as_array)
+                .is_some_and(|cs| {
+                    cs.iter()
+                        .any(|c| c["type"] == "NamesAccepted" && c["status"] == "False")
+                });
+            names.push((refused, created, item.key.name.clone()));
+        }
         match page.continue_token {
             Some(t) => token = Some(t),
             None => break page.position,
         }
     };
-    for name in &names {
+    // Accepted before, then oldest first: when two CRDs claim the same names, the one that
+    // held them keeps them after a restart.
+    names.sort();
+    for (_, _, name) in &names {
         if let Err(e) = reconcile(&api, name).await {
             tracing::warn!(crd = %name, error = %e.message, "reconciling a CustomResourceDefinition failed");
         }
@@ -168,11 +188,23 @@ async fn reconcile(api: &Arc<Api>, name: &str) -> ApiResult<()> {
     };
     // Names another resource already holds are not accepted.
     let reg = api.registry.load();
+    let other = |r: &&Arc<ResourceInfo>| r.custom.as_ref().is_none_or(|c| c.crd_name != name);
     let conflict = infos.iter().find_map(|i| {
-        let taken = reg
+        if reg
             .get(&i.group, &i.version, &i.plural)
-            .filter(|r| r.custom.as_ref().is_none_or(|c| c.crd_name != name));
-        taken.map(|_| format!("\"{}\" is already in use", i.plural))
+            .filter(other)
+            .is_some()
+        {
+            return Some(format!("\"{}\" is already in use", i.plural));
+        }
+        if reg
+            .by_kind(&i.group, &i.version, &i.kind)
+            .filter(other)
+            .is_some()
+        {
+            return Some(format!("\"{}\" is already in use", i.kind));
+        }
+        None
     });
     if let Some(why) = conflict {
         return write_status(&ctx, name, &cur, &crd, Some(&why)).await;

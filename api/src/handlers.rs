@@ -604,6 +604,22 @@ pub async fn patch(ctx: &Ctx, body: Bytes) -> ApiResult<Response> {
     modify(ctx, change, "patch").await
 }
 
+/// Applies a JSON patch as kube-apiserver's library does: a `test` of `null` passes on a
+/// path that does not exist (kube-rs' `finalizer()` tests `/metadata/finalizers` against
+/// null before adding the first finalizer); otherwise RFC 6902.
+fn apply_json_patch(doc: &mut Value, p: &json_patch::Patch) -> Result<(), json_patch::PatchError> {
+    for op in p.iter() {
+        if let json_patch::PatchOperation::Test(t) = op
+            && t.value.is_null()
+            && doc.pointer(t.path.as_str()).is_none()
+        {
+            continue;
+        }
+        json_patch::patch(doc, std::slice::from_ref(op))?;
+    }
+    Ok(())
+}
+
 /// The read-modify-write behind update and patch (and the status/scale subresources).
 async fn modify(ctx: &Ctx, change: Change, verb: &str) -> ApiResult<Response> {
     let dry_run = ctx.dry_run()?;
@@ -644,7 +660,7 @@ async fn modify(ctx: &Ctx, change: Change, verb: &str) -> ApiResult<Response> {
             Change::Replace(o) => Value::Object(o.clone()),
             Change::JsonPatch(p) => {
                 let mut doc = base.clone();
-                json_patch::patch(&mut doc, p).map_err(|e| {
+                apply_json_patch(&mut doc, p).map_err(|e| {
                     ApiError::new(
                         422,
                         "Invalid",
@@ -700,6 +716,13 @@ async fn modify(ctx: &Ctx, change: Change, verb: &str) -> ApiResult<Response> {
         {
             return Err(ApiError::modified(&ctx.info.group, &ctx.info.plural, &name));
         }
+        let applied_managed_fields = match change {
+            Change::Apply(..) => changed_obj
+                .get("metadata")
+                .and_then(|m| m.get("managedFields"))
+                .cloned(),
+            _ => None,
+        };
         let new = if is_scale {
             apply_scale(ctx, &old, changed_obj)?
         } else {
@@ -738,6 +761,10 @@ async fn modify(ctx: &Ctx, change: Change, verb: &str) -> ApiResult<Response> {
         }
         if !is_scale && !matches!(change, Change::Apply(..)) {
             crate::fields::track_update(ctx, &fm, Some(&old), &mut new);
+        }
+        if let Some(mf) = applied_managed_fields {
+            // The status strategy keeps the stored metadata; an apply's ownership is new.
+            meta_mut(&mut new).insert("managedFields".into(), mf);
         }
         meta_mut(&mut new).remove("resourceVersion");
         let mut old_cmp = old.clone();

@@ -165,6 +165,68 @@ fn every_installed_kubectl_applies_a_crd_and_uses_its_resource() -> Result<()> {
             ],
         )?;
         assert_eq!(got, "4", "{label}");
+        // Server-side apply: two managers, a conflict, then --force-conflicts.
+        let first = write(
+            dir.path(),
+            "ssa1.yaml",
+            &CT.replace("name: nightly", "name: shared"),
+        );
+        let second = write(
+            dir.path(),
+            "ssa2.yaml",
+            &CT.replace("name: nightly", "name: shared")
+                .replace("replicas: 2", "replicas: 7"),
+        );
+        let out = s.kubectl_with(&bin, &["-n", &ns, "apply", "--server-side", "-f", &first])?;
+        assert!(out.contains("serverside-applied"), "{label}: {out}");
+        s.kubectl_with(&bin, &["-n", &ns, "apply", "--server-side", "-f", &first])?;
+        let conflict = s.kubectl_output(
+            &bin,
+            &[
+                "-n",
+                &ns,
+                "apply",
+                "--server-side",
+                "--field-manager=other",
+                "-f",
+                &second,
+            ],
+        )?;
+        let err = String::from_utf8_lossy(&conflict.stderr);
+        assert!(
+            !conflict.status.success(),
+            "{label}: a conflicting apply must fail"
+        );
+        assert!(
+            err.contains("conflict") && err.contains(".spec.replicas"),
+            "{label}: {err}"
+        );
+        s.kubectl_with(
+            &bin,
+            &[
+                "-n",
+                &ns,
+                "apply",
+                "--server-side",
+                "--field-manager=other",
+                "--force-conflicts",
+                "-f",
+                &second,
+            ],
+        )?;
+        let got = s.kubectl_with(
+            &bin,
+            &[
+                "-n",
+                &ns,
+                "get",
+                "ct",
+                "shared",
+                "-o",
+                "jsonpath={.spec.replicas}",
+            ],
+        )?;
+        assert_eq!(got, "7", "{label}");
         let all = s.kubectl_with(&bin, &["-n", &ns, "get", "all"])?;
         assert!(
             all.contains("crontab.stable.example.com/nightly"),
@@ -241,13 +303,12 @@ async fn custom_resources_split_status_bump_generation_and_survive_a_kill() -> R
             "{groups}"
         );
 
-        // A second CRD claiming the same plural in the group is not accepted.
+        // A second CRD claiming the same kind in the group is not accepted.
         let clash = CRD
-            .replace(
-                "name: crontabs.stable.example.com",
-                "name: clash.stable.example.com",
-            )
-            .replace("kind: CronTab", "kind: Clash");
+            .replace("name: crontabs.stable.example.com", "name: clashes.stable.example.com")
+            .replace("plural: crontabs", "plural: clashes")
+            .replace("singular: crontab", "singular: clash")
+            .replace("shortNames: [ct]", "shortNames: [cl]");
         let clash_file = write(dir.path(), "clash.yaml", &clash);
         s.kubectl(&["apply", "-f", &clash_file])?;
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -255,7 +316,7 @@ async fn custom_resources_split_status_bump_generation_and_survive_a_kill() -> R
             let crd = call(
                 &c,
                 "GET",
-                "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/clash.stable.example.com",
+                "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/clashes.stable.example.com",
                 Value::Null,
             )
             .await?;
