@@ -13,7 +13,7 @@ use logbook_store::{AppendRequest, EventType, Expect, ObjectKey, Position, Store
 use serde_json::{Map, Value, json};
 
 use crate::error::{ApiError, ApiResult, from_store};
-use crate::object::{decode_stored, encode_stored, meta_mut, meta_str, render};
+use crate::object::{decode_stored, encode_stored, meta_mut, meta_str, render_for};
 use crate::request::{Query, Target};
 use crate::{Api, Identity, strategy};
 
@@ -463,6 +463,7 @@ async fn create_object(
             serde_json::to_vec(&obj).unwrap_or_default(),
         ));
     }
+    to_storage_version(&ctx.info, &mut obj);
     let ev = match ctx
         .append(
             EventType::Added,
@@ -480,7 +481,10 @@ async fn create_object(
             return Err(e);
         }
     };
-    Ok((StatusCode::CREATED, render(&ev.object, ev.position.0)))
+    Ok((
+        StatusCode::CREATED,
+        render_for(&ctx.info, &ev.object, ev.position.0),
+    ))
 }
 
 async fn require_namespace(ctx: &Ctx, ns: &str) -> ApiResult<()> {
@@ -604,6 +608,14 @@ pub async fn patch(ctx: &Ctx, body: Bytes) -> ApiResult<Response> {
     modify(ctx, change, "patch").await
 }
 
+/// A custom object written through a version other than its storage version is stored as
+/// the storage version (conversion strategy None: only `apiVersion` changes).
+fn to_storage_version(info: &ResourceInfo, obj: &mut Map<String, Value>) {
+    if let Some(v) = info.storage_api_version() {
+        obj.insert("apiVersion".into(), Value::String(v.to_string()));
+    }
+}
+
 /// Applies a JSON patch as kube-apiserver's library does: a `test` of `null` passes on a
 /// path that does not exist (kube-rs' `finalizer()` tests `/metadata/finalizers` against
 /// null before adding the first finalizer); otherwise RFC 6902.
@@ -650,11 +662,17 @@ async fn modify(ctx: &Ctx, change: Change, verb: &str) -> ApiResult<Response> {
             return Err(ctx.not_found(&name));
         };
         let old = decode_stored(&cur.object, cur.position.0)?;
+        // The stored object as the client's version sees it (a custom resource read through
+        // a version other than its storage version).
+        let mut old_served = old.clone();
+        if let Some(v) = ctx.info.served_api_version() {
+            old_served.insert("apiVersion".into(), Value::String(v));
+        }
         // The object (or Scale) the client's change applies to.
         let (base, is_scale) = if subresource == Some("scale") {
             (scale_of(ctx, &old)?, true)
         } else {
-            (Value::Object(old.clone()), false)
+            (Value::Object(old_served.clone()), false)
         };
         let mut changed = match &change {
             Change::Replace(o) => Value::Object(o.clone()),
@@ -680,7 +698,13 @@ async fn modify(ctx: &Ctx, change: Change, verb: &str) -> ApiResult<Response> {
                         "application/apply-patch+yaml (on /scale)",
                     ));
                 }
-                Value::Object(crate::fields::apply(ctx, &fm, Some(&old), cfg, *force)?)
+                Value::Object(crate::fields::apply(
+                    ctx,
+                    &fm,
+                    Some(&old_served),
+                    cfg,
+                    *force,
+                )?)
             }
             Change::StrategicMerge(p) => {
                 let def = logbook_schema::openapi::definition(
@@ -766,6 +790,7 @@ async fn modify(ctx: &Ctx, change: Change, verb: &str) -> ApiResult<Response> {
             // The status strategy keeps the stored metadata; an apply's ownership is new.
             meta_mut(&mut new).insert("managedFields".into(), mf);
         }
+        to_storage_version(&ctx.info, &mut new);
         meta_mut(&mut new).remove("resourceVersion");
         let mut old_cmp = old.clone();
         meta_mut(&mut old_cmp).remove("resourceVersion");
@@ -817,7 +842,10 @@ fn finish(ctx: &Ctx, is_scale: bool, stored: &[u8], rv: u64) -> ApiResult<Respon
         let obj = decode_stored(stored, rv)?;
         return Ok(value_response(StatusCode::OK, &scale_of(ctx, &obj)?));
     }
-    Ok(json_response(StatusCode::OK, render(stored, rv)))
+    Ok(json_response(
+        StatusCode::OK,
+        render_for(&ctx.info, stored, rv),
+    ))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1015,7 +1043,7 @@ pub async fn delete(ctx: &Ctx, body: Bytes) -> ApiResult<Response> {
     let out = delete_one(ctx, &name, &opts).await?;
     Ok(match out {
         Deleted::Gone(stored, rv) if returns_deleted_object(&ctx.info) => {
-            json_response(StatusCode::OK, render(&stored, rv))
+            json_response(StatusCode::OK, render_for(&ctx.info, &stored, rv))
         }
         Deleted::Gone(_, _) => {
             let uid = String::new();
@@ -1027,7 +1055,9 @@ pub async fn delete(ctx: &Ctx, body: Bytes) -> ApiResult<Response> {
                 }),
             )
         }
-        Deleted::Pending(stored, rv) => json_response(StatusCode::OK, render(&stored, rv)),
+        Deleted::Pending(stored, rv) => {
+            json_response(StatusCode::OK, render_for(&ctx.info, &stored, rv))
+        }
     })
 }
 
@@ -1168,7 +1198,12 @@ pub async fn delete_collection(ctx: &Ctx, body: Bytes) -> ApiResult<Response> {
                     out.push(b',');
                 }
                 first = false;
-                crate::object::render_into(&mut out, &b, rv);
+                crate::object::render_into_as(
+                    &mut out,
+                    &b,
+                    rv,
+                    ctx.info.served_api_version().as_deref(),
+                );
             }
             Err(e) if e.code == 404 => {}
             Err(e) => return Err(e),

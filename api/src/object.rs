@@ -104,6 +104,29 @@ pub fn metadata_inner(stored: &[u8]) -> Option<&[u8]> {
     None
 }
 
+/// Renders a stored object as `api_version` (a custom resource read in a version other
+/// than its storage version: conversion strategy None changes only `apiVersion`).
+pub fn render_into_as(out: &mut Vec<u8>, stored: &[u8], rv: u64, api_version: Option<&str>) {
+    let Some(v) = api_version else {
+        return render_into(out, stored, rv);
+    };
+    match decode_stored(stored, rv) {
+        Ok(mut obj) => {
+            obj.insert("apiVersion".into(), Value::String(v.to_string()));
+            // Serializing a Map into a Vec cannot fail.
+            let _ = serde_json::to_writer(&mut *out, &obj);
+        }
+        Err(_) => render_into(out, stored, rv),
+    }
+}
+
+/// [`render`] in the version `info` serves.
+pub fn render_for(info: &logbook_schema::ResourceInfo, stored: &[u8], rv: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(stored.len() + 32);
+    render_into_as(&mut out, stored, rv, info.served_api_version().as_deref());
+    out
+}
+
 pub fn render(stored: &[u8], rv: u64) -> Vec<u8> {
     let mut out = Vec::with_capacity(stored.len() + 32);
     render_into(&mut out, stored, rv);

@@ -21,7 +21,7 @@ use serde_json::Value;
 
 use crate::error::{ApiError, ApiResult};
 use crate::handlers::Ctx;
-use crate::object::{metadata_inner, render_into, set_resource_version};
+use crate::object::{metadata_inner, render_into_as, set_resource_version};
 use crate::request::Query;
 
 /// `meta.k8s.io/v1` or `meta.k8s.io/v1beta1`: the group version a client asked the Table or
@@ -218,6 +218,8 @@ pub struct Renderer {
     columns: Bytes,
     /// A custom resource's `additionalPrinterColumns`, when it declares any.
     custom_columns: Option<Arc<Vec<Value>>>,
+    /// The `apiVersion` objects are served as, when not the stored one.
+    api_version: Option<Arc<str>>,
     now: i64,
 }
 
@@ -245,13 +247,15 @@ impl Renderer {
             printer,
             columns,
             custom_columns,
+            api_version: info.served_api_version().map(Arc::from),
             now: unix_now(),
         }
     }
 
-    /// Whether objects are served as themselves.
+    /// Whether objects are served as themselves, as stored (the shared watch lines and the
+    /// byte-level fast paths apply).
     pub fn is_object(&self) -> bool {
-        self.output == Output::Object
+        self.output == Output::Object && self.api_version.is_none()
     }
 
     /// 406 when the negotiated form cannot describe a list.
@@ -316,7 +320,7 @@ impl Renderer {
     /// One element of a list: the object, its Table row, or its PartialObjectMetadata.
     pub fn item(&self, out: &mut Vec<u8>, stored: &[u8], rv: u64) {
         match self.output {
-            Output::Object => render_into(out, stored, rv),
+            Output::Object => render_into_as(out, stored, rv, self.api_version.as_deref()),
             Output::Table { version, include } => {
                 self.row_into(out, stored, rv, (version, include), self.now);
             }
@@ -349,7 +353,7 @@ impl Renderer {
         match self.output {
             Output::Table { .. } => self.table_into(out, stored, rv, columns, unix_now()),
             Output::Partial { version, .. } => partial_into(out, stored, rv, version),
-            Output::Object => render_into(out, stored, rv),
+            Output::Object => render_into_as(out, stored, rv, self.api_version.as_deref()),
         }
     }
 
@@ -436,7 +440,7 @@ impl Renderer {
         match include {
             Include::None => out.extend_from_slice(b"null"),
             Include::Metadata => partial_into(out, stored, rv, version),
-            Include::Object => render_into(out, stored, rv),
+            Include::Object => render_into_as(out, stored, rv, self.api_version.as_deref()),
         }
         out.push(b'}');
     }

@@ -122,6 +122,9 @@ pub struct CustomInfo {
     pub printer_columns: Vec<Value>,
     /// Whether this version is the storage version.
     pub storage: bool,
+    /// The storage version's `apiVersion` (`group/version`): objects are stored as it and
+    /// served as the version asked for (conversion strategy None).
+    pub storage_api_version: String,
     /// The CRD is being deleted (its objects are being removed).
     pub terminating: bool,
 }
@@ -176,6 +179,15 @@ pub fn resources_of_crd(crd: &Value, revision: u64) -> Result<Vec<ResourceInfo>,
     let crd_name = crd
         .get("metadata")
         .map(|m| s(m, "name"))
+        .unwrap_or_default();
+    let storage_version = spec
+        .get("versions")
+        .and_then(Value::as_array)
+        .and_then(|vs| {
+            vs.iter()
+                .find(|v| v.get("storage").and_then(Value::as_bool) == Some(true))
+        })
+        .map(|v| s(v, "name"))
         .unwrap_or_default();
     let mut out = Vec::new();
     for v in spec
@@ -234,6 +246,7 @@ pub fn resources_of_crd(crd: &Value, revision: u64) -> Result<Vec<ResourceInfo>,
                 .cloned()
                 .unwrap_or_default(),
             storage: v.get("storage").and_then(Value::as_bool) == Some(true),
+            storage_api_version: format!("{group}/{storage_version}"),
             terminating: false,
         }));
         out.push(info);
@@ -334,6 +347,20 @@ impl ResourceInfo {
     /// The kind of a list of these objects: `PodList`.
     pub fn list_kind(&self) -> String {
         format!("{}List", self.kind)
+    }
+
+    /// The `apiVersion` objects of this resource are stored as, when it differs from the
+    /// served version's (a custom resource served in several versions).
+    pub fn storage_api_version(&self) -> Option<&str> {
+        self.custom
+            .as_ref()
+            .map(|c| c.storage_api_version.as_str())
+            .filter(|sv| *sv != self.api_version())
+    }
+
+    /// The `apiVersion` objects are served as, when it differs from the stored one.
+    pub fn served_api_version(&self) -> Option<String> {
+        self.storage_api_version().map(|_| self.api_version())
     }
 
     /// The storage key of this resource: `pods` for core, `apps/deployments` otherwise.

@@ -391,3 +391,40 @@ async fn deleting_a_crd_deletes_its_objects_first_respecting_their_finalizers() 
     })
     .await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crd_serves_each_version_of_one_stored_object() -> Result<()> {
+    within(60, "a multi-version step did not finish", async {
+        let s = Server::start()?;
+        let c = s.client_without_retries().await?;
+        let schema = json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true});
+        let crd = json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+            "metadata": {"name": "gizmos.example.com"},
+            "spec": {"group": "example.com", "scope": "Namespaced",
+                "names": {"plural": "gizmos", "singular": "gizmo", "kind": "Gizmo"},
+                "conversion": {"strategy": "None"},
+                "versions": [
+                    {"name": "v1", "served": true, "storage": true, "schema": {"openAPIV3Schema": schema}},
+                    {"name": "v2", "served": true, "storage": false, "schema": {"openAPIV3Schema": schema}}]}});
+        call(&c, "POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", crd).await?;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let v1 = "/apis/example.com/v1/namespaces/default/gizmos";
+        let v2 = "/apis/example.com/v2/namespaces/default/gizmos";
+        let created = call(&c, "POST", v2, json!({"apiVersion": "example.com/v2", "kind": "Gizmo",
+            "metadata": {"name": "g"}, "spec": {"a": 1}})).await?;
+        assert_eq!(created["apiVersion"], "example.com/v2");
+        let as_v1 = call(&c, "GET", &format!("{v1}/g"), Value::Null).await?;
+        assert_eq!(as_v1["apiVersion"], "example.com/v1");
+        let as_v2 = call(&c, "GET", &format!("{v2}/g"), Value::Null).await?;
+        assert_eq!(as_v2["apiVersion"], "example.com/v2");
+        assert_eq!(as_v1["metadata"]["resourceVersion"], as_v2["metadata"]["resourceVersion"], "one stored object");
+        let list = call(&c, "GET", v2, Value::Null).await?;
+        assert_eq!(list["items"][0]["apiVersion"], "example.com/v2");
+        let patched = merge(&c, &format!("{v2}/g"), json!({"spec": {"b": 2}})).await?;
+        assert_eq!((patched["apiVersion"].as_str(), patched["spec"]["b"].as_i64()), (Some("example.com/v2"), Some(2)));
+        let unchanged = merge(&c, &format!("{v1}/g"), json!({"spec": {"b": 2}})).await?;
+        assert_eq!(unchanged["metadata"]["resourceVersion"], patched["metadata"]["resourceVersion"], "a no-op patch through v1 writes nothing");
+        anyhow::Ok(())
+    })
+    .await
+}
