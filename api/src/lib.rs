@@ -4,8 +4,11 @@
 //! the TLS client certificate, decode, strategy ([`strategy`]), store — for every verb
 //! ([`handlers`], [`list`], [`watch`]), server-side printing — Tables and
 //! PartialObjectMetadata negotiated from `Accept` ([`table`]) — discovery ([`discovery`]),
-//! health, `/version`, Prometheus metrics ([`metrics`]), and the HTTPS listener
-//! ([`serve`]: rustls, HTTP/2 and HTTP/1.1 over ALPN, graceful shutdown).
+//! OpenAPI v2/v3 ([`openapi`]), field ownership and server-side apply ([`fields`]), the
+//! CustomResourceDefinition controller that swaps custom resources into the registry
+//! ([`crd`]), Service address allocation ([`service_alloc`]), the pod action subresources
+//! ([`pod_actions`]), health, `/version`, Prometheus metrics ([`metrics`]), and the HTTPS
+//! listener ([`serve`]: rustls, HTTP/2 and HTTP/1.1 over ALPN, graceful shutdown).
 //!
 //! Start reading at [`handle`]: one function routes every request.
 //!
