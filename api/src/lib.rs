@@ -15,8 +15,9 @@
 //! # Invariants
 //! - Knows the store only through logbook-store's public API (`EventLog`, `WatchHub`), never
 //!   how the store lays out keys on disk.
-//! - Knows Kubernetes kinds only through logbook-schema's registry: no handler names a kind;
-//!   per-kind behaviour is registry data or a strategy branch.
+//! - Knows Kubernetes kinds only through logbook-schema's registry: no generic handler names
+//!   a kind; per-kind behaviour is registry data or lives in a module named for it
+//!   ([`strategy`] branches, [`service_alloc`], [`pod_actions`], [`crd`]).
 //! - Every error a client sees is a `Status` ([`error::ApiError`]); no input panics.
 //! - A request body is read under [`REQUEST_BODY_BYTES_MAX`]; a malformed body is refused
 //!   before anything is appended.
