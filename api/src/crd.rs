@@ -124,6 +124,10 @@ async fn follow(api: Arc<Api>, resource: String, mut from: Position) {
                         if let Err(err) = reconcile(&api, &e.key.name).await {
                             tracing::warn!(crd = %e.key.name, error = %err.message, "reconciling a CustomResourceDefinition failed");
                         }
+                        if e.kind == EventType::Deleted {
+                            // Names a deleted CRD held may now go to one that was refused them.
+                            reexamine_refused(&api).await;
+                        }
                     }
                     Ok(WatchItem::Bookmark(p)) => from = p,
                     Err(logbook_store::Error::FellBehind { last_delivered }) => {
@@ -137,6 +141,47 @@ async fn follow(api: Arc<Api>, resource: String, mut from: Position) {
                     }
                 },
             }
+        }
+    }
+}
+
+/// Reconciles every stored CRD whose names were not accepted.
+async fn reexamine_refused(api: &Arc<Api>) {
+    let Ok(resource) = crd_store_resource(api) else {
+        return;
+    };
+    let mut token: Option<String> = None;
+    loop {
+        let Ok(page) = api
+            .log
+            .list(
+                &resource,
+                None,
+                ListAt::Latest,
+                CRD_CLEANUP_PAGE_ITEMS_MAX,
+                token.as_deref(),
+            )
+            .await
+        else {
+            return;
+        };
+        for item in &page.items {
+            let refused = decode_stored(&item.object, item.position.0)
+                .ok()
+                .and_then(|o| o.get("status").cloned())
+                .and_then(|st| st.get("conditions").cloned())
+                .and_then(|c| c.as_array().cloned())
+                .is_some_and(|cs| {
+                    cs.iter()
+                        .any(|c| c["type"] == "NamesAccepted" && c["status"] == "False")
+                });
+            if refused && let Err(e) = reconcile(api, &item.key.name).await {
+                tracing::warn!(crd = %item.key.name, error = %e.message, "reconciling a CustomResourceDefinition failed");
+            }
+        }
+        match page.continue_token {
+            Some(t) => token = Some(t),
+            None => return,
         }
     }
 }

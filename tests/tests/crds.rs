@@ -428,3 +428,41 @@ async fn a_crd_serves_each_version_of_one_stored_object() -> Result<()> {
     })
     .await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_a_deleted_crd_held_go_to_the_crd_refused_them() -> Result<()> {
+    within(60, "the refused CRD was not accepted", async {
+        let s = Server::start()?;
+        let dir = tempfile::tempdir()?;
+        let c = s.client_without_retries().await?;
+        s.kubectl(&["apply", "-f", &write(dir.path(), "crd.yaml", CRD)])?;
+        s.kubectl(&["wait", "--for=condition=Established", "crd/crontabs.stable.example.com", "--timeout=20s"])?;
+        let clash = CRD
+            .replace("name: crontabs.stable.example.com", "name: clashes.stable.example.com")
+            .replace("plural: crontabs", "plural: clashes")
+            .replace("singular: crontab", "singular: clash")
+            .replace("shortNames: [ct]", "shortNames: [cl]");
+        s.kubectl(&["apply", "-f", &write(dir.path(), "clash.yaml", &clash)])?;
+        let clash_path = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/clashes.stable.example.com";
+        let condition = |v: &Value, ty: &str| {
+            v["status"]["conditions"]
+                .as_array()
+                .and_then(|cs| cs.iter().find(|c| c["type"] == ty))
+                .and_then(|c| c["status"].as_str().map(str::to_string))
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while condition(&call(&c, "GET", clash_path, Value::Null).await?, "NamesAccepted").as_deref() != Some("False") {
+            assert!(Instant::now() < deadline, "the clashing CRD was not refused");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        call(&c, "DELETE", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/crontabs.stable.example.com", Value::Null).await?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while condition(&call(&c, "GET", clash_path, Value::Null).await?, "Established").as_deref() != Some("True") {
+            assert!(Instant::now() < deadline, "the refused CRD did not get the names once they were free");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        call(&c, "POST", "/apis/stable.example.com/v1/namespaces/default/clashes", json!({"apiVersion": "stable.example.com/v1", "kind": "CronTab", "metadata": {"name": "x"}, "spec": {}})).await?;
+        anyhow::Ok(())
+    })
+    .await
+}
