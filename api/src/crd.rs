@@ -48,13 +48,36 @@ fn crd_store_resource(api: &Arc<Api>) -> ApiResult<String> {
 /// When the stored CRDs cannot be read.
 pub async fn start(api: Arc<Api>) -> ApiResult<tokio::task::JoinHandle<()>> {
     let resource = crd_store_resource(&api)?;
+    let (mut crds, position) = stored_crds(&api, &resource).await?;
+    // Accepted before, then oldest first: when two CRDs claim the same names, the one that
+    // held them keeps them after a restart.
+    crds.sort();
+    for c in &crds {
+        if let Err(e) = reconcile(&api, &c.name).await {
+            tracing::warn!(crd = %c.name, error = %e.message, "reconciling a CustomResourceDefinition failed");
+        }
+    }
+    Ok(tokio::spawn(follow(api, resource, position)))
+}
+
+/// What the controller needs to know of a stored CRD before reconciling it; ordered as
+/// names are handed out (accepted before, then oldest).
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+struct StoredCrd {
+    refused: bool,
+    created: String,
+    name: String,
+}
+
+/// Every stored CRD, read page by page, and the position they were read at.
+async fn stored_crds(api: &Arc<Api>, resource: &str) -> ApiResult<(Vec<StoredCrd>, Position)> {
     let mut token: Option<String> = None;
-    let mut names = Vec::new();
-    let position = loop {
+    let mut out = Vec::new();
+    loop {
         let page = api
             .log
             .list(
-                &resource,
+                resource,
                 None,
                 ListAt::Latest,
                 CRD_CLEANUP_PAGE_ITEMS_MAX,
@@ -68,7 +91,6 @@ pub async fn start(api: Arc<Api>) -> ApiResult<tokio::task::JoinHandle<()>> {
                 .as_ref()
                 .and_then(|o| meta_str(o, "creationTimestamp").map(str::to_string))
                 .unwrap_or_default();
-            // Names accepted before the restart are accepted again first.
             let refused = obj
                 .as_ref()
                 .and_then(|o| o.get("status"))
@@ -78,22 +100,17 @@ pub async fn start(api: Arc<Api>) -> ApiResult<tokio::task::JoinHandle<()>> {
                     cs.iter()
                         .any(|c| c["type"] == "NamesAccepted" && c["status"] == "False")
                 });
-            names.push((refused, created, item.key.name.clone()));
+            out.push(StoredCrd {
+                refused,
+                created,
+                name: item.key.name.clone(),
+            });
         }
         match page.continue_token {
             Some(t) => token = Some(t),
-            None => break page.position,
-        }
-    };
-    // Accepted before, then oldest first: when two CRDs claim the same names, the one that
-    // held them keeps them after a restart.
-    names.sort();
-    for (_, _, name) in &names {
-        if let Err(e) = reconcile(&api, name).await {
-            tracing::warn!(crd = %name, error = %e.message, "reconciling a CustomResourceDefinition failed");
+            None => return Ok((out, page.position)),
         }
     }
-    Ok(tokio::spawn(follow(api, resource, position)))
 }
 
 async fn follow(api: Arc<Api>, resource: String, mut from: Position) {
@@ -150,38 +167,12 @@ async fn reexamine_refused(api: &Arc<Api>) {
     let Ok(resource) = crd_store_resource(api) else {
         return;
     };
-    let mut token: Option<String> = None;
-    loop {
-        let Ok(page) = api
-            .log
-            .list(
-                &resource,
-                None,
-                ListAt::Latest,
-                CRD_CLEANUP_PAGE_ITEMS_MAX,
-                token.as_deref(),
-            )
-            .await
-        else {
-            return;
-        };
-        for item in &page.items {
-            let refused = decode_stored(&item.object, item.position.0)
-                .ok()
-                .and_then(|o| o.get("status").cloned())
-                .and_then(|st| st.get("conditions").cloned())
-                .and_then(|c| c.as_array().cloned())
-                .is_some_and(|cs| {
-                    cs.iter()
-                        .any(|c| c["type"] == "NamesAccepted" && c["status"] == "False")
-                });
-            if refused && let Err(e) = reconcile(api, &item.key.name).await {
-                tracing::warn!(crd = %item.key.name, error = %e.message, "reconciling a CustomResourceDefinition failed");
-            }
-        }
-        match page.continue_token {
-            Some(t) => token = Some(t),
-            None => return,
+    let Ok((crds, _)) = stored_crds(api, &resource).await else {
+        return;
+    };
+    for c in crds.iter().filter(|c| c.refused) {
+        if let Err(e) = reconcile(api, &c.name).await {
+            tracing::warn!(crd = %c.name, error = %e.message, "reconciling a CustomResourceDefinition failed");
         }
     }
 }
