@@ -289,6 +289,23 @@ pub fn prepare_create(info: &ResourceInfo, obj: &mut Map<String, Value>, uid: &s
             obj.insert("status".into(), json!({"phase": "Active"}));
         }
         ("batch", "jobs") => defaults::job_on_create(obj, uid),
+        ("apiextensions.k8s.io", "customresourcedefinitions") => {
+            // As apiextensions-apiserver: a new CRD's status has its (empty) accepted names
+            // and its storage version; the CRD controller adds the conditions.
+            let storage: Vec<Value> = obj
+                .get("spec")
+                .and_then(|s| s.get("versions"))
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter(|v| v.get("storage").and_then(Value::as_bool) == Some(true))
+                .filter_map(|v| v.get("name").cloned())
+                .collect();
+            obj.insert(
+                "status".into(),
+                json!({"acceptedNames": {"kind": "", "plural": ""}, "storedVersions": storage}),
+            );
+        }
         _ => {}
     }
 }
