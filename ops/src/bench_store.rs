@@ -240,6 +240,7 @@ fn add_request(name: String, object: Vec<u8>) -> AppendRequest {
         actor: Actor {
             user: "bench".into(),
             groups: Vec::new(),
+            ..Default::default()
         },
         verb: "create".into(),
         request_id: String::new(),

@@ -25,6 +25,7 @@ async fn make_store(dir: &std::path::Path, events: usize) -> Vec<logbook_store::
             actor: Actor {
                 user: "admin".into(),
                 groups: vec![],
+                ..Default::default()
             },
             verb: "create".into(),
             request_id: format!("r{i}"),

@@ -7,6 +7,8 @@
 //! t <res> <versionstamp 10>                              -> resource log entry (ns, name)
 //! m <name>                                               -> metadata (format, head, horizon)
 //! c <res> <ns>                                           -> object count (i64 LE, atomic add)
+//! u <user> <versionstamp 10>                             -> user log entry (res, ns, name)
+//! x <unix second u64 BE>                                 -> newest event stamped in that second
 //! ```
 //! `<res>`, `<ns>`, `<name>` are byte strings in an order-preserving, prefix-free encoding
 //! (FoundationDB tuple style: 0x00 escaped as 0x00 0xff, terminated by 0x00), so a prefix of
@@ -24,6 +26,14 @@ pub const COUNT: u8 = b'c';
 /// The per-resource log: every event of one resource in log order, so a watch of one
 /// resource catching up from an old position does not read every other resource's events.
 pub const RES_LOG: u8 = b't';
+
+/// The per-user log: every event one user made, in log order (the auditor's "everything
+/// alice changed" without reading anyone else's events).
+pub const USER_LOG: u8 = b'u';
+/// The time index: one key per second in which events were appended, holding the newest
+/// such event's versionstamp (a blind versionstamped write), so "the cluster at 14:02" maps
+/// to a position without scanning the log.
+pub const TIME: u8 = b'x';
 
 /// `m format`: the on-disk format version.
 pub const META_FORMAT: &[u8] = b"mformat";
@@ -87,7 +97,7 @@ impl ObjectKey {
         }
     }
 
-    fn encode_into(&self, out: &mut Vec<u8>) {
+    pub(crate) fn encode_into(&self, out: &mut Vec<u8>) {
         push_str(out, self.resource.as_bytes());
         push_str(out, self.namespace.as_bytes());
         push_str(out, self.name.as_bytes());
@@ -169,6 +179,27 @@ pub fn res_log_value(key: &ObjectKey) -> Vec<u8> {
     let mut out = Vec::with_capacity(key.namespace.len() + key.name.len() + 2);
     push_str(&mut out, key.namespace.as_bytes());
     push_str(&mut out, key.name.as_bytes());
+    out
+}
+
+/// `u <user>`: prefix of one user's log.
+pub fn user_log(user: &str) -> Vec<u8> {
+    let mut out = vec![USER_LOG];
+    push_str(&mut out, user.as_bytes());
+    out
+}
+
+/// The value of a user-log entry: the object's resource, namespace and name.
+pub fn user_log_value(key: &ObjectKey) -> Vec<u8> {
+    let mut out = Vec::with_capacity(key.resource.len() + key.namespace.len() + key.name.len() + 3);
+    key.encode_into(&mut out);
+    out
+}
+
+/// `x <second>`: the time-index key of one Unix second.
+pub fn time_second(unix_second: u64) -> Vec<u8> {
+    let mut out = vec![TIME];
+    out.extend_from_slice(&unix_second.to_be_bytes());
     out
 }
 

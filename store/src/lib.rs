@@ -34,8 +34,8 @@ pub use error::{Error, Result};
 pub use keys::ObjectKey;
 pub use kv::embedded::{Embedded, EmbeddedConfig};
 pub use log::{
-    AppendRequest, CompactReport, EventLog, Expect, ListAt, ListPage, LogConfig, VerifyReport,
-    VerifyScope,
+    AppendRequest, CHANGES_PAGE_ITEMS_MAX, ChangeFilter, ChangePage, CompactReport, EventLog,
+    Expect, ListAt, ListPage, LogConfig, Order, VerifyReport, VerifyScope,
 };
 pub use position::Position;
 pub use record::{Actor, Event, EventType, StoredObject};

@@ -6,6 +6,13 @@
 //! log from a position, every revision of one object, and any object or list as of a
 //! retained position.
 
+mod history;
+
+pub use history::{
+    CHANGES_PAGE_ITEMS_MAX, CHANGES_SCAN_ENTRIES_MAX, ChangeFilter, ChangePage, Order,
+    TIME_SCAN_EVENTS_MAX,
+};
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -467,6 +474,13 @@ impl EventLog {
         res_key.extend_from_slice(&VERSIONSTAMP_PLACEHOLDER);
         tx.set_versionstamped_key(&res_key, res_vs_offset, &keys::res_log_value(&req.key));
         tx.set_versionstamped_value(keys::META_HEAD, &VERSIONSTAMP_PLACEHOLDER, 0);
+        // The history indexes: the user's log and the second this event was stamped in.
+        let mut user_key = keys::user_log(&req.actor.user);
+        let user_vs_offset = user_key.len();
+        user_key.extend_from_slice(&VERSIONSTAMP_PLACEHOLDER);
+        tx.set_versionstamped_key(&user_key, user_vs_offset, &keys::user_log_value(&req.key));
+        let second = u64::try_from(timestamp_unix_nanos / 1_000_000_000).unwrap_or(0);
+        tx.set_versionstamped_value(&keys::time_second(second), &VERSIONSTAMP_PLACEHOLDER, 0);
         let delta: i64 = match req.kind {
             EventType::Added => 1,
             EventType::Deleted => -1,

@@ -71,6 +71,12 @@ impl EventType {
 pub struct Actor {
     pub user: String,
     pub groups: Vec<String>,
+    /// The client's `User-Agent` ("" for writes the server makes itself).
+    #[serde(default)]
+    pub user_agent: String,
+    /// The client's address, `ip:port` ("" for writes the server makes itself).
+    #[serde(default)]
+    pub source: String,
 }
 
 /// The stored form of one event (MessagePack, field order is the format: append only).
@@ -403,6 +409,7 @@ mod tests {
         let actor = Actor {
             user: "alice".into(),
             groups: vec!["devs".into()],
+            ..Default::default()
         };
         encode_event(&NewEvent {
             kind: EventType::Added,

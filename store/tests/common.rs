@@ -55,6 +55,7 @@ pub fn req(kind: EventType, ns: &str, name: &str, object: &[u8]) -> AppendReques
         actor: Actor {
             user: "tester".into(),
             groups: vec!["system:masters".into()],
+            ..Default::default()
         },
         verb: match kind {
             EventType::Added => "create",

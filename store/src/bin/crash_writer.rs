@@ -61,6 +61,7 @@ async fn main() {
                     actor: Actor {
                         user: "crash-writer".into(),
                         groups: vec![],
+                        ..Default::default()
                     },
                     verb: "create".into(),
                     request_id: name.clone(),
