@@ -205,6 +205,8 @@ impl Ctx {
         logbook_store::Actor {
             user: self.identity.user.clone(),
             groups: self.identity.groups.clone(),
+            user_agent: self.identity.user_agent.clone(),
+            source: self.identity.source.clone(),
         }
     }
 
@@ -358,13 +360,47 @@ pub fn content_type(headers: &HeaderMap) -> String {
 
 pub async fn get(ctx: &Ctx) -> ApiResult<Response> {
     let name = ctx.name();
-    if let Some(rv) = ctx
+    let rv = ctx
         .query
         .get("resourceVersion")
-        .filter(|r| !r.is_empty() && *r != "0")
-    {
+        .filter(|r| !r.is_empty() && *r != "0");
+    let exact = match ctx.query.get("resourceVersionMatch") {
+        None | Some("" | "NotOlderThan") => false,
+        Some("Exact") => true,
+        Some(other) => {
+            return Err(ApiError::invalid_options(
+                "GetOptions",
+                "resourceVersionMatch",
+                other,
+                "supported values: \"Exact\", \"NotOlderThan\", \"\"",
+            ));
+        }
+    };
+    if let Some(rv) = rv {
         let p = parse_rv(rv)?;
         crate::list::wait_for(&ctx.api, p).await?;
+        if exact {
+            // The object exactly as of a retained position (Logbook keeps every revision,
+            // where kube-apiserver answers only from its watch cache).
+            let e = ctx
+                .api
+                .log
+                .get_as_of(&ctx.key(name), p)
+                .await
+                .map_err(from_store)?
+                .ok_or_else(|| ctx.not_found(name))?;
+            return Ok(json_response(
+                StatusCode::OK,
+                crate::table::Renderer::new(ctx).single(&e.object, e.position.0)?,
+            ));
+        }
+    } else if exact {
+        return Err(ApiError::invalid_options(
+            "GetOptions",
+            "resourceVersionMatch",
+            "Exact",
+            "resourceVersionMatch \"Exact\" is forbidden for resourceVersion \"\" or \"0\"",
+        ));
     }
     let cur = ctx
         .current(name)

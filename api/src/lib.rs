@@ -28,6 +28,7 @@ pub mod duplicates;
 pub mod error;
 pub mod fields;
 pub mod handlers;
+pub mod history;
 pub mod list;
 pub mod metrics;
 pub mod object;
@@ -69,6 +70,8 @@ pub const REQUEST_BODY_DRAIN_BYTES_MAX: usize = 16 * 1024 * 1024;
 pub const REQUESTS_INFLIGHT_MAX: usize = 2_048;
 /// How long shutdown waits for open connections to finish before exiting anyway.
 pub const SHUTDOWN_GRACE_MS: u64 = 10_000;
+/// Longest `User-Agent` recorded with a write (longer ones are cut).
+pub const USER_AGENT_CHARS_MAX: usize = 256;
 /// The Kubernetes version this server reports (the API surface it follows).
 pub const KUBERNETES_VERSION: (&str, &str) = ("1", "33");
 
@@ -77,6 +80,10 @@ pub const KUBERNETES_VERSION: (&str, &str) = ("1", "33");
 pub struct Identity {
     pub user: String,
     pub groups: Vec<String>,
+    /// The request's `User-Agent` ("" when absent).
+    pub user_agent: String,
+    /// The client's address, `ip:port` ("" for the server's own writes).
+    pub source: String,
 }
 
 impl Identity {
@@ -84,6 +91,18 @@ impl Identity {
         Identity {
             user: "system:anonymous".into(),
             groups: vec!["system:unauthenticated".into()],
+            user_agent: String::new(),
+            source: String::new(),
+        }
+    }
+
+    /// The server itself (bootstrap objects, the CRD controller, allocators).
+    pub fn system() -> Self {
+        Identity {
+            user: "system:logbook".into(),
+            groups: vec!["system:masters".into()],
+            user_agent: concat!("logbook/", env!("CARGO_PKG_VERSION")).into(),
+            source: String::new(),
         }
     }
 }
@@ -142,7 +161,7 @@ impl Api {
     pub fn new(
         log: EventLog,
         hub: WatchHub,
-        registry: Registry,
+        mut registry: Registry,
         shutdown: tokio::sync::watch::Receiver<bool>,
         server_address: String,
         service_ranges: service_alloc::Ranges,
@@ -150,7 +169,10 @@ impl Api {
         Arc::new(Api {
             log,
             hub,
-            registry: RegistryHandle::new(registry),
+            registry: RegistryHandle::new({
+                history::register(&mut registry);
+                registry
+            }),
             metrics: Metrics::default(),
             shutdown,
             server_address,
@@ -185,10 +207,7 @@ impl Api {
                     legacy_watch: false,
                 },
                 query: Query::default(),
-                identity: Identity {
-                    user: "system:logbook".into(),
-                    groups: vec!["system:masters".into()],
-                },
+                identity: Identity::system(),
                 headers: Default::default(),
                 output: table::Output::Object,
                 warnings: Default::default(),
@@ -240,10 +259,7 @@ impl Api {
                 legacy_watch: false,
             },
             query: Query::default(),
-            identity: Identity {
-                user: "system:logbook".into(),
-                groups: vec!["system:masters".into()],
-            },
+            identity: Identity::system(),
             headers: Default::default(),
             output: table::Output::Object,
             warnings: Default::default(),
@@ -322,8 +338,16 @@ fn text(code: StatusCode, body: &'static str) -> Response {
 }
 
 /// Routes and serves one request.
-pub async fn handle(api: Arc<Api>, identity: Identity, req: Request<Body>) -> Response {
+pub async fn handle(api: Arc<Api>, mut identity: Identity, req: Request<Body>) -> Response {
     let started = Instant::now();
+    identity.user_agent = req
+        .headers()
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .chars()
+        .take(USER_AGENT_CHARS_MAX)
+        .collect();
     let path = req.uri().path().to_string();
     let route = parse_path(&path);
     let Some(route) = route else {
@@ -412,7 +436,11 @@ async fn resource_request(
         Some(s) if info.action(s).is_some() => {}
         Some(_) => return ("unknown", Err(ApiError::no_route())),
     }
-    let query = Query::parse(req.uri().query());
+    let mut query = Query::parse(req.uri().query());
+    let watch = target.legacy_watch || query.flag("watch");
+    if let Err(e) = history::resolve_as_of(&api, &mut query, watch).await {
+        return ("unknown", Err(e));
+    }
     let accept = req
         .headers()
         .get(header::ACCEPT)
@@ -423,7 +451,6 @@ async fn resource_request(
     };
     let method = req.method().clone();
     let has_name = target.name.is_some();
-    let watch = target.legacy_watch || query.flag("watch");
     let verb: &'static str = match (&method, has_name) {
         (&Method::GET, true) if watch => "watch",
         (&Method::GET, true) => "get",
@@ -516,6 +543,7 @@ async fn resource_request(
         (Some("binding"), _) => pod_actions::bind(&ctx, body).await,
         (Some("eviction"), _) => pod_actions::evict(&ctx, body).await,
         (Some(name), _) => pod_actions::node_stream(&ctx, name).await,
+        (None, "list") if history::is_history(&ctx.info) => history::list(&ctx).await,
         (None, v) => dispatch(&ctx, v, body).await,
     };
     let res = res.map(|mut r| {
@@ -592,7 +620,12 @@ pub fn identity_from_cert(der: &[u8]) -> Option<Identity> {
         .iter_organization()
         .filter_map(|o| o.as_str().ok().map(str::to_string))
         .collect();
-    Some(Identity { user, groups })
+    Some(Identity {
+        user,
+        groups,
+        user_agent: String::new(),
+        source: String::new(),
+    })
 }
 
 /// Serves HTTPS on `listener` until `shutdown` resolves, then lets open requests finish
@@ -637,13 +670,14 @@ pub async fn serve(
                     }
                     Err(_) => return,
                 };
-            let identity = tls
+            let mut identity = tls
                 .get_ref()
                 .1
                 .peer_certificates()
                 .and_then(|c| c.first())
                 .and_then(|c| identity_from_cert(c.as_ref()))
                 .unwrap_or_else(Identity::anonymous);
+            identity.source = peer.to_string();
             let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
                 let api = api.clone();
                 let identity = identity.clone();

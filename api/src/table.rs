@@ -33,7 +33,7 @@ pub enum MetaVersion {
 }
 
 impl MetaVersion {
-    fn api_version(self) -> &'static str {
+    pub(crate) fn api_version(self) -> &'static str {
         match self {
             MetaVersion::V1 => "meta.k8s.io/v1",
             MetaVersion::V1beta1 => "meta.k8s.io/v1beta1",

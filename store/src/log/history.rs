@@ -32,7 +32,8 @@ pub struct ChangeFilter {
     pub namespace: Option<String>,
     /// One object (needs `resource`; `namespace` defaults to "").
     pub name: Option<String>,
-    /// The verbs (`create`, `update`, `patch`, `delete`, …); empty = all.
+    /// The verbs (`create`, `update`, `patch`, `delete`, …); empty = all. An event's verb
+    /// matches on its part before the first `;` (the API appends `;fieldManager=…`).
     pub verbs: Vec<String>,
     /// Only changes after this position (exclusive).
     pub after: Position,
@@ -109,7 +110,10 @@ impl ChangeFilter {
     fn matches(&self, e: &Event) -> bool {
         self.key_matches(&e.key)
             && self.user.as_ref().is_none_or(|u| *u == e.actor.user)
-            && (self.verbs.is_empty() || self.verbs.iter().any(|v| *v == e.verb))
+            && (self.verbs.is_empty() || {
+                let verb = e.verb.split(';').next().unwrap_or("");
+                self.verbs.iter().any(|v| v == verb)
+            })
             && e.position > self.after
             && self.until.is_none_or(|u| e.position <= u)
     }
@@ -301,6 +305,13 @@ impl EventLog {
                 Ok((out, exhausted))
             }
         }
+    }
+
+    /// The event at `position` of the object `key` (`None` when the log has none there, or
+    /// it was compacted away).
+    pub async fn event(&self, key: &ObjectKey, position: Position) -> Result<Option<Event>> {
+        let mut tx = self.kv.begin().await?;
+        self.read_event_at(tx.as_mut(), key, position).await
     }
 
     /// The newest position whose event was stamped at or before `unix_nanos` (ZERO when
