@@ -59,7 +59,11 @@ pub fn is_history(info: &ResourceInfo) -> bool {
 /// # Errors
 /// 400 for an unparsable time or one combined with `resourceVersion`.
 pub async fn resolve_as_of(api: &crate::Api, query: &mut Query, watch: bool) -> ApiResult<()> {
-    let Some(as_of) = query.get("asOf").filter(|s| !s.is_empty()).map(str::to_string) else {
+    let Some(as_of) = query
+        .get("asOf")
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+    else {
         return Ok(());
     };
     if query.get("resourceVersion").is_some_and(|s| !s.is_empty()) {
@@ -222,12 +226,7 @@ pub async fn list(ctx: &Ctx) -> ApiResult<Response> {
     }
     if let Some(until) = q.get("until").filter(|s| !s.is_empty()) {
         let t = parse_time(until, "until")?;
-        let p = ctx
-            .api
-            .log
-            .position_at_time(t)
-            .await
-            .map_err(from_store)?;
+        let p = ctx.api.log.position_at_time(t).await.map_err(from_store)?;
         filter.until = Some(p);
     }
     let order = match q.get("order") {
@@ -254,13 +253,13 @@ pub async fn list(ctx: &Ctx) -> ApiResult<Response> {
             }
         },
     };
-    let cursor = match q.get("continue").filter(|s| !s.is_empty()) {
-        None => None,
-        Some(c) => Some(
-            Position::parse(c)
-                .ok_or_else(|| ApiError::bad_request("continue key is not valid: malformed token"))?,
-        ),
-    };
+    let cursor =
+        match q.get("continue").filter(|s| !s.is_empty()) {
+            None => None,
+            Some(c) => Some(Position::parse(c).ok_or_else(|| {
+                ApiError::bad_request("continue key is not valid: malformed token")
+            })?),
+        };
     let head = ctx.api.log.head().await.map_err(from_store)?;
     let page = ctx
         .api
@@ -274,7 +273,10 @@ pub async fn list(ctx: &Ctx) -> ApiResult<Response> {
         // The previous revision: often the next item of a newest-first page of one object.
         let prev = match e.prev_position {
             None => None,
-            Some(p) => match page.events.get(i + 1).filter(|n| n.position == p && n.key == e.key)
+            Some(p) => match page
+                .events
+                .get(i + 1)
+                .filter(|n| n.position == p && n.key == e.key)
             {
                 Some(n) => Some(n.object.clone()),
                 None => ctx
@@ -356,7 +358,11 @@ fn item(reg: &Registry, kind: &str, e: &Event, prev: Option<&[u8]>, secrets: boo
     if !e.key.namespace.is_empty() {
         metadata["namespace"] = json!(e.key.namespace);
     }
-    let (ip, _) = e.actor.source.rsplit_once(':').unwrap_or((&e.actor.source, ""));
+    let (ip, _) = e
+        .actor
+        .source
+        .rsplit_once(':')
+        .unwrap_or((&e.actor.source, ""));
     json!({
         "apiVersion": format!("{GROUP}/{VERSION}"),
         "kind": kind,
@@ -414,9 +420,7 @@ fn redact_secret_patch(patch: &mut Value) {
 
 /// The list as a `meta.k8s.io` Table (what `kubectl get revisions.history.logbook.dev` asks).
 fn table(api_version: &str, metadata: Value, items: &[Value]) -> Value {
-    let col = |name: &str, ty: &str, desc: &str, priority: u8| {
-        json!({"name": name, "type": ty, "format": "", "description": desc, "priority": priority})
-    };
+    let col = |name: &str, ty: &str, desc: &str, priority: u8| json!({"name": name, "type": ty, "format": "", "description": desc, "priority": priority});
     let rows: Vec<Value> = items
         .iter()
         .map(|i| {
@@ -497,7 +501,11 @@ mod tests {
             ("leases.coordination.k8s.io", "coordination.k8s.io/leases"),
             ("hpa", "autoscaling/horizontalpodautoscalers"),
         ] {
-            assert_eq!(resolve_resource(&reg, s).unwrap().store_resource(), want, "{s}");
+            assert_eq!(
+                resolve_resource(&reg, s).unwrap().store_resource(),
+                want,
+                "{s}"
+            );
         }
         assert_eq!(resolve_resource(&reg, "nonsense").unwrap_err().code, 400);
         assert_eq!(resolve_resource(&reg, "revisions").unwrap_err().code, 400);
@@ -532,7 +540,10 @@ mod tests {
         let now = jiff::Timestamp::now().as_nanosecond();
         let week = parse_time("168h", "t").unwrap();
         let diff = now - i128::from(week);
-        assert!((diff - 168 * 3_600_000_000_000).abs() < 60_000_000_000, "{diff}");
+        assert!(
+            (diff - 168 * 3_600_000_000_000).abs() < 60_000_000_000,
+            "{diff}"
+        );
         assert_eq!(parse_time("yesterday", "t").unwrap_err().code, 400);
     }
 }

@@ -27,11 +27,38 @@ pub enum Command {
     /// current state is the newest revision of every object. Exits non-zero naming the first
     /// damaged record.
     Verify(VerifyArgs),
+    /// Users with client certificates from the cluster CA.
+    User {
+        #[command(subcommand)]
+        action: UserAction,
+    },
     /// Benchmarks.
     Bench {
         #[command(subcommand)]
         target: BenchTarget,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserAction {
+    /// Mint a client certificate (CN = NAME, O = each --group) signed by the cluster CA and
+    /// write a kubeconfig for it (default: <data-dir>/users/NAME.kubeconfig).
+    Add(UserAddArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct UserAddArgs {
+    /// The user name (the certificate's CN).
+    pub name: String,
+    /// A group (the certificate's O); repeatable.
+    #[arg(long)]
+    pub group: Vec<String>,
+    /// The data directory holding the CA (as given to `logbook serve`).
+    #[arg(long, default_value = "logbook-data")]
+    pub data_dir: PathBuf,
+    /// Where to write the kubeconfig.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -12,7 +12,7 @@ mod verify;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-use crate::cli::{BenchTarget, Cli, Command};
+use crate::cli::{BenchTarget, Cli, Command, UserAction};
 
 // The store allocates many short-lived buffers per request (keys, decoded records); mimalloc
 // measured faster than glibc's malloc for that pattern (BENCHMARKS.md).
@@ -41,5 +41,12 @@ async fn main() -> anyhow::Result<()> {
         Command::Verify(args) => verify::run(args).await,
         Command::Serve(args) => serve::run(args).await,
         Command::Compact(args) => compact::run(args).await,
+        Command::User {
+            action: UserAction::Add(args),
+        } => {
+            let path = pki::add_user(&args.data_dir, &args.name, &args.group, args.out)?;
+            println!("user {} added; kubeconfig: {}", args.name, path.display());
+            Ok(())
+        }
     }
 }

@@ -69,20 +69,9 @@ pub fn ensure(data_dir: &Path, hosts: &[String]) -> Result<Pki> {
 
     let (admin_cert, admin_key) = (dir.join("admin.crt"), dir.join("admin.key"));
     if !admin_cert.exists() || !admin_key.exists() {
-        let key = KeyPair::generate()?;
-        let mut p = CertificateParams::new(Vec::<String>::new())?;
-        p.distinguished_name
-            .push(DnType::CommonName, "logbook-admin");
-        p.distinguished_name
-            .push(DnType::OrganizationName, "system:masters");
-        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        p.key_usages = vec![
-            KeyUsagePurpose::DigitalSignature,
-            KeyUsagePurpose::KeyEncipherment,
-        ];
-        let cert = p.signed_by(&key, &issuer)?;
-        write_private(&admin_key, &key.serialize_pem())?;
-        fs::write(&admin_cert, cert.pem())?;
+        let (cert, key) = client_cert(&issuer, "logbook-admin", &["system:masters".into()])?;
+        write_private(&admin_key, &key)?;
+        fs::write(&admin_cert, cert)?;
     }
 
     let server_key = KeyPair::generate()?;
@@ -119,6 +108,76 @@ pub fn ensure(data_dir: &Path, hosts: &[String]) -> Result<Pki> {
     })
 }
 
+/// A client certificate (PEM) and its key (PEM) for `user` in `groups`, signed by the CA:
+/// the API server reads CN as the user name and each O as a group, as kube-apiserver does.
+fn client_cert(
+    issuer: &Issuer<'_, KeyPair>,
+    user: &str,
+    groups: &[String],
+) -> Result<(String, String)> {
+    let key = KeyPair::generate()?;
+    let mut p = CertificateParams::new(Vec::<String>::new())?;
+    p.distinguished_name.push(DnType::CommonName, user);
+    for g in groups {
+        p.distinguished_name
+            .push(DnType::OrganizationName, g.as_str());
+    }
+    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    p.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    let cert = p.signed_by(&key, issuer)?;
+    Ok((cert.pem(), key.serialize_pem()))
+}
+
+/// `logbook user add`: mints a client certificate for `user` in `groups` with the data
+/// directory's CA and writes a kubeconfig for it (server and CA from the admin kubeconfig).
+///
+/// # Errors
+/// No CA or admin kubeconfig in `data_dir` (start the server once first), or I/O.
+pub fn add_user(
+    data_dir: &Path,
+    user: &str,
+    groups: &[String],
+    out: Option<PathBuf>,
+) -> Result<PathBuf> {
+    anyhow::ensure!(!user.is_empty(), "a user name is required");
+    let dir = data_dir.join("pki");
+    let ca_pem = fs::read_to_string(dir.join("ca.crt")).with_context(|| {
+        format!(
+            "no CA in {} (start `logbook serve` once first)",
+            dir.display()
+        )
+    })?;
+    let ca_key = KeyPair::from_pem(&fs::read_to_string(dir.join("ca.key"))?)?;
+    let issuer = Issuer::from_ca_cert_pem(&ca_pem, ca_key).context("reading the cluster CA")?;
+    let admin = fs::read_to_string(data_dir.join("kubeconfig"))
+        .with_context(|| format!("no kubeconfig in {}", data_dir.display()))?;
+    let server = admin
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("server: "))
+        .context("the admin kubeconfig names no server")?
+        .to_string();
+    let (cert, key) = client_cert(&issuer, user, groups)?;
+    let path = out.unwrap_or_else(|| data_dir.join("users").join(format!("{user}.kubeconfig")));
+    if let Some(parent) = path.parent() {
+        fs::create_dir_all(parent)?;
+    }
+    write_private(&path, &kubeconfig_text(&server, &ca_pem, &cert, &key, user))?;
+    Ok(path)
+}
+
+fn kubeconfig_text(server: &str, ca: &str, cert: &str, key: &str, user: &str) -> String {
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s.as_bytes());
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: logbook\n  cluster:\n    server: {server}\n    certificate-authority-data: {}\nusers:\n- name: {user}\n  user:\n    client-certificate-data: {}\n    client-key-data: {}\ncontexts:\n- name: logbook\n  context:\n    cluster: logbook\n    user: {user}\n    namespace: default\ncurrent-context: logbook\npreferences: {{}}\n",
+        b64(ca),
+        b64(cert),
+        b64(key),
+    )
+}
+
 /// The rustls server configuration: the serving certificate, client certificates verified
 /// against the CA but optional (anonymous requests are allowed until authentication lands),
 /// ALPN h2 then http/1.1.
@@ -148,12 +207,12 @@ pub fn server_config(pki: &Pki) -> Result<Arc<rustls::ServerConfig>> {
 
 /// Writes `<data-dir>/kubeconfig` for the admin user against `server` (an https URL).
 pub fn write_kubeconfig(data_dir: &Path, pki: &Pki, server: &str) -> Result<PathBuf> {
-    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s.as_bytes());
-    let text = format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: logbook\n  cluster:\n    server: {server}\n    certificate-authority-data: {}\nusers:\n- name: logbook-admin\n  user:\n    client-certificate-data: {}\n    client-key-data: {}\ncontexts:\n- name: logbook\n  context:\n    cluster: logbook\n    user: logbook-admin\n    namespace: default\ncurrent-context: logbook\npreferences: {{}}\n",
-        b64(&pki.ca_pem),
-        b64(&pki.admin_cert_pem),
-        b64(&pki.admin_key_pem),
+    let text = kubeconfig_text(
+        server,
+        &pki.ca_pem,
+        &pki.admin_cert_pem,
+        &pki.admin_key_pem,
+        "logbook-admin",
     );
     let path = data_dir.join("kubeconfig");
     write_private(&path, &text)?;

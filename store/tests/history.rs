@@ -122,15 +122,26 @@ async fn every_feed_returns_the_matching_events_in_order_across_pages() {
                 .collect();
             for limit in [1, 3, 100] {
                 let oldest = whole_feed(&s.log, f, Order::OldestFirst, limit).await;
-                assert_eq!(positions(&oldest), expected, "{f:?} oldest first, limit {limit}");
+                assert_eq!(
+                    positions(&oldest),
+                    expected,
+                    "{f:?} oldest first, limit {limit}"
+                );
                 let newest = whole_feed(&s.log, f, Order::NewestFirst, limit).await;
                 let mut reversed = expected.clone();
                 reversed.reverse();
-                assert_eq!(positions(&newest), reversed, "{f:?} newest first, limit {limit}");
+                assert_eq!(
+                    positions(&newest),
+                    reversed,
+                    "{f:?} newest first, limit {limit}"
+                );
             }
         }
         let feed = whole_feed(&s.log, &ChangeFilter::default(), Order::OldestFirst, 10).await;
-        assert_eq!(feed, all, "the feed returns the events as appended, identity included");
+        assert_eq!(
+            feed, all,
+            "the feed returns the events as appended, identity included"
+        );
         assert_eq!(feed[0].actor.user_agent, "kubectl/v1.33.0");
         assert_eq!(feed[0].actor.source, "127.0.0.1:40000");
     })

@@ -186,7 +186,9 @@ impl EventLog {
                     {
                         return Err(Error::Corrupt {
                             location: format!("log position {}", c.position),
-                            detail: format!("a history index names an event of {k} that is missing"),
+                            detail: format!(
+                                "a history index names an event of {k} that is missing"
+                            ),
                         });
                     }
                     continue;
