@@ -65,7 +65,15 @@ impl Drop for ServerProc {
 }
 
 pub(crate) fn start_server(bin: &std::path::Path, extra: &[String]) -> Result<ServerProc> {
-    let tmp = tempfile::tempdir()?;
+    start_server_in(bin, tempfile::tempdir()?, extra)
+}
+
+/// Starts the server with its data in `<tmp>/data` (which may already hold a store).
+pub(crate) fn start_server_in(
+    bin: &std::path::Path,
+    tmp: tempfile::TempDir,
+    extra: &[String],
+) -> Result<ServerProc> {
     let data = tmp.path().join("data");
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?

@@ -72,6 +72,9 @@ pub enum BenchTarget {
     /// The custom-resource benchmark: CRD to first object, custom-object creates, Table
     /// LIST of 10,000 custom objects with printer columns.
     Crd(BenchApiArgs),
+    /// The history benchmark: a store of 1,000,000 events, then an object's revisions, a
+    /// list as of an old position and one user's change feed, over HTTPS.
+    History(BenchApiArgs),
 }
 
 #[derive(Debug, Clone, Args)]

@@ -2,6 +2,7 @@
 
 mod bench_api;
 mod bench_crd;
+mod bench_history;
 mod bench_store;
 mod cli;
 mod compact;
@@ -38,6 +39,9 @@ async fn main() -> anyhow::Result<()> {
         Command::Bench {
             target: BenchTarget::Crd(args),
         } => bench_crd::run(args).await,
+        Command::Bench {
+            target: BenchTarget::History(args),
+        } => bench_history::run(args).await,
         Command::Verify(args) => verify::run(args).await,
         Command::Serve(args) => serve::run(args).await,
         Command::Compact(args) => compact::run(args).await,
