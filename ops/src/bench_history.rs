@@ -255,12 +255,12 @@ pub async fn run(args: BenchApiArgs) -> Result<()> {
     )
     .await?;
 
-    eprintln!(
-        "phase 2: list of {as_of_objects} objects as of position {old} (all changed since)"
-    );
+    eprintln!("phase 2: list of {as_of_objects} objects as of position {old} (all changed since)");
     let as_of = timed(
         &c,
-        &format!("/api/v1/namespaces/asof/configmaps?resourceVersion={old}&resourceVersionMatch=Exact"),
+        &format!(
+            "/api/v1/namespaces/asof/configmaps?resourceVersion={old}&resourceVersionMatch=Exact"
+        ),
         BENCH_HISTORY_LIST_RUNS_COUNT,
         |v| {
             let it = items(v);
@@ -268,7 +268,10 @@ pub async fn run(args: BenchApiArgs) -> Result<()> {
                 .iter()
                 .all(|i| i.pointer("/data/generation") == Some(&json!("0")));
             if it.len() as u64 != as_of_objects || !all_old {
-                bail!("list as of: {} items, all at generation 0: {all_old}", it.len());
+                bail!(
+                    "list as of: {} items, all at generation 0: {all_old}",
+                    it.len()
+                );
             }
             Ok(())
         },
@@ -346,7 +349,9 @@ pub async fn run(args: BenchApiArgs) -> Result<()> {
         Some(as_of.max_ms < 1_000.0),
     );
     md += &row(
-        format!("one user's change feed (1 event in {BENCH_HISTORY_USER_EVERY}), first page of {page}"),
+        format!(
+            "one user's change feed (1 event in {BENCH_HISTORY_USER_EVERY}), first page of {page}"
+        ),
         &feed,
         "< 2 s",
         Some(feed.max_ms < 2_000.0),
