@@ -238,7 +238,11 @@ impl Ctx {
             expect,
             actor: self.actor(),
             verb,
-            request_id: uuid::Uuid::new_v4().to_string(),
+            request_id: if self.identity.request_id.is_empty() {
+                uuid::Uuid::new_v4().to_string()
+            } else {
+                self.identity.request_id.clone()
+            },
         };
         let started = std::time::Instant::now();
         let res = self.api.log.append(&req).await;

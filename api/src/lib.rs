@@ -70,6 +70,8 @@ pub const REQUEST_BODY_DRAIN_BYTES_MAX: usize = 16 * 1024 * 1024;
 pub const REQUESTS_INFLIGHT_MAX: usize = 2_048;
 /// How long shutdown waits for open connections to finish before exiting anyway.
 pub const SHUTDOWN_GRACE_MS: u64 = 10_000;
+/// Longest client-sent `Audit-ID` used as the request id (longer ones are replaced).
+pub const AUDIT_ID_CHARS_MAX: usize = 128;
 /// Longest `User-Agent` recorded with a write (longer ones are cut).
 pub const USER_AGENT_CHARS_MAX: usize = 256;
 /// The Kubernetes version this server reports (the API surface it follows).
@@ -84,6 +86,10 @@ pub struct Identity {
     pub user_agent: String,
     /// The client's address, `ip:port` ("" for the server's own writes).
     pub source: String,
+    /// The request's id: the client's `Audit-ID` header when it sent a usable one, else a
+    /// new UUID; echoed in the `Audit-Id` response header and recorded with every event the
+    /// request writes, so client logs join the history.
+    pub request_id: String,
 }
 
 impl Identity {
@@ -93,6 +99,7 @@ impl Identity {
             groups: vec!["system:unauthenticated".into()],
             user_agent: String::new(),
             source: String::new(),
+            request_id: String::new(),
         }
     }
 
@@ -103,6 +110,7 @@ impl Identity {
             groups: vec!["system:masters".into()],
             user_agent: concat!("logbook/", env!("CARGO_PKG_VERSION")).into(),
             source: String::new(),
+            request_id: String::new(),
         }
     }
 }
@@ -348,6 +356,30 @@ pub async fn handle(api: Arc<Api>, mut identity: Identity, req: Request<Body>) -
         .chars()
         .take(USER_AGENT_CHARS_MAX)
         .collect();
+    identity.request_id = req
+        .headers()
+        .get("audit-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            !v.is_empty()
+                && v.len() <= AUDIT_ID_CHARS_MAX
+                && v.bytes().all(|b| b.is_ascii_graphic())
+        })
+        .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_string);
+    let audit_id = header::HeaderValue::from_str(&identity.request_id).ok();
+    let mut resp = handle_routed(api, identity, req, started).await;
+    if let Some(id) = audit_id {
+        resp.headers_mut().insert("audit-id", id);
+    }
+    resp
+}
+
+async fn handle_routed(
+    api: Arc<Api>,
+    identity: Identity,
+    req: Request<Body>,
+    started: Instant,
+) -> Response {
     let path = req.uri().path().to_string();
     let route = parse_path(&path);
     let Some(route) = route else {
@@ -625,6 +657,7 @@ pub fn identity_from_cert(der: &[u8]) -> Option<Identity> {
         groups,
         user_agent: String::new(),
         source: String::new(),
+        request_id: String::new(),
     })
 }
 

@@ -35,6 +35,7 @@ async fn send(c: &kube::Client, method: &str, path: &str, ct: &str, body: Value)
         .uri(path)
         .header("content-type", ct)
         .header("user-agent", "history-test/1.0")
+        .header("audit-id", format!("audit-{method}-{}", path.len()))
         .body(serde_json::to_vec(&body)?)?;
     let text = c
         .request_text(req)
@@ -131,6 +132,9 @@ async fn the_history_api_answers_who_changed_what_and_folds_back_into_every_past
         assert_eq!(revs[0]["user"]["groups"], json!(["ops"]));
         assert_eq!(revs[0]["userAgent"], json!("history-test/1.0"));
         assert_eq!(revs[0]["sourceIP"], json!("127.0.0.1"));
+        // The client's Audit-ID is the request id recorded with the change.
+        let label_path_len = format!("{ns}/web").len();
+        assert_eq!(revs[0]["requestID"], json!(format!("audit-PATCH-{label_path_len}")));
         assert_eq!(revs[3]["type"], json!("ADDED"));
         assert!(revs[1]["patch"].as_array().expect("patch").iter().any(|op| op["path"] == json!("/spec/template/spec/containers/0/image") && op["value"] == json!("nginx:1.27")), "set image patch: {}", revs[1]["patch"]);
         // Each revision is the resourceVersion the write answered with.
