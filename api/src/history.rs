@@ -363,12 +363,11 @@ fn item(reg: &Registry, kind: &str, e: &Event, prev: Option<&[u8]>, secrets: boo
         .source
         .rsplit_once(':')
         .unwrap_or((&e.actor.source, ""));
-    json!({
+    let mut out = json!({
         "apiVersion": format!("{GROUP}/{VERSION}"),
         "kind": kind,
         "metadata": metadata,
         "revision": e.position.0.to_string(),
-        "previousRevision": e.prev_position.map(|p| p.0.to_string()),
         "time": time,
         "type": match e.kind {
             EventType::Added => "ADDED",
@@ -376,7 +375,6 @@ fn item(reg: &Registry, kind: &str, e: &Event, prev: Option<&[u8]>, secrets: boo
             EventType::Deleted => "DELETED",
         },
         "verb": e.verb.split(';').next().unwrap_or(""),
-        "fieldManager": e.verb.split_once(";fieldManager=").map(|(_, m)| m),
         "user": {"username": e.actor.user, "groups": e.actor.groups},
         "userAgent": e.actor.user_agent,
         "sourceIP": ip.trim_start_matches('[').trim_end_matches(']'),
@@ -391,7 +389,14 @@ fn item(reg: &Registry, kind: &str, e: &Event, prev: Option<&[u8]>, secrets: boo
             "uid": e.uid,
         },
         "patch": patch,
-    })
+    });
+    if let Some(p) = e.prev_position {
+        out["previousRevision"] = json!(p.0.to_string());
+    }
+    if let Some((_, m)) = e.verb.split_once(";fieldManager=") {
+        out["fieldManager"] = json!(m);
+    }
+    out
 }
 
 /// Replaces every value a patch writes under `/data` or `/stringData` (or a whole Secret's
