@@ -122,7 +122,7 @@ pub fn resolve_resource(reg: &Registry, s: &str) -> ApiResult<Arc<ResourceInfo>>
         i.plural == lower
             || i.singular == lower
             || i.kind.eq_ignore_ascii_case(name)
-            || i.short_names.iter().any(|n| *n == lower)
+            || i.short_names.contains(&lower)
     };
     let mut found: Vec<&Arc<ResourceInfo>> = reg
         .iter()

@@ -27,6 +27,10 @@ pub enum Command {
     /// current state is the newest revision of every object. Exits non-zero naming the first
     /// damaged record.
     Verify(VerifyArgs),
+    /// Every revision of an object, who made it, and the cluster as of any moment (the
+    /// same verbs as the `kubectl history` plugin, plus `export`). Uses the kubeconfig like
+    /// kubectl; without --kubeconfig and KUBECONFIG, <data-dir>/kubeconfig.
+    History(Box<crate::history_cli::HistoryArgs>),
     /// Users with client certificates from the cluster CA.
     User {
         #[command(subcommand)]

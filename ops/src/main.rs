@@ -6,6 +6,7 @@ mod bench_history;
 mod bench_store;
 mod cli;
 mod compact;
+mod history_cli;
 mod pki;
 mod serve;
 mod verify;
@@ -45,6 +46,12 @@ async fn main() -> anyhow::Result<()> {
         Command::Verify(args) => verify::run(args).await,
         Command::Serve(args) => serve::run(args).await,
         Command::Compact(args) => compact::run(args).await,
+        Command::History(args) => {
+            match history_cli::main(*args, Some(std::path::Path::new("logbook-data"))).await {
+                0 => Ok(()),
+                code => std::process::exit(code),
+            }
+        }
         Command::User {
             action: UserAction::Add(args),
         } => {

@@ -35,6 +35,16 @@ pub fn logbook_bin() -> PathBuf {
     dir.join("logbook")
 }
 
+/// The `kubectl-history` plugin under test: `$KUBECTL_HISTORY_BIN`, else the binary beside
+/// [`logbook_bin`] (`cargo build -p logbook` builds both). kubectl finds plugins by file name
+/// on PATH, so an override must also be named `kubectl-history`.
+pub fn kubectl_history_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("KUBECTL_HISTORY_BIN") {
+        return PathBuf::from(p);
+    }
+    logbook_bin().with_file_name("kubectl-history")
+}
+
 fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
