@@ -21,12 +21,14 @@
 //! - No watcher slows a commit: subscribers have bounded buffers and are cut off when full.
 //! - Code above [`kv`] never sees a redb (or FoundationDB) type.
 
+pub mod audit;
 pub mod error;
 pub mod keys;
 pub mod kv;
 pub mod log;
 pub mod position;
 pub mod record;
+pub mod retention;
 pub mod testing;
 pub mod watch;
 
@@ -39,6 +41,7 @@ pub use log::{
 };
 pub use position::Position;
 pub use record::{Actor, Event, EventType, StoredObject};
+pub use retention::{Checkpoint, CompactTo};
 pub use watch::{HubConfig, Subscription, WatchHub, WatchItem};
 
 use std::sync::Arc;
