@@ -171,10 +171,17 @@ impl Metrics {
         }
         out.push_str("# HELP logbook_compaction_horizon The retention horizon (oldest readable resourceVersion), by resource.\n# TYPE logbook_compaction_horizon gauge\n");
         for (resource, h) in &r.horizons {
-            let _ = writeln!(out, "logbook_compaction_horizon{{resource=\"{resource}\"}} {h}");
+            let _ = writeln!(
+                out,
+                "logbook_compaction_horizon{{resource=\"{resource}\"}} {h}"
+            );
         }
         out.push_str("# HELP logbook_checkpoints_written_total Checkpoints appended to the log.\n# TYPE logbook_checkpoints_written_total counter\n");
-        let _ = writeln!(out, "logbook_checkpoints_written_total {}", r.checkpoints_written);
+        let _ = writeln!(
+            out,
+            "logbook_checkpoints_written_total {}",
+            r.checkpoints_written
+        );
         out.push_str("# HELP logbook_watches Open watch streams.\n# TYPE logbook_watches gauge\n");
         let _ = writeln!(out, "logbook_watches {}", self.watches());
         out.push_str("# HELP logbook_log_position The log head (the newest resourceVersion).\n# TYPE logbook_log_position gauge\n");

@@ -30,7 +30,8 @@ pub const BENCH_AUDIT_OBJECT_BYTES: usize = 1024;
 pub const FLOOR_AUDIT_VERIFY_EVENTS_PER_SEC: f64 = 200_000.0;
 
 fn object(i: u64, rev: u64) -> Vec<u8> {
-    let mut v = format!("{{\"metadata\":{{\"name\":\"o{i}\"}},\"rev\":{rev},\"fill\":\"").into_bytes();
+    let mut v =
+        format!("{{\"metadata\":{{\"name\":\"o{i}\"}},\"rev\":{rev},\"fill\":\"").into_bytes();
     let mut x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ rev | 1;
     while v.len() < BENCH_AUDIT_OBJECT_BYTES - 2 {
         x ^= x << 13;

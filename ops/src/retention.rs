@@ -56,7 +56,9 @@ impl RetentionPolicy {
         let mut p = RetentionPolicy::default();
         for entry in entries {
             let Some((resource, duration)) = entry.split_once('=') else {
-                bail!("--retention {entry:?}: expected RESOURCE=DURATION (e.g. leases.coordination.k8s.io=1h)");
+                bail!(
+                    "--retention {entry:?}: expected RESOURCE=DURATION (e.g. leases.coordination.k8s.io=1h)"
+                );
             };
             let resource = store_resource(resource.trim())
                 .map_err(|e| anyhow::anyhow!("--retention {entry:?}: {e}"))?;
@@ -131,11 +133,7 @@ pub async fn compact_once(log: &EventLog, policy: &RetentionPolicy, metrics: &Me
         let Some(window) = window else { continue };
         let cutoff_unix_nanos = now_unix_nanos().saturating_sub(window.as_nanos() as i64);
         match log
-            .compact_resource(
-                resource,
-                CompactTo::OlderThan { cutoff_unix_nanos },
-                |_| {},
-            )
+            .compact_resource(resource, CompactTo::OlderThan { cutoff_unix_nanos }, |_| {})
             .await
         {
             Ok(report) => {
@@ -199,10 +197,19 @@ mod tests {
     #[test]
     fn retention_entries_name_resources_as_kubectl_does_and_map_to_store_names() {
         let cases: &[(&str, Result<(&str, Option<u64>), ()>)] = &[
-            ("leases.coordination.k8s.io=2s", Ok(("coordination.k8s.io/leases", Some(2_000)))),
+            (
+                "leases.coordination.k8s.io=2s",
+                Ok(("coordination.k8s.io/leases", Some(2_000))),
+            ),
             ("events=30m", Ok(("events", Some(1_800_000)))),
-            ("events.events.k8s.io=forever", Ok(("events.k8s.io/events", None))),
-            ("deployments.apps=1d", Ok(("apps/deployments", Some(86_400_000)))),
+            (
+                "events.events.k8s.io=forever",
+                Ok(("events.k8s.io/events", None)),
+            ),
+            (
+                "deployments.apps=1d",
+                Ok(("apps/deployments", Some(86_400_000))),
+            ),
             ("pods", Err(())),
             ("pods=1y", Err(())),
             ("Pods=1h", Err(())),

@@ -45,7 +45,10 @@ impl Chain {
             .into();
         if digest != c.digest || self.events != c.events {
             return Err(Error::Corrupt {
-                location: format!("checkpoint of {} at log position {}", c.resource, c.position),
+                location: format!(
+                    "checkpoint of {} at log position {}",
+                    c.resource, c.position
+                ),
                 detail: format!(
                     "the log's {} events of {} in ({}, {}] do not give the recorded digest ({} events)",
                     self.events, c.resource, c.prev_position, c.position, c.events
@@ -111,7 +114,10 @@ impl Checkpoints {
                 let (a, b) = (&pair[0], &pair[1]);
                 if b.prev_position != a.position || b.prev_digest != a.digest {
                     return Err(Error::Corrupt {
-                        location: format!("checkpoint of {resource} at log position {}", b.position),
+                        location: format!(
+                            "checkpoint of {resource} at log position {}",
+                            b.position
+                        ),
                         detail: format!(
                             "does not link to the previous retained checkpoint at {} (it names {})",
                             a.position, b.prev_position
@@ -224,15 +230,14 @@ impl EventLog {
                 VerifyScope::Tail(n) => tail_start(tx.as_mut(), &pprefix, &end, n).await?,
             };
             loop {
-                let (events, more) = match scan_verified(tx.as_mut(), begin.clone(), end.clone())
-                    .await
-                {
-                    Ok(r) => r,
-                    Err(Error::Corrupt { location, detail }) => {
-                        return Err(self.name_object(location, detail).await);
-                    }
-                    Err(e) => return Err(e),
-                };
+                let (events, more) =
+                    match scan_verified(tx.as_mut(), begin.clone(), end.clone()).await {
+                        Ok(r) => r,
+                        Err(Error::Corrupt { location, detail }) => {
+                            return Err(self.name_object(location, detail).await);
+                        }
+                        Err(e) => return Err(e),
+                    };
                 for (e, hash_ok) in events.iter() {
                     if !hash_ok {
                         return Err(broken(e, "event hash does not match its stored bytes"));
@@ -316,8 +321,8 @@ impl EventLog {
             self.check_current_state(tx.as_mut(), &last_hash).await?;
         }
         // The head's own event may be compacted away (a deletion at or below a horizon).
-        let head_compacted = newest < head
-            && (head <= global_horizon || own_horizons.values().any(|h| head <= *h));
+        let head_compacted =
+            newest < head && (head <= global_horizon || own_horizons.values().any(|h| head <= *h));
         if newest != head
             && !head_compacted
             && !(newest == Position::ZERO && scope != VerifyScope::Full)

@@ -3,8 +3,9 @@
 //! Owns the ordered transactional KV trait ([`kv::Kv`]) and its backends (embedded: redb
 //! plus a write-ahead log, today; FoundationDB behind the `fdb` feature later), the event log
 //! and its projections ([`EventLog`]: current-state pointers, revision index, per-resource
-//! log; reads as of any retained position; compaction), and the watch hub ([`WatchHub`])
-//! that turns the log into subscriptions.
+//! log; reads as of any retained position; compaction), per-resource retention and
+//! checkpoint chains ([`retention`]), verification ([`audit`]), and the watch hub
+//! ([`WatchHub`]) that turns the log into subscriptions.
 //!
 //! Where to start reading: [`kv`] for the storage contract, [`log`] for what one append
 //! writes, [`watch`] for how subscribers get every event exactly once.

@@ -250,7 +250,10 @@ pub(crate) async fn scan_events(
     Ok((events, more))
 }
 
-pub(crate) fn join_parts(location: &dyn std::fmt::Display, parts: &[(Vec<u8>, Vec<u8>)]) -> Result<Vec<u8>> {
+pub(crate) fn join_parts(
+    location: &dyn std::fmt::Display,
+    parts: &[(Vec<u8>, Vec<u8>)],
+) -> Result<Vec<u8>> {
     let indexed: Vec<(u16, &[u8])> = parts
         .iter()
         .map(|(k, v)| {

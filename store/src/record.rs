@@ -478,7 +478,10 @@ mod tests {
         for size in [0usize, 1, 100, 5000] {
             let (bytes, hash) = sample(&vec![7u8; size]);
             let (e, ok) = decode_event_verified(Position(9), &bytes).expect("decodes");
-            assert!(ok, "stored-bytes hash differs for an object of {size} bytes");
+            assert!(
+                ok,
+                "stored-bytes hash differs for an object of {size} bytes"
+            );
             assert!(event_hash_is_valid(&e));
             assert_eq!(e.hash, hash);
         }

@@ -588,7 +588,10 @@ impl EventLog {
             };
             out.insert(
                 res,
-                Position(crate::log::decode_u64("meta horizon of a resource", &kv.value)?),
+                Position(crate::log::decode_u64(
+                    "meta horizon of a resource",
+                    &kv.value,
+                )?),
             );
         }
         Ok(out)

@@ -85,12 +85,19 @@ async fn compacting_one_resource_removes_its_old_revisions_but_never_current_obj
     .await
     .expect("compact leases");
     assert_eq!(report.horizon, head);
-    assert_eq!(report.removed_events, 5 + 2, "5 old lease revisions and the deleted lease");
+    assert_eq!(
+        report.removed_events,
+        5 + 2,
+        "5 old lease revisions and the deleted lease"
+    );
     let a = ObjectKey::new(LEASES, "default", "a");
     let revs = s.log.revisions(&a).await.expect("revisions");
     assert_eq!(revs.len(), 1, "only the current lease revision stays");
     assert_eq!(revs[0].object, b"{\"rev\":5}");
-    assert!(s.log.get(&a).await.expect("get").is_some(), "the current lease stays");
+    assert!(
+        s.log.get(&a).await.expect("get").is_some(),
+        "the current lease stays"
+    );
     let gone = ObjectKey::new(LEASES, "default", "gone");
     assert!(s.log.revisions(&gone).await.expect("revisions").is_empty());
     let p = ObjectKey::new("pods", "default", "p");
@@ -102,7 +109,10 @@ async fn compacting_one_resource_removes_its_old_revisions_but_never_current_obj
         .expect("pods at an old position still list");
     assert_eq!(old.items[0].object, b"{\"rev\":0}");
     assert_eq!(s.log.resource_horizon(LEASES).await.expect("h"), head);
-    assert_eq!(s.log.resource_horizon("pods").await.expect("h"), Position::ZERO);
+    assert_eq!(
+        s.log.resource_horizon("pods").await.expect("h"),
+        Position::ZERO
+    );
     s.log
         .verify(VerifyScope::Full, |_| {})
         .await
@@ -214,7 +224,11 @@ async fn compaction_by_time_stops_at_the_first_event_newer_than_the_cutoff() {
         .revisions(&ObjectKey::new(LEASES, "default", "a"))
         .await
         .expect("revisions");
-    assert_eq!(revs.len(), 3, "the state at the horizon and the two newer revisions");
+    assert_eq!(
+        revs.len(),
+        3,
+        "the state at the horizon and the two newer revisions"
+    );
 }
 
 #[tokio::test]
@@ -223,7 +237,11 @@ async fn checkpoints_chain_per_resource_and_still_verify_after_retention() {
     history(&s.log).await;
     let written = s.log.write_checkpoints().await.expect("checkpoints");
     assert_eq!(written, 2, "one per resource");
-    assert_eq!(s.log.write_checkpoints().await.expect("again"), 0, "nothing new");
+    assert_eq!(
+        s.log.write_checkpoints().await.expect("again"),
+        0,
+        "nothing new"
+    );
     for rev in 6..9 {
         put(&s.log, LEASES, "a", rev).await;
         put(&s.log, "pods", "p", rev).await;
@@ -234,7 +252,11 @@ async fn checkpoints_chain_per_resource_and_still_verify_after_retention() {
     assert_eq!(chain[1].prev_position, chain[0].position);
     assert_eq!(chain[1].prev_digest, chain[0].digest);
     assert_eq!(chain[1].events, 3);
-    let report = s.log.verify(VerifyScope::Full, |_| {}).await.expect("verify");
+    let report = s
+        .log
+        .verify(VerifyScope::Full, |_| {})
+        .await
+        .expect("verify");
     assert_eq!(report.checkpoints, 4);
 
     // Compact the leases past the first checkpoint but not the second: the first goes with
@@ -246,16 +268,29 @@ async fn checkpoints_chain_per_resource_and_still_verify_after_retention() {
         .compact_resource(LEASES, CompactTo::Horizon(head), |_| {})
         .await
         .expect("compact");
-    assert_eq!(r.removed_checkpoints, 2, "both lease checkpoints lie at or below the horizon");
-    let report = s.log.verify(VerifyScope::Full, |_| {}).await.expect("verify after retention");
+    assert_eq!(
+        r.removed_checkpoints, 2,
+        "both lease checkpoints lie at or below the horizon"
+    );
+    let report = s
+        .log
+        .verify(VerifyScope::Full, |_| {})
+        .await
+        .expect("verify after retention");
     assert_eq!(report.checkpoints, 2, "the pods' chain is untouched");
 
     // A chain that starts at the horizon again, and a second compaction below it.
     put(&s.log, LEASES, "a", 10).await;
     s.log.write_checkpoints().await.expect("checkpoints");
     let chain = s.log.checkpoints(LEASES).await.expect("chain");
-    assert_eq!(chain[0].prev_position, head, "a new chain starts at the horizon");
-    s.log.verify(VerifyScope::Full, |_| {}).await.expect("verify");
+    assert_eq!(
+        chain[0].prev_position, head,
+        "a new chain starts at the horizon"
+    );
+    s.log
+        .verify(VerifyScope::Full, |_| {})
+        .await
+        .expect("verify");
 }
 
 #[tokio::test]
@@ -272,7 +307,10 @@ async fn retention_keeps_events_a_retained_checkpoint_covers_until_a_later_run()
         .compact_resource(LEASES, CompactTo::Horizon(covered), |_| {})
         .await
         .expect("compact");
-    assert_eq!(r.removed_events, 1, "only the revision before the first checkpoint");
+    assert_eq!(
+        r.removed_events, 1,
+        "only the revision before the first checkpoint"
+    );
     assert_eq!(r.removed_checkpoints, 1);
     let revs = s
         .log
@@ -280,7 +318,10 @@ async fn retention_keeps_events_a_retained_checkpoint_covers_until_a_later_run()
         .await
         .expect("revisions");
     assert_eq!(revs.len(), 2);
-    s.log.verify(VerifyScope::Full, |_| {}).await.expect("verify");
+    s.log
+        .verify(VerifyScope::Full, |_| {})
+        .await
+        .expect("verify");
 }
 
 async fn set_raw(log: &EventLog, key: &[u8], value: Option<&[u8]>) {
@@ -312,8 +353,7 @@ fn corrupt_location(r: Result<logbook_store::VerifyReport, Error>) -> (String, S
 }
 
 #[tokio::test]
-async fn verify_catches_a_rewritten_event_with_a_valid_checksum_naming_its_position_and_object()
-{
+async fn verify_catches_a_rewritten_event_with_a_valid_checksum_naming_its_position_and_object() {
     let s = fresh().await;
     history(&s.log).await;
     s.log.write_checkpoints().await.expect("checkpoints");
@@ -382,7 +422,10 @@ async fn verify_catches_a_removed_checkpoint_and_a_changed_digest_naming_the_che
         "{location}: {detail}"
     );
     set_raw(&s.log, &middle, Some(&saved)).await;
-    s.log.verify(VerifyScope::Full, |_| {}).await.expect("restored");
+    s.log
+        .verify(VerifyScope::Full, |_| {})
+        .await
+        .expect("restored");
 }
 
 #[tokio::test]

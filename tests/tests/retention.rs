@@ -13,7 +13,12 @@ use serde_json::{Value, json};
 /// How long the retention test waits for the compactor to remove old Lease revisions.
 const RETENTION_WAIT_SECONDS: u64 = 30;
 
-fn req(method: &str, path: &str, content_type: Option<&str>, body: Vec<u8>) -> http::Request<Vec<u8>> {
+fn req(
+    method: &str,
+    path: &str,
+    content_type: Option<&str>,
+    body: Vec<u8>,
+) -> http::Request<Vec<u8>> {
     let mut b = http::Request::builder().method(method).uri(path);
     if let Some(ct) = content_type {
         b = b.header("content-type", ct);
@@ -21,14 +26,27 @@ fn req(method: &str, path: &str, content_type: Option<&str>, body: Vec<u8>) -> h
     b.body(body).expect("request")
 }
 
-async fn send(c: &kube::Client, method: &str, path: &str, ct: Option<&str>, body: Value) -> Result<Value> {
-    let body = if body.is_null() { Vec::new() } else { serde_json::to_vec(&body)? };
+async fn send(
+    c: &kube::Client,
+    method: &str,
+    path: &str,
+    ct: Option<&str>,
+    body: Value,
+) -> Result<Value> {
+    let body = if body.is_null() {
+        Vec::new()
+    } else {
+        serde_json::to_vec(&body)?
+    };
     let t = c.request_text(req(method, path, ct, body)).await?;
     Ok(serde_json::from_str(&t)?)
 }
 
 fn rv(o: &Value) -> String {
-    o["metadata"]["resourceVersion"].as_str().unwrap_or_default().to_string()
+    o["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
 }
 
 /// The HTTP code of a request expected to fail with a Status.
@@ -40,7 +58,8 @@ async fn status_code(c: &kube::Client, path: &str) -> Option<u16> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_short_lease_window_removes_old_lease_revisions_but_never_the_lease_or_other_history() -> Result<()> {
+async fn a_short_lease_window_removes_old_lease_revisions_but_never_the_lease_or_other_history()
+-> Result<()> {
     let s = Server::start_with(&[
         "--retention",
         "leases.coordination.k8s.io=2s",
@@ -83,7 +102,10 @@ async fn a_short_lease_window_removes_old_lease_revisions_but_never_the_lease_or
     let exact_old = format!("{leases}?resourceVersion={first_lease_rv}&resourceVersionMatch=Exact");
     // Before the window passes, the old Lease revision is still readable.
     let now = send(&c, "GET", &exact_old, None, Value::Null).await;
-    assert!(now.is_ok(), "an Exact list inside the window answers: {now:?}");
+    assert!(
+        now.is_ok(),
+        "an Exact list inside the window answers: {now:?}"
+    );
 
     let deadline = Instant::now() + Duration::from_secs(RETENTION_WAIT_SECONDS);
     loop {
@@ -91,7 +113,9 @@ async fn a_short_lease_window_removes_old_lease_revisions_but_never_the_lease_or
             break;
         }
         if Instant::now() > deadline {
-            bail!("the Lease's old revisions were not compacted within {RETENTION_WAIT_SECONDS} s (Exact list at {first_lease_rv} still answers)");
+            bail!(
+                "the Lease's old revisions were not compacted within {RETENTION_WAIT_SECONDS} s (Exact list at {first_lease_rv} still answers)"
+            );
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
@@ -136,13 +160,20 @@ async fn a_short_lease_window_removes_old_lease_revisions_but_never_the_lease_or
     let removed: u64 = metrics
         .lines()
         .find_map(|l| {
-            l.strip_prefix("logbook_compaction_removed_events_total{resource=\"coordination.k8s.io/leases\"} ")
+            l.strip_prefix(
+                "logbook_compaction_removed_events_total{resource=\"coordination.k8s.io/leases\"} ",
+            )
         })
         .context("no removed-events metric for leases")?
         .parse()?;
     assert!(removed >= 19, "{removed} lease events removed:\n{metrics}");
-    assert!(metrics.contains("logbook_compaction_runs_total "), "{metrics}");
-    assert!(metrics.contains("logbook_compaction_horizon{resource=\"coordination.k8s.io/leases\"}"));
+    assert!(
+        metrics.contains("logbook_compaction_runs_total "),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("logbook_compaction_horizon{resource=\"coordination.k8s.io/leases\"}")
+    );
     Ok(())
 }
 
@@ -165,7 +196,8 @@ fn flip_everywhere(file: &std::path::Path, needle: &[u8]) -> Result<usize> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn audit_verify_passes_on_a_clean_store_and_names_the_object_whose_stored_byte_was_flipped() -> Result<()> {
+async fn audit_verify_passes_on_a_clean_store_and_names_the_object_whose_stored_byte_was_flipped()
+-> Result<()> {
     let mut s = Server::start_with(&["--checkpoint-interval", "200ms"])?;
     let c = s.client().await?;
     let cms = "/api/v1/namespaces/default/configmaps";
@@ -199,7 +231,10 @@ async fn audit_verify_passes_on_a_clean_store_and_names_the_object_whose_stored_
         "audit verify of an untouched store: {stdout}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stdout.contains("| events | objects | checkpoints |"), "{stdout}");
+    assert!(
+        stdout.contains("| events | objects | checkpoints |"),
+        "{stdout}"
+    );
 
     let data_file = s.data_dir.join("logbook.redb");
     let flipped = flip_everywhere(&data_file, canary.as_bytes())?;
@@ -210,7 +245,10 @@ async fn audit_verify_passes_on_a_clean_store_and_names_the_object_whose_stored_
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(!out.status.success(), "audit verify passed a tampered store: {all}");
+    assert!(
+        !out.status.success(),
+        "audit verify passed a tampered store: {all}"
+    );
     assert!(
         all.contains("log position ") && all.contains("object configmaps/default/canary"),
         "the failure names the damaged position and object: {all}"
