@@ -44,7 +44,7 @@ fn object(i: u64, rev: u64) -> Vec<u8> {
 }
 
 fn request(i: u64, rev: u64) -> AppendRequest {
-    let resource = if i % 2 == 0 {
+    let resource = if i.is_multiple_of(2) {
         "pods"
     } else {
         "coordination.k8s.io/leases"

@@ -196,7 +196,9 @@ mod tests {
 
     #[test]
     fn retention_entries_name_resources_as_kubectl_does_and_map_to_store_names() {
-        let cases: &[(&str, Result<(&str, Option<u64>), ()>)] = &[
+        /// An entry, and the store resource and window in ms it means (`Err`: refused).
+        type Case<'a> = (&'a str, Result<(&'a str, Option<u64>), ()>);
+        let cases: &[Case] = &[
             (
                 "leases.coordination.k8s.io=2s",
                 Ok(("coordination.k8s.io/leases", Some(2_000))),
