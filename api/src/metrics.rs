@@ -54,6 +54,17 @@ impl Histogram {
 struct Inner {
     requests: BTreeMap<(String, String, u16), Histogram>,
     commit: Histogram,
+    retention: Retention,
+}
+
+/// What the background compactor and checkpoint writer did (store resource names).
+#[derive(Default)]
+struct Retention {
+    runs: u64,
+    failures: u64,
+    removed_events: BTreeMap<String, u64>,
+    horizons: BTreeMap<String, u64>,
+    checkpoints_written: u64,
 }
 
 /// Shared metrics of one server. Cheap to clone.
@@ -76,6 +87,31 @@ impl Metrics {
     pub fn observe_commit(&self, took: Duration) {
         if let Ok(mut g) = self.inner.lock() {
             g.commit.observe(took.as_secs_f64());
+        }
+    }
+
+    /// One pass of the retention compactor over every resource with a finite window.
+    pub fn observe_compaction_run(&self, failed: bool) {
+        if let Ok(mut g) = self.inner.lock() {
+            g.retention.runs += 1;
+            g.retention.failures += u64::from(failed);
+        }
+    }
+
+    /// One resource compacted: events removed and its horizon now.
+    pub fn observe_compaction(&self, resource: &str, removed_events: u64, horizon: u64) {
+        if let Ok(mut g) = self.inner.lock() {
+            *g.retention
+                .removed_events
+                .entry(resource.to_string())
+                .or_default() += removed_events;
+            g.retention.horizons.insert(resource.to_string(), horizon);
+        }
+    }
+
+    pub fn observe_checkpoints(&self, written: u64) {
+        if let Ok(mut g) = self.inner.lock() {
+            g.retention.checkpoints_written += written;
         }
     }
 
@@ -121,6 +157,31 @@ impl Metrics {
         out.push_str("# TYPE logbook_commit_duration_seconds histogram\n");
         g.commit
             .write(&mut out, "logbook_commit_duration_seconds", "");
+        let r = &g.retention;
+        out.push_str("# HELP logbook_compaction_runs_total Passes of the retention compactor.\n# TYPE logbook_compaction_runs_total counter\n");
+        let _ = writeln!(out, "logbook_compaction_runs_total {}", r.runs);
+        out.push_str("# HELP logbook_compaction_failures_total Compactor passes that failed for some resource.\n# TYPE logbook_compaction_failures_total counter\n");
+        let _ = writeln!(out, "logbook_compaction_failures_total {}", r.failures);
+        out.push_str("# HELP logbook_compaction_removed_events_total Events removed by retention, by resource.\n# TYPE logbook_compaction_removed_events_total counter\n");
+        for (resource, n) in &r.removed_events {
+            let _ = writeln!(
+                out,
+                "logbook_compaction_removed_events_total{{resource=\"{resource}\"}} {n}"
+            );
+        }
+        out.push_str("# HELP logbook_compaction_horizon The retention horizon (oldest readable resourceVersion), by resource.\n# TYPE logbook_compaction_horizon gauge\n");
+        for (resource, h) in &r.horizons {
+            let _ = writeln!(
+                out,
+                "logbook_compaction_horizon{{resource=\"{resource}\"}} {h}"
+            );
+        }
+        out.push_str("# HELP logbook_checkpoints_written_total Checkpoints appended to the log.\n# TYPE logbook_checkpoints_written_total counter\n");
+        let _ = writeln!(
+            out,
+            "logbook_checkpoints_written_total {}",
+            r.checkpoints_written
+        );
         out.push_str("# HELP logbook_watches Open watch streams.\n# TYPE logbook_watches gauge\n");
         let _ = writeln!(out, "logbook_watches {}", self.watches());
         out.push_str("# HELP logbook_log_position The log head (the newest resourceVersion).\n# TYPE logbook_log_position gauge\n");

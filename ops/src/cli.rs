@@ -36,6 +36,11 @@ pub enum Command {
         #[command(subcommand)]
         action: UserAction,
     },
+    /// Tamper evidence for auditors.
+    Audit {
+        #[command(subcommand)]
+        action: AuditAction,
+    },
     /// Benchmarks.
     Bench {
         #[command(subcommand)]
@@ -66,6 +71,14 @@ pub struct UserAddArgs {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum AuditAction {
+    /// Re-derive, on a stopped store, every event hash, every per-object chain link (a chain
+    /// may start at a compacted horizon) and every checkpoint; print progress, then a
+    /// summary. Exits non-zero naming the first broken link (position and object).
+    Verify(VerifyArgs),
+}
+
+#[derive(Debug, Subcommand)]
 pub enum BenchTarget {
     /// The committed store benchmark: durable appends, watch fan-out, list, reopen (and etcd
     /// side by side with --etcd). Progress goes to stderr, the Markdown results to stdout.
@@ -79,6 +92,18 @@ pub enum BenchTarget {
     /// The history benchmark: a store of 1,000,000 events, then an object's revisions, a
     /// list as of an old position and one user's change feed, over HTTPS.
     History(BenchApiArgs),
+    /// `audit verify` over a store of --events events (1,000,000 by default): events/s.
+    Audit(BenchAuditArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BenchAuditArgs {
+    /// Events to write before verifying.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub events: u64,
+    /// Where the temporary data directory goes (default: the system temp dir).
+    #[arg(long)]
+    pub tmp_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -157,6 +182,21 @@ pub struct ServeArgs {
     /// The port range NodePorts are allocated from, inclusive.
     #[arg(long, default_value = "30000-32767")]
     pub service_node_port_range: String,
+    /// How long a resource's old revisions are kept, as RESOURCE=DURATION (repeatable).
+    /// RESOURCE is kubectl's PLURAL.GROUP (`leases.coordination.k8s.io`, `events`,
+    /// `events.events.k8s.io`); DURATION is `30m`, `1h`, `7d` or `forever`. Default: every
+    /// revision forever, except Leases and Events (both groups): 1h. Current objects are
+    /// never removed.
+    #[arg(long, value_name = "RESOURCE=DURATION")]
+    pub retention: Vec<String>,
+    /// How often the retention compactor runs (default `RETENTION_COMPACT_INTERVAL_MS`,
+    /// 60s; tests use 1s).
+    #[arg(long, hide = true)]
+    pub retention_interval: Option<String>,
+    /// How often checkpoints are written (default `CHECKPOINT_INTERVAL_MS`, 10s; tests use
+    /// 500ms).
+    #[arg(long, hide = true)]
+    pub checkpoint_interval: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]

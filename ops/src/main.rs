@@ -1,6 +1,7 @@
 //! `logbook`: the one binary. Wires the crates together; owns configuration and the CLI.
 
 mod bench_api;
+mod bench_audit;
 mod bench_crd;
 mod bench_history;
 mod bench_store;
@@ -8,13 +9,14 @@ mod cli;
 mod compact;
 mod history_cli;
 mod pki;
+mod retention;
 mod serve;
 mod verify;
 
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-use crate::cli::{BenchTarget, Cli, Command, UserAction};
+use crate::cli::{AuditAction, BenchTarget, Cli, Command, UserAction};
 
 // The store allocates many short-lived buffers per request (keys, decoded records); mimalloc
 // measured faster than glibc's malloc for that pattern (BENCHMARKS.md).
@@ -43,7 +45,13 @@ async fn main() -> anyhow::Result<()> {
         Command::Bench {
             target: BenchTarget::History(args),
         } => bench_history::run(args).await,
+        Command::Bench {
+            target: BenchTarget::Audit(args),
+        } => bench_audit::run(args).await,
         Command::Verify(args) => verify::run(args).await,
+        Command::Audit {
+            action: AuditAction::Verify(args),
+        } => verify::run(args).await,
         Command::Serve(args) => serve::run(args).await,
         Command::Compact(args) => compact::run(args).await,
         Command::History(args) => {

@@ -15,6 +15,25 @@ use crate::pki;
 const STARTUP_VERIFY_TAIL_EVENTS: usize = 10_000;
 
 pub async fn run(args: ServeArgs) -> Result<()> {
+    let policy = crate::retention::RetentionPolicy::from_args(&args.retention)?;
+    let interval = |arg: &Option<String>, default_ms: u64, flag: &str| match arg {
+        Some(s) => crate::retention::parse_duration(s).with_context(|| flag.to_string()),
+        None => Ok(std::time::Duration::from_millis(default_ms)),
+    };
+    let compact_interval = interval(
+        &args.retention_interval,
+        crate::retention::RETENTION_COMPACT_INTERVAL_MS,
+        "--retention-interval",
+    )?;
+    let checkpoint_interval = interval(
+        &args.checkpoint_interval,
+        crate::retention::CHECKPOINT_INTERVAL_MS,
+        "--checkpoint-interval",
+    )?;
+    anyhow::ensure!(
+        !compact_interval.is_zero() && !checkpoint_interval.is_zero(),
+        "--retention-interval and --checkpoint-interval must be longer than zero"
+    );
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating {}", args.data_dir.display()))?;
     let listen: SocketAddr = args.listen;
@@ -59,7 +78,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     )
     .map_err(|e| anyhow::anyhow!("--service-cluster-ip-range/--service-node-port-range: {e}"))?;
     let api = Api::new(
-        log,
+        log.clone(),
         hub,
         Registry::builtin(),
         shutdown_rx,
@@ -72,6 +91,13 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     logbook_api::crd::start(Arc::clone(&api))
         .await
         .map_err(|e| anyhow::anyhow!("registering the stored CustomResourceDefinitions: {e}"))?;
+    crate::retention::spawn_tasks(
+        log,
+        policy,
+        compact_interval,
+        checkpoint_interval,
+        api.metrics.clone(),
+    );
     let host = if advertised.contains(':') {
         format!("[{advertised}]")
     } else {

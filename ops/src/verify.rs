@@ -34,35 +34,83 @@ pub async fn open_stopped(
     Ok((kv, log))
 }
 
+/// What one verification saw, for the summary table.
+pub struct Summary {
+    pub report: logbook_store::VerifyReport,
+    pub elapsed: Duration,
+}
+
+impl Summary {
+    pub fn events_per_second(&self) -> f64 {
+        self.report.events as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    /// The summary table (Markdown, readable in a terminal).
+    pub fn table(&self) -> String {
+        format!(
+            "| events | objects | checkpoints | head | elapsed | events/s |\n|---:|---:|---:|---:|---:|---:|\n| {} | {} | {} | {} | {:.2} s | {:.0} |\n",
+            self.report.events,
+            self.report.objects,
+            self.report.checkpoints,
+            self.report.head,
+            self.elapsed.as_secs_f64(),
+            self.events_per_second()
+        )
+    }
+}
+
+/// Verifies the store of `log` within `scope`, printing progress (events checked, events/s)
+/// to stderr at least every [`VERIFY_PROGRESS_INTERVAL_MS`].
+///
+/// # Errors
+/// The first broken link, as the store names it (position and object, or checkpoint).
+pub async fn verify_with_progress(
+    log: &logbook_store::EventLog,
+    scope: VerifyScope,
+) -> Result<Summary> {
+    let started = Instant::now();
+    let mut last = Instant::now();
+    let report = log
+        .verify(scope, |events| {
+            if last.elapsed() >= Duration::from_millis(VERIFY_PROGRESS_INTERVAL_MS) {
+                let secs = started.elapsed().as_secs_f64().max(1e-9);
+                eprintln!(
+                    "verify: {events} events checked, {:.0} events/s",
+                    events as f64 / secs
+                );
+                last = Instant::now();
+            }
+        })
+        .await
+        .context("verification failed: the store is damaged or was altered")?;
+    Ok(Summary {
+        report,
+        elapsed: started.elapsed(),
+    })
+}
+
+/// `logbook verify` and `logbook audit verify`: one code path.
 pub async fn run(args: VerifyArgs) -> Result<()> {
     let scope = match args.tail {
         Some(n) => VerifyScope::Tail(n),
         None => VerifyScope::Full,
     };
-    let started = Instant::now();
     let (kv, log) = open_stopped(&args.data_dir).await?;
-    let mut last = Instant::now();
-    let report = log
-        .verify(scope, |events| {
-            if last.elapsed() >= Duration::from_millis(VERIFY_PROGRESS_INTERVAL_MS) {
-                eprintln!("verify: {events} events checked");
-                last = Instant::now();
-            }
-        })
-        .await
-        .context("the store is damaged")?;
+    let result = verify_with_progress(&log, scope).await;
     drop(log);
     kv.close();
+    let summary = result?;
     println!(
-        "verified {} events up to position {} in {:.1} s: checksums, hash chains{}",
-        report.events,
-        report.head,
-        started.elapsed().as_secs_f64(),
+        "verified {} events up to position {} in {:.1} s: checksums, event hashes, hash chains{}",
+        summary.report.events,
+        summary.report.head,
+        summary.elapsed.as_secs_f64(),
         if scope == VerifyScope::Full {
-            ", current state"
+            ", checkpoints, current state"
         } else {
             ""
         }
     );
+    print!("{}", summary.table());
     Ok(())
 }

@@ -6,10 +6,14 @@
 //! r <res> <ns> <name> <versionstamp 10>                  -> revision index entry
 //! t <res> <versionstamp 10>                              -> resource log entry (ns, name)
 //! m <name>                                               -> metadata (format, head, horizon)
+//! m horizon <res>                                        -> one resource's retention horizon
 //! c <res> <ns>                                           -> object count (i64 LE, atomic add)
 //! u <user> <versionstamp 10>                             -> user log entry (res, ns, name)
 //! x <unix second u64 BE>                                 -> newest event stamped in that second
+//! k <res> <versionstamp 10>                              -> checkpoint of one resource's log
 //! ```
+//! A resource's effective horizon is the larger of `m horizon` (the whole log) and
+//! `m horizon <res>` (written by per-resource retention).
 //! `<res>`, `<ns>`, `<name>` are byte strings in an order-preserving, prefix-free encoding
 //! (FoundationDB tuple style: 0x00 escaped as 0x00 0xff, terminated by 0x00), so a prefix of
 //! elements is a key prefix and all chunks and revisions of one object sort together.
@@ -26,6 +30,9 @@ pub const COUNT: u8 = b'c';
 /// The per-resource log: every event of one resource in log order, so a watch of one
 /// resource catching up from an old position does not read every other resource's events.
 pub const RES_LOG: u8 = b't';
+/// Checkpoints: a digest per resource, chained to that resource's previous checkpoint, over
+/// the resource's events since it (tamper evidence that survives per-resource retention).
+pub const CHECKPOINT: u8 = b'k';
 
 /// The per-user log: every event one user made, in log order (the auditor's "everything
 /// alice changed" without reading anyone else's events).
@@ -41,6 +48,27 @@ pub const META_FORMAT: &[u8] = b"mformat";
 pub const META_HEAD: &[u8] = b"mhead";
 /// `m horizon`: positions at or below this have been compacted away.
 pub const META_HORIZON: &[u8] = b"mhorizon";
+/// `m horizon <res>`: one resource's retention horizon (see [`resource_horizon`]).
+pub fn resource_horizon(resource: &str) -> Vec<u8> {
+    let mut out = META_HORIZON.to_vec();
+    push_str(&mut out, resource.as_bytes());
+    out
+}
+
+/// `k <res>`: prefix of one resource's checkpoints.
+pub fn checkpoint_scope(resource: &str) -> Vec<u8> {
+    let mut out = vec![CHECKPOINT];
+    push_str(&mut out, resource.as_bytes());
+    out
+}
+
+/// `k <res> <vs>`: the checkpoint of `resource` covering its events up to `position`.
+pub fn checkpoint(resource: &str, position: Position) -> Vec<u8> {
+    let mut out = checkpoint_scope(resource);
+    out.extend_from_slice(&position.versionstamp().0);
+    out
+}
+
 /// `m partitions`: how many log partitions there are (only ever grows).
 pub const META_PARTITIONS: &[u8] = b"mpartitions";
 

@@ -3,8 +3,9 @@
 //! Owns the ordered transactional KV trait ([`kv::Kv`]) and its backends (embedded: redb
 //! plus a write-ahead log, today; FoundationDB behind the `fdb` feature later), the event log
 //! and its projections ([`EventLog`]: current-state pointers, revision index, per-resource
-//! log; reads as of any retained position; compaction), and the watch hub ([`WatchHub`])
-//! that turns the log into subscriptions.
+//! log; reads as of any retained position; compaction), per-resource retention and
+//! checkpoint chains ([`retention`]), verification ([`audit`]), and the watch hub
+//! ([`WatchHub`]) that turns the log into subscriptions.
 //!
 //! Where to start reading: [`kv`] for the storage contract, [`log`] for what one append
 //! writes, [`watch`] for how subscribers get every event exactly once.
@@ -21,12 +22,14 @@
 //! - No watcher slows a commit: subscribers have bounded buffers and are cut off when full.
 //! - Code above [`kv`] never sees a redb (or FoundationDB) type.
 
+pub mod audit;
 pub mod error;
 pub mod keys;
 pub mod kv;
 pub mod log;
 pub mod position;
 pub mod record;
+pub mod retention;
 pub mod testing;
 pub mod watch;
 
@@ -39,6 +42,7 @@ pub use log::{
 };
 pub use position::Position;
 pub use record::{Actor, Event, EventType, StoredObject};
+pub use retention::{Checkpoint, CompactTo};
 pub use watch::{HubConfig, Subscription, WatchHub, WatchItem};
 
 use std::sync::Arc;

@@ -13,7 +13,6 @@ pub use history::{
     TIME_SCAN_EVENTS_MAX,
 };
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -90,8 +89,13 @@ pub enum VerifyScope {
 /// What a verification saw.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct VerifyReport {
+    /// Events checked (hash and chain link).
     pub events: u64,
     pub head: Position,
+    /// Distinct objects whose chains were checked.
+    pub objects: u64,
+    /// Checkpoints re-derived (a full check only).
+    pub checkpoints: u64,
 }
 
 /// What a compaction did.
@@ -101,8 +105,11 @@ pub struct CompactReport {
     pub horizon: Position,
     /// Events removed (superseded at the horizon, or deleted objects).
     pub removed_events: u64,
-    /// Events at or below the horizon kept because they are an object's state there.
+    /// Events at or below the horizon kept because they are an object's state there (or
+    /// covered by a retained checkpoint).
     pub kept_events: u64,
+    /// Checkpoints removed because they covered removed events.
+    pub removed_checkpoints: u64,
 }
 
 /// Events one compaction transaction examines (keeps transactions far below FoundationDB's
@@ -125,8 +132,8 @@ impl Default for LogConfig {
 /// The event log over a [`Kv`] backend. Cheap to clone.
 #[derive(Clone)]
 pub struct EventLog {
-    kv: Arc<dyn Kv>,
-    partitions: u16,
+    pub(crate) kv: Arc<dyn Kv>,
+    pub(crate) partitions: u16,
 }
 
 fn now_unix_nanos() -> i64 {
@@ -136,7 +143,7 @@ fn now_unix_nanos() -> i64 {
         .unwrap_or(0)
 }
 
-fn decode_u64(location: &str, bytes: &[u8]) -> Result<u64> {
+pub(crate) fn decode_u64(location: &str, bytes: &[u8]) -> Result<u64> {
     let arr: [u8; 8] = bytes.try_into().map_err(|_| Error::Corrupt {
         location: location.into(),
         detail: "not an 8-byte integer".into(),
@@ -155,7 +162,7 @@ fn rev_range(key: &ObjectKey) -> (Vec<u8>, Vec<u8>) {
     (b, e)
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -182,7 +189,7 @@ struct ContinueToken {
 /// Reads `[begin, end)` page by page and calls `f` with each group of consecutive keys that
 /// share their first `key.len() - suffix` bytes. `f` returns `false` to stop; the scan then
 /// returns `true` ("stopped with more to read"), else `false` at the end of the range.
-async fn scan_groups(
+pub(crate) async fn scan_groups(
     tx: &mut dyn Transaction,
     begin: Vec<u8>,
     end: Vec<u8>,
@@ -232,7 +239,7 @@ async fn scan_groups(
 }
 
 /// Up to `max` whole events of the log range `[begin, end)`, and whether more follow.
-async fn scan_events(
+pub(crate) async fn scan_events(
     tx: &mut dyn Transaction,
     begin: Vec<u8>,
     end: Vec<u8>,
@@ -250,7 +257,10 @@ async fn scan_events(
     Ok((events, more))
 }
 
-fn join_parts(location: &dyn std::fmt::Display, parts: &[(Vec<u8>, Vec<u8>)]) -> Result<Vec<u8>> {
+pub(crate) fn join_parts(
+    location: &dyn std::fmt::Display,
+    parts: &[(Vec<u8>, Vec<u8>)],
+) -> Result<Vec<u8>> {
     let indexed: Vec<(u16, &[u8])> = parts
         .iter()
         .map(|(k, v)| {
@@ -297,7 +307,7 @@ fn stored(r: ObjectRef, e: Event) -> Result<StoredObject> {
     Ok(StoredObject::from_event(e))
 }
 
-fn event_from_parts(prefix: &[u8], parts: &[(Vec<u8>, Vec<u8>)]) -> Result<Event> {
+pub(crate) fn event_from_parts(prefix: &[u8], parts: &[(Vec<u8>, Vec<u8>)]) -> Result<Event> {
     let vs =
         Versionstamp::from_slice(&prefix[keys::LOG_VS_OFFSET..]).ok_or_else(|| Error::Corrupt {
             location: hex(prefix),
@@ -549,7 +559,7 @@ impl EventLog {
     /// The events are read in log order with an adaptive range cursor: where the wanted
     /// positions are dense in the log (a resource written in bulk) it reads pages of
     /// consecutive entries; where they are sparse it shrinks to point reads.
-    async fn read_events(
+    pub(crate) async fn read_events(
         &self,
         tx: &mut dyn Transaction,
         wanted: &[(u16, Position)],
@@ -606,7 +616,7 @@ impl EventLog {
         Ok(events)
     }
 
-    async fn read_head(&self, tx: &mut dyn Transaction) -> Result<Position> {
+    pub(crate) async fn read_head(&self, tx: &mut dyn Transaction) -> Result<Position> {
         match tx.get(keys::META_HEAD, true).await? {
             None => Ok(Position::ZERO),
             Some(v) => {
@@ -619,11 +629,52 @@ impl EventLog {
         }
     }
 
-    async fn read_horizon(&self, tx: &mut dyn Transaction) -> Result<Position> {
+    pub(crate) async fn read_horizon(&self, tx: &mut dyn Transaction) -> Result<Position> {
         match tx.get(keys::META_HORIZON, true).await? {
             None => Ok(Position::ZERO),
             Some(v) => Ok(Position(decode_u64("meta horizon", &v)?)),
         }
+    }
+
+    /// The horizon of one resource: the larger of the whole log's and the resource's own
+    /// (`m horizon <res>`, moved by per-resource retention). `snapshot: false` makes the
+    /// read conflict with a concurrent move (what a checkpoint writer needs).
+    pub(crate) async fn read_resource_horizon(
+        &self,
+        tx: &mut dyn Transaction,
+        resource: &str,
+        snapshot: bool,
+    ) -> Result<Position> {
+        let global = match tx.get(keys::META_HORIZON, snapshot).await? {
+            None => Position::ZERO,
+            Some(v) => Position(decode_u64("meta horizon", &v)?),
+        };
+        let own = match tx.get(&keys::resource_horizon(resource), snapshot).await? {
+            None => Position::ZERO,
+            Some(v) => Position(decode_u64("meta horizon of a resource", &v)?),
+        };
+        Ok(global.max(own))
+    }
+
+    /// Removes one event from the log and from every index that names it: its log chunks,
+    /// its revision entry (`r`), its resource-log entry (`t`) and its user-log entry (`u`).
+    /// Every index an append writes per event is cleared here, and only here, so compaction
+    /// cannot forget one.
+    pub(crate) fn clear_event_entries(tx: &mut dyn Transaction, partition: u16, e: &Event) {
+        let vs = e.position.versionstamp();
+        let log_prefix = keys::log_event(partition, vs);
+        tx.clear_range(&log_prefix, &prefix_end(&log_prefix));
+        let mut rev_key = keys::rev(&e.key);
+        rev_key.extend_from_slice(&vs.0);
+        tx.clear(&rev_key);
+        let mut res_key = keys::res_log(&e.key.resource);
+        res_key.extend_from_slice(&vs.0);
+        tx.clear(&res_key);
+        let mut user_key = keys::user_log(&e.actor.user);
+        user_key.extend_from_slice(&vs.0);
+        tx.clear(&user_key);
+        // `x <second>` keys stay: one per second of activity, and a lookup that lands on a
+        // removed event reads the log forward from there, which is still right.
     }
 
     /// The position of the newest event (ZERO for an empty log).
@@ -656,10 +707,19 @@ impl EventLog {
         Ok(u64::try_from(total).unwrap_or(0))
     }
 
-    /// Positions at or below this are compacted: reads there answer [`Error::Compacted`].
+    /// Positions below this are compacted in the whole log: reads there answer
+    /// [`Error::Compacted`].
     pub async fn horizon(&self) -> Result<Position> {
         let mut tx = self.kv.begin().await?;
         self.read_horizon(tx.as_mut()).await
+    }
+
+    /// Positions below this are compacted for `resource` (the larger of the whole log's
+    /// horizon and the resource's own): reads of it there answer [`Error::Compacted`].
+    pub async fn resource_horizon(&self, resource: &str) -> Result<Position> {
+        let mut tx = self.kv.begin().await?;
+        self.read_resource_horizon(tx.as_mut(), resource, true)
+            .await
     }
 
     /// The current state of one object.
@@ -671,8 +731,13 @@ impl EventLog {
         Ok(self.resolve(tx.as_mut(), vec![r]).await?.pop())
     }
 
-    async fn check_retained(&self, tx: &mut dyn Transaction, at: Position) -> Result<Position> {
-        let horizon = self.read_horizon(tx).await?;
+    async fn check_retained(
+        &self,
+        tx: &mut dyn Transaction,
+        resource: &str,
+        at: Position,
+    ) -> Result<Position> {
+        let horizon = self.read_resource_horizon(tx, resource, true).await?;
         if at < horizon {
             return Err(Error::Compacted {
                 requested: at,
@@ -754,7 +819,7 @@ impl EventLog {
             let items = self.resolve(tx.as_mut(), refs).await?;
             return Ok(self.page(items, position, more, resource, namespace));
         }
-        self.check_retained(tx.as_mut(), position).await?;
+        self.check_retained(tx.as_mut(), resource, position).await?;
         self.list_as_of(tx.as_mut(), resource, namespace, position, after, limit)
             .await
     }
@@ -878,7 +943,7 @@ impl EventLog {
         Ok(self.page(items, at, more, resource, namespace))
     }
 
-    async fn read_event_at(
+    pub(crate) async fn read_event_at(
         &self,
         tx: &mut dyn Transaction,
         key: &ObjectKey,
@@ -888,7 +953,7 @@ impl EventLog {
             .await
     }
 
-    async fn read_event_in(
+    pub(crate) async fn read_event_in(
         &self,
         tx: &mut dyn Transaction,
         partition: u16,
@@ -929,7 +994,9 @@ impl EventLog {
         limit: usize,
     ) -> Result<Vec<Event>> {
         let mut tx = self.kv.begin().await?;
-        let horizon = self.read_horizon(tx.as_mut()).await?;
+        let horizon = self
+            .read_resource_horizon(tx.as_mut(), resource, true)
+            .await?;
         if after < horizon {
             return Err(Error::Compacted {
                 requested: after,
@@ -1106,7 +1173,7 @@ impl EventLog {
     /// object did not exist then (absent or deleted).
     pub async fn get_as_of(&self, key: &ObjectKey, at: Position) -> Result<Option<Event>> {
         let mut tx = self.kv.begin().await?;
-        self.check_retained(tx.as_mut(), at).await?;
+        self.check_retained(tx.as_mut(), &key.resource, at).await?;
         let (b, _) = rev_range(key);
         let mut end = keys::rev(key);
         end.extend_from_slice(&Position(at.0.saturating_add(1)).versionstamp().0);
@@ -1178,6 +1245,9 @@ impl EventLog {
                 Err(e) => return Err(e),
             }
         }
+        // Checkpoints covering what goes are removed first; events a retained checkpoint
+        // covers stay (the bound per resource), so every retained checkpoint verifies.
+        let bounds = self.release_all_checkpoints(horizon).await?;
         let mut report = CompactReport {
             horizon,
             ..CompactReport::default()
@@ -1196,26 +1266,16 @@ impl EventLog {
                 )
                 .await?;
                 for e in &events {
-                    // A newer revision at or below the horizon supersedes this one.
-                    let mut from = keys::rev(&e.key);
-                    from.extend_from_slice(&Position(e.position.0 + 1).versionstamp().0);
-                    let mut to = keys::rev(&e.key);
-                    to.extend_from_slice(&Position(horizon.0.saturating_add(1)).versionstamp().0);
-                    let newer = tx
-                        .get_range(&RangeRequest::between(from, to).limit(1).snapshot(true))
-                        .await?;
-                    if newer.kvs.is_empty() && e.kind != EventType::Deleted {
+                    let bound = bounds.get(&e.key.resource).copied().unwrap_or(horizon);
+                    if e.position > bound
+                        || !self
+                            .superseded_or_deleted(tx.as_mut(), &e.key, e.position, e.kind, horizon)
+                            .await?
+                    {
                         report.kept_events += 1;
                         continue;
                     }
-                    let log_prefix = keys::log_event(partition, e.position.versionstamp());
-                    tx.clear_range(&log_prefix, &prefix_end(&log_prefix));
-                    let mut rev_key = keys::rev(&e.key);
-                    rev_key.extend_from_slice(&e.position.versionstamp().0);
-                    tx.clear(&rev_key);
-                    let mut res_key = keys::res_log(&e.key.resource);
-                    res_key.extend_from_slice(&e.position.versionstamp().0);
-                    tx.clear(&res_key);
+                    Self::clear_event_entries(tx.as_mut(), partition, e);
                     report.removed_events += 1;
                 }
                 tx.commit().await?;
@@ -1226,148 +1286,6 @@ impl EventLog {
                     _ => break,
                 }
             }
-        }
-        Ok(report)
-    }
-
-    /// Checks the log: every record's framing and checksum, every event's hash, every
-    /// hash-chain link, and that the head names the newest event. Calls `progress` with the
-    /// number of events checked every [`SCAN_PAGE_KVS`] events.
-    ///
-    /// # Errors
-    /// [`Error::Corrupt`] naming the first bad position.
-    pub async fn verify(
-        &self,
-        scope: VerifyScope,
-        mut progress: impl FnMut(u64),
-    ) -> Result<VerifyReport> {
-        let mut tx = self.kv.begin().await?;
-        let head = self.read_head(tx.as_mut()).await?;
-        let mut report = VerifyReport { events: 0, head };
-        let mut newest = Position::ZERO;
-        // The hash of the newest revision seen per object, to check chain links.
-        let mut last_hash: HashMap<ObjectKey, (Position, [u8; 32])> = HashMap::new();
-        for partition in 0..self.partitions {
-            let pprefix = keys::log_partition(partition);
-            let end = prefix_end(&pprefix);
-            let begin = match scope {
-                VerifyScope::Full => pprefix.clone(),
-                VerifyScope::Tail(n) => {
-                    // Walk back n events from the end, chunk keys included.
-                    let page = tx
-                        .get_range(
-                            &RangeRequest::between(pprefix.clone(), end.clone())
-                                .limit(n.saturating_mul(2).max(1))
-                                .reverse(true)
-                                .snapshot(true),
-                        )
-                        .await?;
-                    let mut starts: Vec<Vec<u8>> = page
-                        .kvs
-                        .iter()
-                        .filter(|kv| kv.key.ends_with(&[0, 0]))
-                        .map(|kv| kv.key.clone())
-                        .collect();
-                    starts.truncate(n.max(1));
-                    starts.pop().unwrap_or_else(|| pprefix.clone())
-                }
-            };
-            let mut req_begin = begin;
-            loop {
-                let (events, more) =
-                    scan_events(tx.as_mut(), req_begin.clone(), end.clone(), SCAN_PAGE_KVS).await?;
-                for e in &events {
-                    let at = || format!("log position {}", e.position);
-                    if !record::event_hash_is_valid(e) {
-                        return Err(Error::Corrupt {
-                            location: at(),
-                            detail: "event hash does not match its contents".into(),
-                        });
-                    }
-                    let expected_prev = match (e.prev_position, last_hash.get(&e.key)) {
-                        (None, _) => Some([0u8; 32]),
-                        (Some(p), Some((seen_p, h))) if *seen_p == p => Some(*h),
-                        (Some(p), Some((seen_p, _))) => {
-                            return Err(Error::Corrupt {
-                                location: at(),
-                                detail: format!(
-                                    "previous revision is {p} but the log's previous revision of {} is {seen_p}",
-                                    e.key
-                                ),
-                            });
-                        }
-                        (Some(p), None) => self
-                            .read_event_at(tx.as_mut(), &e.key, p)
-                            .await
-                            .ok()
-                            .flatten()
-                            .map(|prev| prev.hash),
-                    };
-                    if let Some(h) = expected_prev
-                        && h != e.prev_hash
-                    {
-                        return Err(Error::Corrupt {
-                            location: at(),
-                            detail: format!(
-                                "hash chain broken: does not link to the previous revision of {}",
-                                e.key
-                            ),
-                        });
-                    }
-                    last_hash.insert(e.key.clone(), (e.position, e.hash));
-                    newest = newest.max(e.position);
-                    report.events += 1;
-                }
-                progress(report.events);
-                let Some(last) = events.last() else { break };
-                if !more {
-                    break;
-                }
-                req_begin = keys::log_after(partition, last.position);
-            }
-        }
-        if scope == VerifyScope::Full {
-            // The current-state projection must be the fold of the log: every object record
-            // decodes, and names the newest revision of its object.
-            let begin = vec![keys::OBJ];
-            let end = prefix_end(&begin);
-            let mut bad: Option<Error> = None;
-            scan_groups(tx.as_mut(), begin, end, 0, true, |key, parts| {
-                let Some((_, value)) = parts.first() else {
-                    return Ok(true);
-                };
-                let o = object_ref(key, value)?;
-                match last_hash.get(&o.key) {
-                    Some((p, h)) if *p == o.position && *h == o.hash => Ok(true),
-                    _ => {
-                        bad = Some(Error::Corrupt {
-                            location: format!("object {}", o.key),
-                            detail: format!(
-                                "current state at {} is not the newest revision in the log",
-                                o.position
-                            ),
-                        });
-                        Ok(false)
-                    }
-                }
-            })
-            .await?;
-            if let Some(e) = bad {
-                return Err(e);
-            }
-        }
-        // The head's own event may be compacted away (a deletion at or below the horizon).
-        let head_compacted = newest < head && head <= self.read_horizon(tx.as_mut()).await?;
-        if newest != head
-            && !head_compacted
-            && !(newest == Position::ZERO && scope != VerifyScope::Full)
-        {
-            return Err(Error::Corrupt {
-                location: format!("log position {head}"),
-                detail: format!(
-                    "the head names position {head} but the newest event is at {newest}"
-                ),
-            });
         }
         Ok(report)
     }

@@ -243,10 +243,14 @@ fn open_envelope<'a>(
 pub fn decode_event(position: Position, bytes: &[u8]) -> Result<Event> {
     let at = format!("log position {position}");
     let payload = open_envelope(&at, bytes, EVENT_MAGIC, "event", 2)?;
+    decode_payload(position, &at, payload)
+}
+
+fn decode_payload(position: Position, at: &str, payload: &[u8]) -> Result<Event> {
     let r: EventRecord = rmp_serde::from_slice(payload)
-        .map_err(|e| corrupt(&at, format!("undecodable payload: {e}")))?;
+        .map_err(|e| corrupt(at, format!("undecodable payload: {e}")))?;
     let (Some(prev_hash), Some(hash)) = (to_array(&r.prev_hash), to_array(&r.hash)) else {
-        return Err(corrupt(&at, "hash fields are not 32 bytes"));
+        return Err(corrupt(at, "hash fields are not 32 bytes"));
     };
     Ok(Event {
         position,
@@ -266,6 +270,40 @@ pub fn decode_event(position: Position, bytes: &[u8]) -> Result<Event> {
         prev_hash,
         hash,
     })
+}
+
+/// Decodes an event envelope like [`decode_event`] and re-derives its hash from the stored
+/// bytes: true when `sha256(prev_hash || record without hash)` matches the stored hash.
+///
+/// Hashes the payload as stored (the hash field, the bytes `0xc4 0x20 <hash>`, replaced by
+/// an empty one, `0xc4 0x00`) instead of re-encoding the decoded record: the same digest
+/// for every record this code writes, without a copy and a re-encode per event, and any
+/// change to the stored bytes, even one that decodes to the same fields, fails it.
+///
+/// # Errors
+/// As [`decode_event`].
+pub fn decode_event_verified(position: Position, bytes: &[u8]) -> Result<(Event, bool)> {
+    let at = format!("log position {position}");
+    let payload = open_envelope(&at, bytes, EVENT_MAGIC, "event", 2)?;
+    let event = decode_payload(position, &at, payload)?;
+    let ok = stored_hash_matches(payload, &event.prev_hash, &event.hash);
+    Ok((event, ok))
+}
+
+fn stored_hash_matches(payload: &[u8], prev_hash: &[u8; 32], hash: &[u8; 32]) -> bool {
+    const FIELD_BYTES: usize = 2 + 32;
+    let Some(at) = payload
+        .windows(FIELD_BYTES)
+        .rposition(|w| w[0] == 0xc4 && w[1] == 0x20 && w[2..] == hash[..])
+    else {
+        return false;
+    };
+    let mut h = Sha256::new();
+    h.update(prev_hash);
+    h.update(&payload[..at]);
+    h.update([0xc4, 0x00]);
+    h.update(&payload[at + FIELD_BYTES..]);
+    <[u8; 32]>::from(h.finalize()) == *hash
 }
 
 /// Recomputes an event's hash from its fields: true when the stored hash matches.
@@ -440,6 +478,20 @@ mod tests {
             !event_hash_is_valid(&tampered),
             "a rewritten object must break the hash"
         );
+    }
+
+    #[test]
+    fn the_hash_re_derived_from_stored_bytes_equals_the_hash_of_the_re_encoded_record() {
+        for size in [0usize, 1, 100, 5000] {
+            let (bytes, hash) = sample(&vec![7u8; size]);
+            let (e, ok) = decode_event_verified(Position(9), &bytes).expect("decodes");
+            assert!(
+                ok,
+                "stored-bytes hash differs for an object of {size} bytes"
+            );
+            assert!(event_hash_is_valid(&e));
+            assert_eq!(e.hash, hash);
+        }
     }
 
     #[test]

@@ -146,14 +146,14 @@ impl WatchHub {
     /// Subscribes to the events of `resource` (in `namespace`, or all) after `from`.
     ///
     /// # Errors
-    /// [`Error::Compacted`] when `from` is below the retention horizon.
+    /// [`Error::Compacted`] when `from` is below the resource's retention horizon.
     pub async fn subscribe(
         &self,
         resource: &str,
         namespace: Option<&str>,
         from: Position,
     ) -> Result<Subscription> {
-        let horizon = self.inner.log.horizon().await?;
+        let horizon = self.inner.log.resource_horizon(resource).await?;
         if from < horizon {
             return Err(Error::Compacted {
                 requested: from,

@@ -203,3 +203,60 @@ async fn a_time_maps_to_the_newest_position_stamped_at_or_before_it() {
     .await
     .expect("test timed out");
 }
+
+#[tokio::test]
+async fn compaction_removes_the_user_index_entries_of_the_events_it_removes() {
+    tokio::time::timeout(Duration::from_secs(TEST_TIMEOUT_SECS), async {
+        let s = common::fresh().await;
+        let mut all = Vec::new();
+        for i in 0..10 {
+            if i == 8 {
+                // Retention removes only what a checkpoint covers.
+                s.log.write_checkpoints().await.expect("checkpoints");
+            }
+            let kind = if i == 0 {
+                EventType::Added
+            } else {
+                EventType::Modified
+            };
+            all.push(
+                s.log
+                    .append(&write(
+                        "coordination.k8s.io/leases",
+                        "ns",
+                        "l",
+                        "alice",
+                        kind,
+                    ))
+                    .await
+                    .expect("append"),
+            );
+        }
+        let horizon = all[7].position;
+        let report = s
+            .log
+            .compact_resource(
+                "coordination.k8s.io/leases",
+                logbook_store::CompactTo::Horizon(horizon),
+                |_| {},
+            )
+            .await
+            .expect("compact");
+        assert_eq!(
+            report.removed_events, 7,
+            "revisions 0..7 superseded at the horizon"
+        );
+        let f = ChangeFilter {
+            user: Some("alice".into()),
+            ..Default::default()
+        };
+        let feed = whole_feed(&s.log, &f, Order::OldestFirst, 4).await;
+        assert_eq!(
+            positions(&feed),
+            positions(&all[7..]),
+            "the user's feed holds exactly what is retained, with no dangling entry"
+        );
+    })
+    .await
+    .expect("test timed out");
+}
