@@ -238,7 +238,12 @@ impl EventLog {
                         }
                         Err(e) => return Err(e),
                     };
-                for (e, hash_ok) in events.iter() {
+                let had_events = !events.is_empty();
+                if let Some((last, _)) = events.last() {
+                    begin = keys::log_after(partition, last.position);
+                }
+                for (ev, hash_ok) in events {
+                    let e = &ev;
                     if !hash_ok {
                         return Err(broken(e, "event hash does not match its stored bytes"));
                     }
@@ -288,18 +293,13 @@ impl EventLog {
                     }
                     newest = newest.max(e.position);
                     report.events += 1;
-                }
-                for (e, _) in events.iter().rev().take(1) {
-                    begin = keys::log_after(partition, e.position);
-                }
-                // Move the keys in (no clone per event) once their checks are done.
-                let had_events = !events.is_empty();
-                for (e, _) in events {
-                    let entry = (e.position, e.hash);
-                    match last_hash.get_mut(&e.key) {
+                    // Each event is the previous revision of the next one of its object, also
+                    // within this page (moved in: no clone of the key per event).
+                    let entry = (ev.position, ev.hash);
+                    match last_hash.get_mut(&ev.key) {
                         Some(slot) => *slot = entry,
                         None => {
-                            last_hash.insert(e.key, entry);
+                            last_hash.insert(ev.key, entry);
                         }
                     }
                 }
