@@ -204,26 +204,18 @@ impl EventLog {
 
     /// The retained checkpoints of `resource`, oldest first.
     pub async fn checkpoints(&self, resource: &str) -> Result<Vec<Checkpoint>> {
-        let mut tx = self.kv.begin().await?;
-        let mut req = RangeRequest::prefix(&keys::checkpoint_scope(resource)).snapshot(true);
-        let mut out = Vec::new();
-        loop {
-            let page = tx.get_range(&req).await?;
-            for kv in &page.kvs {
-                out.push(decode_checkpoint(&kv.key, &kv.value)?);
-            }
-            match req.continue_after(&page) {
-                Some(next) => req = next,
-                None => break,
-            }
-        }
-        Ok(out)
+        self.checkpoints_under(&keys::checkpoint_scope(resource))
+            .await
     }
 
     /// Every retained checkpoint of every resource, ordered by resource then position.
     pub async fn all_checkpoints(&self) -> Result<Vec<Checkpoint>> {
+        self.checkpoints_under(&[keys::CHECKPOINT]).await
+    }
+
+    async fn checkpoints_under(&self, prefix: &[u8]) -> Result<Vec<Checkpoint>> {
         let mut tx = self.kv.begin().await?;
-        let mut req = RangeRequest::prefix(&[keys::CHECKPOINT]).snapshot(true);
+        let mut req = RangeRequest::prefix(prefix).snapshot(true);
         let mut out = Vec::new();
         loop {
             let page = tx.get_range(&req).await?;
