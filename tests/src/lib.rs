@@ -264,6 +264,40 @@ impl Drop for Server {
     }
 }
 
+/// A request carrying `body` as JSON with `content_type` (no body and no content type when
+/// `body` is null).
+pub fn json_request(
+    method: &str,
+    path: &str,
+    content_type: &str,
+    body: &serde_json::Value,
+) -> http::Request<Vec<u8>> {
+    let mut b = http::Request::builder().method(method).uri(path);
+    let bytes = if body.is_null() {
+        Vec::new()
+    } else {
+        b = b.header("content-type", content_type);
+        serde_json::to_vec(body).unwrap_or_default()
+    };
+    b.body(bytes).expect("a request from a method and a path")
+}
+
+/// Sends a JSON request (`application/json`) and parses the JSON answer.
+///
+/// # Errors
+/// The server's Status as `kube::Error::Api`, or an undecodable answer.
+pub async fn call_json(
+    c: &kube::Client,
+    method: &str,
+    path: &str,
+    body: serde_json::Value,
+) -> Result<serde_json::Value> {
+    let text = c
+        .request_text(json_request(method, path, "application/json", &body))
+        .await?;
+    Ok(serde_json::from_str(&text)?)
+}
+
 /// Bounds an async test step; the message names what did not happen.
 pub async fn within<T>(secs: u64, what: &str, f: impl std::future::Future<Output = T>) -> T {
     match tokio::time::timeout(Duration::from_secs(secs), f).await {

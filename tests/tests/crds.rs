@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
-use logbook_e2e::{Server, within};
+use logbook_e2e::{Server, call_json as call, json_request as req, within};
 use serde_json::{Value, json};
 
 const CRD: &str = r#"apiVersion: apiextensions.k8s.io/v1
@@ -76,26 +76,6 @@ fn write(dir: &std::path::Path, name: &str, text: &str) -> String {
     let p = dir.join(name);
     std::fs::write(&p, text).expect("write manifest");
     p.display().to_string()
-}
-
-fn req(method: &str, path: &str, ct: &str, body: &Value) -> http::Request<Vec<u8>> {
-    let mut b = http::Request::builder().method(method).uri(path);
-    if !body.is_null() {
-        b = b.header("content-type", ct);
-    }
-    let bytes = if body.is_null() {
-        Vec::new()
-    } else {
-        serde_json::to_vec(body).unwrap()
-    };
-    b.body(bytes).expect("request")
-}
-
-async fn call(c: &kube::Client, method: &str, path: &str, body: Value) -> Result<Value> {
-    Ok(serde_json::from_str(
-        &c.request_text(req(method, path, "application/json", &body))
-            .await?,
-    )?)
 }
 
 async fn merge(c: &kube::Client, path: &str, body: Value) -> Result<Value> {

@@ -8,26 +8,11 @@
 use std::collections::HashSet;
 
 use anyhow::Result;
-use logbook_e2e::{Server, within};
+use logbook_e2e::{Server, call_json as call, within};
 use serde_json::{Value, json};
 
 fn req(method: &str, path: &str, body: &Value) -> http::Request<Vec<u8>> {
-    let mut b = http::Request::builder().method(method).uri(path);
-    if !body.is_null() {
-        b = b.header("content-type", "application/json");
-    }
-    let bytes = if body.is_null() {
-        Vec::new()
-    } else {
-        serde_json::to_vec(body).unwrap()
-    };
-    b.body(bytes).expect("request")
-}
-
-async fn call(c: &kube::Client, method: &str, path: &str, body: Value) -> Result<Value> {
-    Ok(serde_json::from_str(
-        &c.request_text(req(method, path, &body)).await?,
-    )?)
+    logbook_e2e::json_request(method, path, "application/json", body)
 }
 
 async fn fails(c: &kube::Client, method: &str, path: &str, body: Value) -> (u16, String) {
