@@ -644,6 +644,32 @@ fn items(list: &Value) -> &[Value] {
 }
 
 /// Prints where to continue when `--limit` left items on the server.
+/// One column of a table of history items: its header and how a cell is read.
+type Column = (&'static str, fn(&Value) -> String);
+
+const REVISION: Column = ("revision", |i| field(i, "/revision"));
+const TIME: Column = ("time", |i| field(i, "/time"));
+const NAMESPACE: Column = ("namespace", |i| field(i, "/object/namespace"));
+const VERB: Column = ("verb", |i| field(i, "/verb"));
+const USER: Column = ("user", |i| field(i, "/user/username"));
+const OBJECT: Column = ("object", object_name);
+const CHANGE: Column = ("change", |i| logbook_api::history::summary(i.get("patch")));
+const USER_AGENT: Column = ("user-agent", |i| field(i, "/userAgent"));
+const SOURCE: Column = ("source", |i| field(i, "/sourceIP"));
+const GROUPS: Column = ("groups", |i| field(i, "/user/groups"));
+
+/// Prints the items of a history list as a table of `columns`, then the continue hint.
+fn change_table(list: &Value, columns: &[Column]) -> Result<()> {
+    let headers: Vec<&str> = columns.iter().map(|(h, _)| *h).collect();
+    let rows: Vec<Vec<String>> = items(list)
+        .iter()
+        .map(|i| columns.iter().map(|(_, cell)| cell(i)).collect())
+        .collect();
+    emit(&table(&headers, &rows))?;
+    hint_continue(list);
+    Ok(())
+}
+
 fn hint_continue(list: &Value) {
     if let Some(c) = list.pointer("/metadata/continue").and_then(Value::as_str) {
         eprintln!("(more: add --continue {c})");
@@ -673,34 +699,11 @@ async fn show(conn: &Conn, args: &ShowArgs) -> Result<()> {
         eprintln!("No revisions of {}/{name} found.", res.qualified());
         return Ok(());
     }
-    let wide = args.output == Some(Format::Wide);
-    let mut headers = vec!["revision", "time", "verb", "user", "change"];
-    if wide {
-        headers.extend(["user-agent", "source", "groups"]);
+    let mut columns: Vec<Column> = vec![REVISION, TIME, VERB, USER, CHANGE];
+    if args.output == Some(Format::Wide) {
+        columns.extend([USER_AGENT, SOURCE, GROUPS]);
     }
-    let rows: Vec<Vec<String>> = items(&list)
-        .iter()
-        .map(|i| {
-            let mut row = vec![
-                field(i, "/revision"),
-                field(i, "/time"),
-                field(i, "/verb"),
-                field(i, "/user/username"),
-                logbook_api::history::summary(i.get("patch")),
-            ];
-            if wide {
-                row.extend([
-                    field(i, "/userAgent"),
-                    field(i, "/sourceIP"),
-                    field(i, "/user/groups"),
-                ]);
-            }
-            row
-        })
-        .collect();
-    emit(&table(&headers, &rows))?;
-    hint_continue(&list);
-    Ok(())
+    change_table(&list, &columns)
 }
 
 /// `history changes`.
@@ -728,42 +731,15 @@ async fn changes(conn: &Conn, args: &ChangesArgs) -> Result<()> {
         eprintln!("No changes found.");
         return Ok(());
     }
-    let wide = args.output == Some(Format::Wide);
-    let mut headers = vec!["time"];
+    let mut columns: Vec<Column> = vec![TIME];
     if conn.all_namespaces {
-        headers.push("namespace");
+        columns.push(NAMESPACE);
     }
-    headers.extend(["user", "verb", "object", "change"]);
-    if wide {
-        headers.extend(["revision", "user-agent", "source", "groups"]);
+    columns.extend([USER, VERB, OBJECT, CHANGE]);
+    if args.output == Some(Format::Wide) {
+        columns.extend([REVISION, USER_AGENT, SOURCE, GROUPS]);
     }
-    let rows: Vec<Vec<String>> = items(&list)
-        .iter()
-        .map(|i| {
-            let mut row = vec![field(i, "/time")];
-            if conn.all_namespaces {
-                row.push(field(i, "/object/namespace"));
-            }
-            row.extend([
-                field(i, "/user/username"),
-                field(i, "/verb"),
-                object_name(i),
-                logbook_api::history::summary(i.get("patch")),
-            ]);
-            if wide {
-                row.extend([
-                    field(i, "/revision"),
-                    field(i, "/userAgent"),
-                    field(i, "/sourceIP"),
-                    field(i, "/user/groups"),
-                ]);
-            }
-            row
-        })
-        .collect();
-    emit(&table(&headers, &rows))?;
-    hint_continue(&list);
-    Ok(())
+    change_table(&list, &columns)
 }
 
 /// The change feed's query parameters for a filter.
