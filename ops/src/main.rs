@@ -8,6 +8,8 @@ mod bench_store;
 mod cli;
 mod compact;
 mod history_cli;
+#[allow(dead_code)] // used once the controllers, scheduler and nodes are wired (this issue)
+mod inproc;
 mod pki;
 mod retention;
 mod serve;
