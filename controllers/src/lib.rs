@@ -1,6 +1,20 @@
-//! logbook-controllers: the controller runtime, built-in controllers and the scheduler.
+//! logbook-controllers: the controller runtime and the built-in controllers.
+//!
+//! Owns: the runtime ([`runtime`]: informers that list+watch from a log position, keep a
+//! cache and resume from their saved position after a restart; bounded de-duplicating work
+//! queues with back-off; workers calling reconcilers) and the controllers that make intent
+//! true — [`replicaset`], [`deployment`] — started together by [`manager`].
 //!
 //! # Invariants
-//! - Talks to the API through a client, like any controller; never to the store directly.
-//!
-//! Empty shell until the controllers issue lands.
+//! - Talks to the API through a `kube::Client`, like any controller — over HTTPS, or
+//!   in-process through the API router when `logbook serve` runs it; never to the store.
+//! - Level-triggered: a reconcile reads the whole desired and observed state from the caches,
+//!   so a missed or repeated event costs a reconcile, never a wrong result.
+//! - Every queue and buffer is bounded by a named limit.
+
+pub mod deployment;
+pub mod manager;
+pub mod pods;
+pub mod replicaset;
+pub mod runtime;
+pub mod selector;

@@ -31,6 +31,9 @@ pub enum Command {
     /// same verbs as the `kubectl history` plugin, plus `export`). Uses the kubeconfig like
     /// kubectl; without --kubeconfig and KUBECONFIG, <data-dir>/kubeconfig.
     History(Box<crate::history_cli::HistoryArgs>),
+    /// Run the built-in controllers (ReplicaSet, Deployment, ...) against any API server.
+    /// `logbook serve` runs the same controllers in-process unless --no-controllers.
+    Controllers(ComponentArgs),
     /// Users with client certificates from the cluster CA.
     User {
         #[command(subcommand)]
@@ -197,6 +200,22 @@ pub struct ServeArgs {
     /// 500ms).
     #[arg(long, hide = true)]
     pub checkpoint_interval: Option<String>,
+    /// Do not run the built-in controllers in-process (run `logbook controllers` instead,
+    /// or none).
+    #[arg(long)]
+    pub no_controllers: bool,
+}
+
+/// How a component (controllers, scheduler, node agent) reaches the API server.
+#[derive(Debug, Clone, Args)]
+pub struct ComponentArgs {
+    /// The kubeconfig to use (default: $KUBECONFIG, else ~/.kube/config).
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// Where the component saves its caches and log positions, to resume from them after
+    /// a restart instead of listing everything again.
+    #[arg(long, default_value = "logbook-controllers-state")]
+    pub state_dir: PathBuf,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -7,8 +7,8 @@ mod bench_history;
 mod bench_store;
 mod cli;
 mod compact;
+mod components;
 mod history_cli;
-#[allow(dead_code)] // used once the controllers, scheduler and nodes are wired (this issue)
 mod inproc;
 mod pki;
 mod retention;
@@ -72,6 +72,7 @@ async fn main() -> anyhow::Result<()> {
             action: AuditAction::Verify(args),
         } => verify::run(args).await,
         Command::Serve(args) => serve::run(args).await,
+        Command::Controllers(args) => components::run_controllers(args).await,
         Command::Compact(args) => compact::run(args).await,
         Command::History(args) => {
             match history_cli::main(*args, Some(std::path::Path::new("logbook-data"))).await {

@@ -81,7 +81,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         log.clone(),
         hub,
         Registry::builtin(),
-        shutdown_rx,
+        shutdown_rx.clone(),
         format!("{advertised}:{port}"),
         ranges,
     );
@@ -91,6 +91,9 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     logbook_api::crd::start(Arc::clone(&api))
         .await
         .map_err(|e| anyhow::anyhow!("registering the stored CustomResourceDefinitions: {e}"))?;
+    if !args.no_controllers {
+        crate::components::start_in_process(&api, &args.data_dir, shutdown_rx.clone());
+    }
     crate::retention::spawn_tasks(
         log,
         policy,
@@ -121,7 +124,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     Ok(())
 }
 
-async fn wait_for_signal() {
+pub(crate) async fn wait_for_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut term), Ok(mut int)) = (
         signal(SignalKind::terminate()),

@@ -1,0 +1,445 @@
+//! The ReplicaSet controller: keeps `spec.replicas` active pods matching the template,
+//! adopts matching orphans, and reports `status` (replicas, ready, available, conditions).
+//!
+//! Creates go out in slow-start batches (1, 2, 4, … at most [`BURST_REPLICAS`] per
+//! reconcile, as kube's controller does) and the next batch waits until the cache has seen
+//! the last one ([`Expectations`]), so a lagging watch never doubles a ReplicaSet.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use jiff::Timestamp;
+use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetCondition, ReplicaSetStatus};
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::{Api, Client};
+use serde_json::json;
+
+use crate::pods;
+use crate::runtime::expectations::Expectations;
+use crate::runtime::{
+    Action, Informer, OwnerIndex, ReconcileError, Reconciler, WorkQueue, controller_of, key_of,
+};
+use crate::selector::Selector;
+
+/// Most pods created or deleted by one reconcile of one ReplicaSet (kube: burstReplicas).
+pub const BURST_REPLICAS: usize = 500;
+/// Pod creates or deletes in flight at once for one ReplicaSet.
+pub const POD_WRITES_INFLIGHT_MAX: usize = 64;
+
+pub struct ReplicaSetController {
+    client: Client,
+    pub rs: Arc<Informer<ReplicaSet>>,
+    pods: Arc<Informer<Pod>>,
+    pods_by_owner: Arc<OwnerIndex>,
+    pub queue: Arc<WorkQueue>,
+    expectations: Arc<Expectations>,
+}
+
+fn rs_key_of_owner(pod: &Pod) -> Option<String> {
+    let r = controller_of(pod)?;
+    (r.kind == "ReplicaSet" && r.api_version == "apps/v1").then(|| {
+        format!(
+            "{}/{}",
+            pod.metadata.namespace.as_deref().unwrap_or(""),
+            r.name
+        )
+    })
+}
+
+impl ReplicaSetController {
+    /// Wires the handlers; the informers are started by the caller.
+    pub fn new(
+        client: Client,
+        rs: Arc<Informer<ReplicaSet>>,
+        pods: Arc<Informer<Pod>>,
+        pods_by_owner: Arc<OwnerIndex>,
+    ) -> Arc<Self> {
+        let queue = Arc::new(WorkQueue::default());
+        let expectations = Arc::new(Expectations::default());
+        {
+            let q = queue.clone();
+            rs.on_change(move |_, new| {
+                if let Some(n) = new {
+                    q.add(&key_of(n));
+                }
+            });
+        }
+        {
+            let q = queue.clone();
+            let e = expectations.clone();
+            let rs_inf = rs.clone();
+            pods.on_change(move |old, new| {
+                let p = match (old, new) {
+                    (_, Some(n)) => n,
+                    (Some(o), None) => o,
+                    (None, None) => return,
+                };
+                let owner = rs_key_of_owner(p);
+                if let Some(owner) = &owner {
+                    let key = key_of(p);
+                    match (old, new) {
+                        (None, Some(_)) => e.creation_observed(owner),
+                        (Some(_), None) => e.deletion_observed(owner, &key),
+                        (Some(o), Some(n))
+                            if o.metadata.deletion_timestamp.is_none()
+                                && n.metadata.deletion_timestamp.is_some() =>
+                        {
+                            e.deletion_observed(owner, &key)
+                        }
+                        _ => {}
+                    }
+                    q.add(owner);
+                }
+                // A pod that lost its owner, or an orphan: a matching ReplicaSet may adopt it.
+                let orphan_now = new.is_some_and(|n| controller_of(n).is_none());
+                let owner_before = old.and_then(rs_key_of_owner);
+                if orphan_now || (owner_before.is_some() && owner_before != owner) {
+                    if let Some(o) = owner_before {
+                        q.add(&o);
+                    }
+                    if orphan_now && let Some(n) = new {
+                        let ns = n.metadata.namespace.clone().unwrap_or_default();
+                        let labels = n.metadata.labels.clone().unwrap_or_default();
+                        for r in rs_inf.filter(|r| {
+                            r.metadata.namespace.as_deref() == Some(ns.as_str())
+                                && r.metadata.deletion_timestamp.is_none()
+                                && Selector::of_rs(r).is_some_and(|s| s.matches(&labels))
+                        }) {
+                            q.add(&key_of(r.as_ref()));
+                        }
+                    }
+                }
+            });
+        }
+        Arc::new(ReplicaSetController {
+            client,
+            rs,
+            pods,
+            pods_by_owner,
+            queue,
+            expectations,
+        })
+    }
+
+    fn owned_pods(&self, rs: &ReplicaSet) -> Vec<Arc<Pod>> {
+        let uid = rs.metadata.uid.as_deref().unwrap_or("");
+        self.pods_by_owner
+            .owned_by(uid)
+            .iter()
+            .filter_map(|k| self.pods.get(k))
+            .collect()
+    }
+
+    /// Orphans in the namespace that the selector matches: adopted by setting this
+    /// ReplicaSet as their controller (409s mean someone else was faster).
+    async fn adopt(&self, rs: &ReplicaSet, sel: &Selector) -> Result<(), ReconcileError> {
+        if rs.metadata.deletion_timestamp.is_some() {
+            return Ok(());
+        }
+        let ns = rs.metadata.namespace.as_deref().unwrap_or("");
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), ns);
+        for k in self.pods_by_owner.orphans_in(ns) {
+            let Some(p) = self.pods.get(&k) else { continue };
+            if !pods::is_active(&p) || !sel.matches(&p.metadata.labels.clone().unwrap_or_default())
+            {
+                continue;
+            }
+            let mut refs = p.metadata.owner_references.clone().unwrap_or_default();
+            refs.push(owner_ref(rs));
+            let patch = json!({"metadata": {
+                "ownerReferences": refs,
+                "uid": p.metadata.uid,
+            }});
+            let name = p.metadata.name.clone().unwrap_or_default();
+            match api
+                .patch(&name, &PatchParams::default(), &Patch::Strategic(patch))
+                .await
+            {
+                Ok(_) => {}
+                Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 || s.code == 422 => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
+    async fn create_pods(&self, key: &str, rs: &ReplicaSet, n: usize) -> Option<String> {
+        let ns = rs.metadata.namespace.clone().unwrap_or_default();
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
+        let pod = pod_from_template(rs);
+        self.expectations.expect_creations(key, n);
+        let mut left = n;
+        let mut batch = 1usize;
+        let mut failure = None;
+        while left > 0 {
+            let size = batch.min(left);
+            let results: Vec<Result<Pod, kube::Error>> = futures::stream::iter(0..size)
+                .map(|_| {
+                    let api = api.clone();
+                    let pod = pod.clone();
+                    async move { api.create(&PostParams::default(), &pod).await }
+                })
+                .buffer_unordered(POD_WRITES_INFLIGHT_MAX)
+                .collect()
+                .await;
+            left -= size;
+            let mut failed = 0;
+            for r in results {
+                if let Err(e) = r {
+                    failed += 1;
+                    failure = Some(e.to_string());
+                }
+            }
+            for _ in 0..failed {
+                self.expectations.creation_observed(key);
+            }
+            if failed > 0 {
+                // Creates that will not be attempted now will never be observed either.
+                for _ in 0..left {
+                    self.expectations.creation_observed(key);
+                }
+                break;
+            }
+            batch *= 2;
+        }
+        failure
+    }
+
+    async fn delete_pods(&self, key: &str, victims: Vec<Arc<Pod>>) -> Result<(), ReconcileError> {
+        self.expectations
+            .expect_deletions(key, victims.iter().map(|p| key_of(p.as_ref())));
+        let results: Vec<(String, Result<(), kube::Error>)> = futures::stream::iter(victims)
+            .map(|p| {
+                let client = self.client.clone();
+                async move {
+                    let ns = p.metadata.namespace.clone().unwrap_or_default();
+                    let api: Api<Pod> = Api::namespaced(client, &ns);
+                    let dp = DeleteParams {
+                        preconditions: Some(Preconditions {
+                            uid: p.metadata.uid.clone(),
+                            resource_version: None,
+                        }),
+                        ..DeleteParams::default()
+                    };
+                    let name = p.metadata.name.clone().unwrap_or_default();
+                    let r = match api.delete(&name, &dp).await {
+                        Ok(_) => Ok(()),
+                        Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(()),
+                        Err(e) => Err(e),
+                    };
+                    (key_of(p.as_ref()), r)
+                }
+            })
+            .buffer_unordered(POD_WRITES_INFLIGHT_MAX)
+            .collect()
+            .await;
+        let mut first_err = None;
+        for (pod, r) in results {
+            if let Err(e) = r {
+                self.expectations.deletion_observed(key, &pod);
+                first_err.get_or_insert(e);
+            }
+        }
+        match first_err {
+            Some(e) => Err(e.into()),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The controller reference a ReplicaSet puts on its pods.
+pub fn owner_ref(rs: &ReplicaSet) -> OwnerReference {
+    OwnerReference {
+        api_version: "apps/v1".into(),
+        kind: "ReplicaSet".into(),
+        name: rs.metadata.name.clone().unwrap_or_default(),
+        uid: rs.metadata.uid.clone().unwrap_or_default(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    }
+}
+
+/// A new pod for `rs`: its template, a generated name, the controller reference.
+pub fn pod_from_template(rs: &ReplicaSet) -> Pod {
+    let tpl = rs
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.clone())
+        .unwrap_or_default();
+    let tm = tpl.metadata.unwrap_or_default();
+    Pod {
+        metadata: ObjectMeta {
+            generate_name: Some(format!("{}-", rs.metadata.name.as_deref().unwrap_or(""))),
+            namespace: rs.metadata.namespace.clone(),
+            labels: tm.labels,
+            annotations: tm.annotations,
+            finalizers: tm.finalizers,
+            owner_references: Some(vec![owner_ref(rs)]),
+            ..ObjectMeta::default()
+        },
+        spec: tpl.spec,
+        status: None,
+    }
+}
+
+/// What the status should say, from the owned pods.
+fn compute_status(
+    rs: &ReplicaSet,
+    owned: &[Arc<Pod>],
+    sel: &Selector,
+    failure: Option<&str>,
+    now: Timestamp,
+) -> (ReplicaSetStatus, Option<i64>) {
+    let spec = rs.spec.clone().unwrap_or_default();
+    let min_ready = i64::from(spec.min_ready_seconds.unwrap_or(0));
+    let template_labels = spec
+        .template
+        .as_ref()
+        .and_then(|t| t.metadata.as_ref())
+        .and_then(|m| m.labels.clone())
+        .unwrap_or_default();
+    let tsel = Selector::from_labels(&template_labels);
+    let mut s = ReplicaSetStatus {
+        observed_generation: rs.metadata.generation,
+        ..ReplicaSetStatus::default()
+    };
+    let (mut replicas, mut labeled, mut ready, mut available, mut terminating) = (0, 0, 0, 0, 0);
+    let mut wait: Option<i64> = None;
+    for p in owned {
+        if p.metadata.deletion_timestamp.is_some() {
+            terminating += 1;
+        }
+        if !pods::is_active(p) {
+            continue;
+        }
+        let labels = p.metadata.labels.clone().unwrap_or_default();
+        if !sel.matches(&labels) {
+            continue;
+        }
+        replicas += 1;
+        if tsel.matches(&labels) {
+            labeled += 1;
+        }
+        if pods::is_ready(p) {
+            ready += 1;
+        }
+        match pods::availability(p, min_ready, now) {
+            Ok(()) => available += 1,
+            Err(Some(secs)) => wait = Some(wait.map_or(secs, |w| w.min(secs))),
+            Err(None) => {}
+        }
+    }
+    s.replicas = replicas;
+    s.fully_labeled_replicas = Some(labeled);
+    s.ready_replicas = Some(ready);
+    s.available_replicas = Some(available);
+    s.terminating_replicas = Some(terminating);
+    let old_cond = rs
+        .status
+        .as_ref()
+        .and_then(|st| st.conditions.as_ref())
+        .and_then(|c| c.iter().find(|c| c.type_ == "ReplicaFailure").cloned());
+    // A failure is cleared once creates stop failing (kube keeps it until then).
+    s.conditions = failure.map(|msg| {
+        vec![ReplicaSetCondition {
+            type_: "ReplicaFailure".into(),
+            status: "True".into(),
+            reason: Some("FailedCreate".into()),
+            message: Some(msg.to_string()),
+            last_transition_time: old_cond
+                .as_ref()
+                .and_then(|c| c.last_transition_time.clone())
+                .or(Some(Time(now))),
+        }]
+    });
+    (s, wait)
+}
+
+/// The status fields compared to decide whether to write (the transition time aside).
+fn same_status(a: &ReplicaSetStatus, b: &ReplicaSetStatus) -> bool {
+    let strip = |s: &ReplicaSetStatus| {
+        let mut s = s.clone();
+        if let Some(c) = s.conditions.as_mut() {
+            for c in c.iter_mut() {
+                c.last_transition_time = None;
+            }
+        }
+        if s.conditions.as_ref().is_some_and(Vec::is_empty) {
+            s.conditions = None;
+        }
+        if s.terminating_replicas == Some(0) {
+            s.terminating_replicas = None;
+        }
+        s
+    };
+    strip(a) == strip(b)
+}
+
+#[async_trait::async_trait]
+impl Reconciler for ReplicaSetController {
+    fn name(&self) -> &'static str {
+        "replicaset"
+    }
+
+    async fn reconcile(&self, key: &str) -> Result<Action, ReconcileError> {
+        let Some(rs) = self.rs.get(key) else {
+            self.expectations.delete(key);
+            return Ok(Action::Done);
+        };
+        let Some(sel) = Selector::of_rs(&rs) else {
+            return Ok(Action::Done);
+        };
+        self.adopt(&rs, &sel).await?;
+        let owned = self.owned_pods(&rs);
+        let mut failure = None;
+        if self.expectations.satisfied(key) && rs.metadata.deletion_timestamp.is_none() {
+            let want = usize::try_from(rs.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1))
+                .unwrap_or(0);
+            let mut active: Vec<Arc<Pod>> = owned
+                .iter()
+                .filter(|p| pods::is_active(p))
+                .cloned()
+                .collect();
+            if active.len() < want {
+                let n = (want - active.len()).min(BURST_REPLICAS);
+                failure = self.create_pods(key, &rs, n).await;
+            } else if active.len() > want {
+                let n = (active.len() - want).min(BURST_REPLICAS);
+                active.sort_by(|a, b| pods::deletion_order(a, b));
+                active.truncate(n);
+                self.delete_pods(key, active).await?;
+            }
+        }
+        let now = Timestamp::now();
+        let (status, wait) = compute_status(&rs, &owned, &sel, failure.as_deref(), now);
+        let current = rs.status.clone().unwrap_or_default();
+        if !same_status(&current, &status) {
+            let api: Api<ReplicaSet> = Api::namespaced(
+                self.client.clone(),
+                rs.metadata.namespace.as_deref().unwrap_or(""),
+            );
+            let mut body = serde_json::to_value(&status).unwrap_or_default();
+            if status.conditions.is_none()
+                && let Some(o) = body.as_object_mut()
+            {
+                o.insert("conditions".into(), serde_json::Value::Null);
+            }
+            api.patch_status(
+                rs.metadata.name.as_deref().unwrap_or(""),
+                &PatchParams::default(),
+                &Patch::Merge(json!({ "status": body })),
+            )
+            .await?;
+        }
+        if let Some(msg) = failure {
+            return Err(ReconcileError::Other(format!("creating pods: {msg}")));
+        }
+        Ok(match wait {
+            Some(secs) => Action::RequeueAfter(Duration::from_secs(secs.max(1).unsigned_abs())),
+            None => Action::Done,
+        })
+    }
+}

@@ -1,0 +1,64 @@
+//! The components that make intent true — controllers (and, as they land, the scheduler
+//! and simulated nodes) — either in-process beside `logbook serve` (through
+//! [`crate::inproc`]) or as their own processes against any API server (a kubeconfig).
+//! The same library code runs in both.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use logbook_api::Api;
+use logbook_controllers::manager::{self, ControllersConfig};
+use tokio::sync::watch;
+
+use crate::cli::ComponentArgs;
+
+/// The identity the controllers act as (kube-controller-manager's user name).
+pub const CONTROLLERS_USER: &str = "system:kube-controller-manager";
+
+/// Starts the controllers inside `logbook serve`, saving their state under the data dir.
+pub fn start_in_process(api: &Arc<Api>, data_dir: &Path, shutdown: watch::Receiver<bool>) {
+    let client = crate::inproc::client(api, CONTROLLERS_USER, &[]);
+    let cfg = ControllersConfig {
+        state_dir: Some(data_dir.join("controllers")),
+    };
+    manager::start(client, &cfg, shutdown);
+}
+
+/// A client from `--kubeconfig`, `$KUBECONFIG` or `~/.kube/config`.
+pub async fn client(kubeconfig: Option<&Path>) -> Result<kube::Client> {
+    let cfg = match kubeconfig {
+        Some(p) => {
+            let kc = kube::config::Kubeconfig::read_from(p)
+                .with_context(|| format!("reading {}", p.display()))?;
+            kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?
+        }
+        None => kube::Config::infer().await?,
+    };
+    Ok(kube::Client::try_from(cfg)?)
+}
+
+/// `logbook controllers`: runs until SIGTERM/SIGINT.
+pub async fn run_controllers(args: ComponentArgs) -> Result<()> {
+    let client = client(args.kubeconfig.as_deref()).await?;
+    std::fs::create_dir_all(&args.state_dir)
+        .with_context(|| format!("creating {}", args.state_dir.display()))?;
+    let (tx, rx) = watch::channel(false);
+    let running = manager::start(
+        client,
+        &ControllersConfig {
+            state_dir: Some(args.state_dir.clone()),
+        },
+        rx,
+    );
+    running.pods.wait_synced().await;
+    println!(
+        "logbook controllers running; state in {}",
+        args.state_dir.display()
+    );
+    crate::serve::wait_for_signal().await;
+    let _ = tx.send(true);
+    // Informers write their state on shutdown; give them a moment.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    Ok(())
+}
