@@ -52,6 +52,24 @@ impl ApiError {
         Self::about_object(404, "NotFound", group, resource, name, message)
     }
 
+    /// A create in a namespace being deleted (kube's NamespaceLifecycle admission).
+    pub fn namespace_terminating(group: &str, resource: &str, ns: &str) -> Self {
+        let message = format!(
+            "{} is forbidden: unable to create new content in namespace {ns} because it is being terminated",
+            qualified(group, resource)
+        );
+        let mut e = Self::new(403, "Forbidden", message);
+        e.details = Some(json!({
+            "group": group, "kind": resource,
+            "causes": [{
+                "reason": "NamespaceTerminating",
+                "message": format!("namespace {ns} is being terminated"),
+                "field": "metadata.namespace",
+            }],
+        }));
+        e
+    }
+
     /// A 404 for a path that names no resource at all.
     pub fn no_route() -> Self {
         Self::new(

@@ -527,10 +527,26 @@ async fn create_object(
     ))
 }
 
+/// Objects are created only in a namespace that exists and is not being deleted
+/// (kube's NamespaceLifecycle admission).
 async fn require_namespace(ctx: &Ctx, ns: &str) -> ApiResult<()> {
     let key = ObjectKey::new("namespaces", "", ns);
     match ctx.api.log.get(&key).await.map_err(from_store)? {
-        Some(_) => Ok(()),
+        Some(cur) => {
+            let obj = decode_stored(&cur.object, cur.position.0)?;
+            if obj
+                .get("metadata")
+                .and_then(|m| m.get("deletionTimestamp"))
+                .is_some()
+            {
+                return Err(ApiError::namespace_terminating(
+                    &ctx.info.group,
+                    &ctx.info.plural,
+                    ns,
+                ));
+            }
+            Ok(())
+        }
         None => Err(ApiError::not_found("", "namespaces", ns)),
     }
 }
@@ -812,10 +828,14 @@ async fn modify(ctx: &Ctx, change: Change, verb: &str) -> ApiResult<Response> {
                 ));
             }
             let status_endpoint = subresource == Some("status");
-            if !status_endpoint {
-                strategy::default(&ctx.info, &mut n);
+            if subresource == Some("finalize") {
+                strategy::prepare_finalize(&old, &n)
+            } else {
+                if !status_endpoint {
+                    strategy::default(&ctx.info, &mut n);
+                }
+                strategy::prepare_update(&ctx.info, &old, n, status_endpoint)
             }
-            strategy::prepare_update(&ctx.info, &old, n, status_endpoint)
         };
         let mut new = new;
         if subresource == Some("status") {
@@ -1164,6 +1184,30 @@ pub async fn delete_one(ctx: &Ctx, name: &str, opts: &DeleteOptions) -> ApiResul
                 a.push(Value::String(f.to_string()));
             }
         }
+        if obj
+            .get("metadata")
+            .and_then(|m| m.get("deletionTimestamp"))
+            .is_none()
+        {
+            // The garbage collector's finalizers: Orphan keeps the dependents (it removes
+            // their ownerReferences first), Foreground deletes them before the owner goes.
+            let gc = match opts.propagation.as_deref() {
+                Some("Orphan") => Some("orphan"),
+                Some("Foreground") => Some("foregroundDeletion"),
+                _ => None,
+            };
+            if let Some(f) = gc {
+                let meta = meta_mut(&mut obj);
+                let list = meta
+                    .entry("finalizers")
+                    .or_insert_with(|| Value::Array(Vec::new()));
+                if let Some(a) = list.as_array_mut()
+                    && !a.iter().any(|x| x.as_str() == Some(f))
+                {
+                    a.push(Value::String(f.to_string()));
+                }
+            }
+        }
         let verb = format!(
             "delete;propagationPolicy={}",
             opts.propagation.as_deref().unwrap_or("Background")
@@ -1190,6 +1234,16 @@ pub async fn delete_one(ctx: &Ctx, name: &str, opts: &DeleteOptions) -> ApiResul
                 "deletionGracePeriodSeconds".into(),
                 json!(opts.grace_period_seconds.unwrap_or(0)),
             );
+            if ctx.info.group.is_empty() && ctx.info.plural == "namespaces" {
+                // The namespace controller empties it, then releases `spec.finalizers`.
+                if let Some(st) = obj
+                    .entry("status")
+                    .or_insert_with(|| Value::Object(Map::new()))
+                    .as_object_mut()
+                {
+                    st.insert("phase".into(), json!("Terminating"));
+                }
+            }
             (EventType::Modified, true)
         } else {
             (EventType::Deleted, false)

@@ -465,6 +465,7 @@ async fn resource_request(
         None => {}
         Some("status") if info.status_subresource => {}
         Some("scale") if info.scale.is_some() => {}
+        Some("finalize") if info.group.is_empty() && info.plural == "namespaces" => {}
         Some(s) if info.action(s).is_some() => {}
         Some(_) => return ("unknown", Err(ApiError::no_route())),
     }

@@ -352,6 +352,20 @@ pub fn prepare_update(
     mut new: Map<String, Value>,
     status_endpoint: bool,
 ) -> Map<String, Value> {
+    if info.group.is_empty() && info.plural == "namespaces" && !status_endpoint {
+        // spec.finalizers changes only through the `finalize` subresource.
+        let keep = old.get("spec").and_then(|s| s.get("finalizers")).cloned();
+        if let Some(spec) = new
+            .entry("spec")
+            .or_insert_with(|| Value::Object(Map::new()))
+            .as_object_mut()
+        {
+            match keep {
+                Some(f) => spec.insert("finalizers".into(), f),
+                None => spec.remove("finalizers"),
+            };
+        }
+    }
     if status_endpoint {
         let mut out = old.clone();
         match new.remove("status") {
@@ -403,21 +417,37 @@ fn spec_changed(old: &Map<String, Value>, new: &Map<String, Value>) -> bool {
 
 /// Whether the object waits only for its finalizers to go: deleting and none left.
 pub fn ready_to_remove(obj: &Map<String, Value>) -> bool {
-    let Some(meta) = obj.get("metadata") else {
-        return false;
-    };
-    meta.get("deletionTimestamp").is_some()
-        && meta
-            .get("finalizers")
-            .and_then(Value::as_array)
-            .is_none_or(|f| f.is_empty())
+    obj.get("metadata")
+        .is_some_and(|m| m.get("deletionTimestamp").is_some())
+        && !has_finalizers(obj)
 }
 
+/// Whether something still holds the object on deletion: `metadata.finalizers`, and for a
+/// Namespace also `spec.finalizers` (the namespace controller's `kubernetes`, released
+/// through the `finalize` subresource once the namespace is empty).
 pub fn has_finalizers(obj: &Map<String, Value>) -> bool {
-    obj.get("metadata")
-        .and_then(|m| m.get("finalizers"))
-        .and_then(Value::as_array)
-        .is_some_and(|f| !f.is_empty())
+    let non_empty = |v: Option<&Value>| v.and_then(Value::as_array).is_some_and(|f| !f.is_empty());
+    non_empty(obj.get("metadata").and_then(|m| m.get("finalizers")))
+        || (obj.get("kind").and_then(Value::as_str) == Some("Namespace")
+            && non_empty(obj.get("spec").and_then(|s| s.get("finalizers"))))
+}
+
+/// A namespace's `finalize` subresource changes only `spec.finalizers`.
+pub fn prepare_finalize(old: &Map<String, Value>, new: &Map<String, Value>) -> Map<String, Value> {
+    let mut out = old.clone();
+    let finalizers = new
+        .get("spec")
+        .and_then(|s| s.get("finalizers"))
+        .cloned()
+        .unwrap_or(Value::Array(Vec::new()));
+    if let Some(spec) = out
+        .entry("spec")
+        .or_insert_with(|| Value::Object(Map::new()))
+        .as_object_mut()
+    {
+        spec.insert("finalizers".into(), finalizers);
+    }
+    out
 }
 
 /// The paths (`spec.foo`) present in `input` but dropped by the typed decode (`output`):

@@ -13,8 +13,12 @@
 //! - Every queue and buffer is bounded by a named limit.
 
 pub mod deployment;
+pub mod discovery;
+pub mod gc;
 pub mod manager;
+pub mod namespace;
 pub mod pods;
 pub mod replicaset;
 pub mod runtime;
 pub mod selector;
+pub mod serviceaccount;

@@ -4,13 +4,17 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
 use kube::{Api, Client};
 use tokio::sync::watch;
 
 use crate::deployment::DeploymentController;
+use crate::discovery::Resources;
+use crate::gc::GarbageCollector;
+use crate::namespace::NamespaceController;
 use crate::replicaset::ReplicaSetController;
-use crate::runtime::{Informer, OwnerIndex, spawn_workers};
+use crate::runtime::{Informer, OwnerIndex, WorkQueue, spawn_workers};
+use crate::serviceaccount::ServiceAccountController;
 
 /// Workers per controller (reconciles of different objects in parallel).
 pub const WORKERS_PER_CONTROLLER: usize = 8;
@@ -20,6 +24,8 @@ pub struct ControllersConfig {
     /// Where informers save their caches and positions, to resume from after a restart
     /// (none: every start lists).
     pub state_dir: Option<PathBuf>,
+    /// The cluster CA (PEM) to publish as `kube-root-ca.crt` in every namespace.
+    pub root_ca: Option<String>,
 }
 
 /// What a running set of controllers exposes (tests and metrics read the informers).
@@ -27,6 +33,19 @@ pub struct Running {
     pub pods: Arc<Informer<Pod>>,
     pub replicasets: Arc<Informer<ReplicaSet>>,
     pub deployments: Arc<Informer<Deployment>>,
+    pub namespaces: Arc<Informer<Namespace>>,
+}
+
+impl Running {
+    /// Waits until every informer holds a full view.
+    pub async fn wait_synced(&self) {
+        tokio::join!(
+            self.pods.wait_synced(),
+            self.replicasets.wait_synced(),
+            self.deployments.wait_synced(),
+            self.namespaces.wait_synced(),
+        );
+    }
 }
 
 /// Starts every controller; they stop when `shutdown` flips.
@@ -35,6 +54,12 @@ pub fn start(client: Client, cfg: &ControllersConfig, shutdown: watch::Receiver<
     let pods = Informer::new(Api::<Pod>::all(client.clone()), "pods", dir);
     let replicasets = Informer::new(Api::<ReplicaSet>::all(client.clone()), "replicasets", dir);
     let deployments = Informer::new(Api::<Deployment>::all(client.clone()), "deployments", dir);
+    let namespaces = Informer::new(Api::<Namespace>::all(client.clone()), "namespaces", dir);
+    let accounts = Informer::new(
+        Api::<ServiceAccount>::all(client.clone()),
+        "serviceaccounts",
+        dir,
+    );
     let pods_by_owner = Arc::new(OwnerIndex::default());
     let rs_by_owner = Arc::new(OwnerIndex::default());
     {
@@ -43,6 +68,7 @@ pub fn start(client: Client, cfg: &ControllersConfig, shutdown: watch::Receiver<
         let i = rs_by_owner.clone();
         replicasets.on_change(move |o, n| i.update(o, n));
     }
+    let resources = Resources::new(client.clone());
     let rsc = ReplicaSetController::new(
         client.clone(),
         replicasets.clone(),
@@ -50,33 +76,62 @@ pub fn start(client: Client, cfg: &ControllersConfig, shutdown: watch::Receiver<
         pods_by_owner.clone(),
     );
     let dc = DeploymentController::new(
-        client,
+        client.clone(),
         deployments.clone(),
         replicasets.clone(),
         pods.clone(),
         rs_by_owner,
         pods_by_owner,
     );
+    let nsc = NamespaceController::new(client.clone(), resources.clone(), namespaces.clone());
+    let sac = ServiceAccountController::new(
+        client.clone(),
+        namespaces.clone(),
+        accounts.clone(),
+        cfg.root_ca.clone(),
+    );
+    let gc = GarbageCollector::new(
+        client,
+        resources,
+        cfg.state_dir.as_ref().map(|d| d.join("gc")),
+    );
     pods.start(shutdown.clone());
     replicasets.start(shutdown.clone());
     deployments.start(shutdown.clone());
+    namespaces.start(shutdown.clone());
+    accounts.start(shutdown.clone());
+    gc.start(shutdown.clone());
     // Workers start once the caches are whole, so nothing acts on a partial view.
-    {
-        let (p, r, d) = (pods.clone(), replicasets.clone(), deployments.clone());
-        let (rq, dq) = (rsc.queue.clone(), dc.queue.clone());
-        let mut sd = shutdown.clone();
-        tokio::spawn(async move {
-            tokio::join!(p.wait_synced(), r.wait_synced(), d.wait_synced());
-            spawn_workers(rq.clone(), rsc, WORKERS_PER_CONTROLLER);
-            spawn_workers(dq.clone(), dc, WORKERS_PER_CONTROLLER);
-            let _ = sd.wait_for(|s| *s).await;
-            rq.shut_down();
-            dq.shut_down();
-        });
-    }
-    Running {
+    let running = Running {
         pods,
         replicasets,
         deployments,
-    }
+        namespaces,
+    };
+    let synced = Running {
+        pods: running.pods.clone(),
+        replicasets: running.replicasets.clone(),
+        deployments: running.deployments.clone(),
+        namespaces: running.namespaces.clone(),
+    };
+    let mut sd = shutdown;
+    tokio::spawn(async move {
+        synced.wait_synced().await;
+        accounts.wait_synced().await;
+        let queues: Vec<Arc<WorkQueue>> = vec![
+            rsc.queue.clone(),
+            dc.queue.clone(),
+            nsc.queue.clone(),
+            sac.queue.clone(),
+        ];
+        spawn_workers(rsc.queue.clone(), rsc, WORKERS_PER_CONTROLLER);
+        spawn_workers(dc.queue.clone(), dc, WORKERS_PER_CONTROLLER);
+        spawn_workers(nsc.queue.clone(), nsc, WORKERS_PER_CONTROLLER);
+        spawn_workers(sac.queue.clone(), sac, 2);
+        let _ = sd.wait_for(|s| *s).await;
+        for q in queues {
+            q.shut_down();
+        }
+    });
+    running
 }

@@ -17,10 +17,16 @@ use crate::cli::ComponentArgs;
 pub const CONTROLLERS_USER: &str = "system:kube-controller-manager";
 
 /// Starts the controllers inside `logbook serve`, saving their state under the data dir.
-pub fn start_in_process(api: &Arc<Api>, data_dir: &Path, shutdown: watch::Receiver<bool>) {
+pub fn start_in_process(
+    api: &Arc<Api>,
+    data_dir: &Path,
+    root_ca: &str,
+    shutdown: watch::Receiver<bool>,
+) {
     let client = crate::inproc::client(api, CONTROLLERS_USER, &[]);
     let cfg = ControllersConfig {
         state_dir: Some(data_dir.join("controllers")),
+        root_ca: Some(root_ca.to_string()),
     };
     manager::start(client, &cfg, shutdown);
 }
@@ -48,10 +54,11 @@ pub async fn run_controllers(args: ComponentArgs) -> Result<()> {
         client,
         &ControllersConfig {
             state_dir: Some(args.state_dir.clone()),
+            root_ca: None,
         },
         rx,
     );
-    running.pods.wait_synced().await;
+    running.wait_synced().await;
     println!(
         "logbook controllers running; state in {}",
         args.state_dir.display()

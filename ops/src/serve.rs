@@ -92,7 +92,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("registering the stored CustomResourceDefinitions: {e}"))?;
     if !args.no_controllers {
-        crate::components::start_in_process(&api, &args.data_dir, shutdown_rx.clone());
+        crate::components::start_in_process(&api, &args.data_dir, &pki.ca_pem, shutdown_rx.clone());
     }
     crate::retention::spawn_tasks(
         log,

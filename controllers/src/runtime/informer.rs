@@ -15,8 +15,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use futures::TryStreamExt;
-use kube::api::{ListParams, WatchEvent, WatchParams};
+use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
+use kube::api::{
+    ApiResource, DynamicObject, ListParams, ObjectList, PartialObjectMeta, WatchEvent, WatchParams,
+};
 use kube::{Api, Resource};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -65,9 +68,78 @@ pub struct InformerStats {
     pub resumed: AtomicU64,
 }
 
+/// Where an informer's objects come from: a typed API, or object metadata only.
+#[async_trait::async_trait]
+pub trait Source<K: Clone>: Send + Sync {
+    /// Names the resource in saved state (`<group>/<plural>`).
+    fn resource_id(&self) -> String;
+    async fn list(&self, lp: &ListParams) -> Result<ObjectList<K>, kube::Error>;
+    async fn watch(
+        &self,
+        wp: &WatchParams,
+        from: &str,
+    ) -> Result<BoxStream<'static, Result<WatchEvent<K>, kube::Error>>, kube::Error>;
+}
+
+#[async_trait::async_trait]
+impl<K> Source<K> for Api<K>
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    K::DynamicType: Default,
+{
+    fn resource_id(&self) -> String {
+        let dt = K::DynamicType::default();
+        format!("{}/{}", K::group(&dt), K::plural(&dt))
+    }
+
+    async fn list(&self, lp: &ListParams) -> Result<ObjectList<K>, kube::Error> {
+        Api::list(self, lp).await
+    }
+
+    async fn watch(
+        &self,
+        wp: &WatchParams,
+        from: &str,
+    ) -> Result<BoxStream<'static, Result<WatchEvent<K>, kube::Error>>, kube::Error> {
+        Ok(Api::watch(self, wp, from).await?.boxed())
+    }
+}
+
+/// Only the metadata of any resource (`as=PartialObjectMetadata`): what the garbage
+/// collector needs of every object.
+pub struct MetadataSource {
+    pub api: Api<DynamicObject>,
+    pub resource: ApiResource,
+}
+
+#[async_trait::async_trait]
+impl Source<PartialObjectMeta<DynamicObject>> for MetadataSource {
+    fn resource_id(&self) -> String {
+        format!("{}/{}", self.resource.group, self.resource.plural)
+    }
+
+    async fn list(
+        &self,
+        lp: &ListParams,
+    ) -> Result<ObjectList<PartialObjectMeta<DynamicObject>>, kube::Error> {
+        self.api.list_metadata(lp).await
+    }
+
+    async fn watch(
+        &self,
+        wp: &WatchParams,
+        from: &str,
+    ) -> Result<
+        BoxStream<'static, Result<WatchEvent<PartialObjectMeta<DynamicObject>>, kube::Error>>,
+        kube::Error,
+    > {
+        Ok(self.api.watch_metadata(wp, from).await?.boxed())
+    }
+}
+
 pub struct Informer<K: Resource> {
     name: String,
-    api: Api<K>,
+    source: Box<dyn Source<K>>,
     cache: RwLock<Cache<K>>,
     handlers: Mutex<Vec<Arc<Handler<K>>>>,
     synced: watch::Sender<bool>,
@@ -91,18 +163,23 @@ where
 {
     /// An informer of every `K` in the cluster. `name` names its state file.
     pub fn new(api: Api<K>, name: &str, state_dir: Option<&std::path::Path>) -> Arc<Self> {
-        Self::with_labels(api, name, state_dir, None)
+        Self::from_source(Box::new(api), name, state_dir, None)
     }
+}
 
-    pub fn with_labels(
-        api: Api<K>,
+impl<K> Informer<K>
+where
+    K: Resource + Clone + DeserializeOwned + Serialize + std::fmt::Debug + Send + Sync + 'static,
+{
+    pub fn from_source(
+        source: Box<dyn Source<K>>,
         name: &str,
         state_dir: Option<&std::path::Path>,
         label_selector: Option<String>,
     ) -> Arc<Self> {
         Arc::new(Informer {
             name: name.to_string(),
-            api,
+            source,
             cache: RwLock::new(Cache {
                 objects: HashMap::new(),
                 position: None,
@@ -250,7 +327,7 @@ where
                 return;
             }
         };
-        if saved.resource != resource_id::<K>() {
+        if saved.resource != self.source.resource_id() {
             return;
         }
         let objects: Vec<Arc<K>> = saved.objects.into_iter().map(Arc::new).collect();
@@ -279,7 +356,7 @@ where
         }
         let position = loop {
             self.stats.lists.fetch_add(1, Ordering::Relaxed);
-            let page = self.api.list(&lp).await?;
+            let page = self.source.list(&lp).await?;
             for o in page.items {
                 objects.insert(key_of(&o), Arc::new(o));
             }
@@ -316,7 +393,7 @@ where
             wp = wp.labels(l);
         }
         self.stats.watches.fetch_add(1, Ordering::Relaxed);
-        let stream = match self.api.watch(&wp, &from).await {
+        let stream = match self.source.watch(&wp, &from).await {
             Ok(s) => s,
             Err(kube::Error::Api(s)) if s.code == 410 => {
                 self.expire();
@@ -410,6 +487,7 @@ where
             let objects: Vec<Arc<K>> = c.objects.values().cloned().collect();
             (c.generation, position, objects)
         };
+        let resource = self.source.resource_id();
         let res = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
             #[derive(Serialize)]
             struct Out<'a, K> {
@@ -418,7 +496,7 @@ where
                 objects: Vec<&'a K>,
             }
             let out = Out {
-                resource: resource_id::<K>(),
+                resource,
                 position: &position,
                 objects: objects.iter().map(AsRef::as_ref).collect(),
             };
@@ -443,14 +521,6 @@ where
             Err(_) => saved_generation,
         }
     }
-}
-
-fn resource_id<K: Resource>() -> String
-where
-    K::DynamicType: Default,
-{
-    let dt = K::DynamicType::default();
-    format!("{}/{}", K::group(&dt), K::plural(&dt))
 }
 
 /// The object's namespace ("" when cluster-scoped).
