@@ -231,23 +231,9 @@ fn count_at(map: &HashMap<Pair, u32>, key: &str, node: &NodeData) -> u32 {
         .unwrap_or(0)
 }
 
-/// InterPodAffinity (required): existing pods' anti-affinity, the pod's anti-affinity,
-/// then its affinity.
+/// InterPodAffinity (required), checked in kube's order: the pod's affinity, its
+/// anti-affinity, then existing pods' anti-affinity.
 pub fn inter_pod_affinity(st: &InterPodState, pod: &PodInfo, node: &NodeData) -> Result<(), Reasons> {
-    let existing_hit = st
-        .existing_anti
-        .iter()
-        .any(|((k, v), c)| *c > 0 && node.labels.get(k) == Some(v));
-    if existing_hit {
-        return fail(ERR_EXISTING_ANTI_AFFINITY);
-    }
-    if pod
-        .required_anti_affinity
-        .iter()
-        .any(|t| count_at(&st.anti, &t.topology_key, node) > 0)
-    {
-        return fail(ERR_ANTI_AFFINITY);
-    }
     let mut pods_exist = true;
     for t in &pod.required_affinity {
         if !node.labels.contains_key(&t.topology_key) {
@@ -259,6 +245,20 @@ pub fn inter_pod_affinity(st: &InterPodState, pod: &PodInfo, node: &NodeData) ->
     }
     if !pods_exist && !(st.affinity.is_empty() && st.self_affine) {
         return fail(ERR_AFFINITY);
+    }
+    if pod
+        .required_anti_affinity
+        .iter()
+        .any(|t| count_at(&st.anti, &t.topology_key, node) > 0)
+    {
+        return fail(ERR_ANTI_AFFINITY);
+    }
+    let existing_hit = st
+        .existing_anti
+        .iter()
+        .any(|((k, v), c)| *c > 0 && node.labels.get(k) == Some(v));
+    if existing_hit {
+        return fail(ERR_EXISTING_ANTI_AFFINITY);
     }
     Ok(())
 }
