@@ -44,7 +44,11 @@ impl fmt::Display for FitError {
         if n == 0 {
             return write!(f, "no nodes available to schedule pods");
         }
-        let mut parts: Vec<String> = self.reasons.iter().map(|(r, c)| format!("{c} {r}")).collect();
+        let mut parts: Vec<String> = self
+            .reasons
+            .iter()
+            .map(|(r, c)| format!("{c} {r}"))
+            .collect();
         parts.sort();
         write!(
             f,

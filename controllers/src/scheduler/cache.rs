@@ -54,7 +54,8 @@ impl Resources {
             "ephemeral-storage" => self.ephemeral_storage = parse_value(q).unwrap_or(0),
             "pods" => {}
             _ => {
-                self.scalar.insert(name.to_string(), parse_value(q).unwrap_or(0));
+                self.scalar
+                    .insert(name.to_string(), parse_value(q).unwrap_or(0));
             }
         }
     }
@@ -218,7 +219,7 @@ impl AffinityTerm {
 
     /// Whether the term selects `pod` (namespace and labels).
     pub fn matches(&self, pod: &PodInfo, namespaces: &HashMap<String, Labels>) -> bool {
-        let ns_ok = self.namespaces.iter().any(|n| *n == pod.namespace)
+        let ns_ok = self.namespaces.contains(&pod.namespace)
             || self.namespace_selector.as_ref().is_some_and(|s| {
                 let empty = Labels::new();
                 s.matches(namespaces.get(&pod.namespace).unwrap_or(&empty))
@@ -350,12 +351,18 @@ impl PodInfo {
                 .map(|t| AffinityTerm::compile(t, &namespace, &labels))
                 .collect()
         };
-        let compile_weighted = |ts: Option<&Vec<WeightedPodAffinityTerm>>| -> Vec<(i32, AffinityTerm)> {
-            ts.into_iter()
-                .flatten()
-                .map(|w| (w.weight, AffinityTerm::compile(&w.pod_affinity_term, &namespace, &labels)))
-                .collect()
-        };
+        let compile_weighted =
+            |ts: Option<&Vec<WeightedPodAffinityTerm>>| -> Vec<(i32, AffinityTerm)> {
+                ts.into_iter()
+                    .flatten()
+                    .map(|w| {
+                        (
+                            w.weight,
+                            AffinityTerm::compile(&w.pod_affinity_term, &namespace, &labels),
+                        )
+                    })
+                    .collect()
+            };
         let mut spread: Vec<SpreadConstraint> = spec
             .topology_spread_constraints
             .iter()
@@ -364,7 +371,10 @@ impl PodInfo {
             .collect();
         if spread.is_empty()
             && let Some(o) = &owner
-            && matches!(o.kind.as_str(), "ReplicaSet" | "StatefulSet" | "ReplicationController")
+            && matches!(
+                o.kind.as_str(),
+                "ReplicaSet" | "StatefulSet" | "ReplicationController"
+            )
         {
             spread = system_default_spread(&o.uid);
         }
@@ -386,27 +396,37 @@ impl PodInfo {
             owner,
             node_selector: spec.node_selector.clone().unwrap_or_default(),
             required_node_affinity: node_aff
-                .and_then(|n| n.required_during_scheduling_ignored_during_execution.as_ref())
+                .and_then(|n| {
+                    n.required_during_scheduling_ignored_during_execution
+                        .as_ref()
+                })
                 .map(|s| s.node_selector_terms.clone()),
             preferred_node_affinity: node_aff
-                .and_then(|n| n.preferred_during_scheduling_ignored_during_execution.as_ref())
+                .and_then(|n| {
+                    n.preferred_during_scheduling_ignored_during_execution
+                        .as_ref()
+                })
                 .into_iter()
                 .flatten()
                 .map(|p| (p.weight, p.preference.clone()))
                 .collect(),
             tolerations: spec.tolerations.clone().unwrap_or_default(),
-            required_affinity: compile(
-                pod_aff.and_then(|a| a.required_during_scheduling_ignored_during_execution.as_ref()),
-            ),
-            required_anti_affinity: compile(
-                anti_aff.and_then(|a| a.required_during_scheduling_ignored_during_execution.as_ref()),
-            ),
-            preferred_affinity: compile_weighted(
-                pod_aff.and_then(|a| a.preferred_during_scheduling_ignored_during_execution.as_ref()),
-            ),
-            preferred_anti_affinity: compile_weighted(
-                anti_aff.and_then(|a| a.preferred_during_scheduling_ignored_during_execution.as_ref()),
-            ),
+            required_affinity: compile(pod_aff.and_then(|a| {
+                a.required_during_scheduling_ignored_during_execution
+                    .as_ref()
+            })),
+            required_anti_affinity: compile(anti_aff.and_then(|a| {
+                a.required_during_scheduling_ignored_during_execution
+                    .as_ref()
+            })),
+            preferred_affinity: compile_weighted(pod_aff.and_then(|a| {
+                a.preferred_during_scheduling_ignored_during_execution
+                    .as_ref()
+            })),
+            preferred_anti_affinity: compile_weighted(anti_aff.and_then(|a| {
+                a.preferred_during_scheduling_ignored_during_execution
+                    .as_ref()
+            })),
             spread,
             namespace,
             labels,
@@ -664,7 +684,10 @@ impl Cache {
 
     /// The names of the nodes that exist (a relist drops the others).
     pub fn node_names(&self) -> Vec<String> {
-        self.live.iter().map(|i| self.nodes[*i].name.clone()).collect()
+        self.live
+            .iter()
+            .map(|i| self.nodes[*i].name.clone())
+            .collect()
     }
 
     /// Counts `info` on `node` (replacing what the cache had for this pod).
@@ -718,7 +741,11 @@ mod tests {
         Container {
             name: "c".into(),
             resources: Some(ResourceRequirements {
-                requests: Some(reqs.iter().map(|(k, v)| (k.to_string(), Quantity(v.to_string()))).collect()),
+                requests: Some(
+                    reqs.iter()
+                        .map(|(k, v)| (k.to_string(), Quantity(v.to_string())))
+                        .collect(),
+                ),
                 ..Default::default()
             }),
             restart_policy: restart.map(str::to_string),
@@ -727,7 +754,8 @@ mod tests {
     }
 
     #[test]
-    fn a_pods_effective_request_is_the_larger_of_its_containers_sum_and_any_init_container_plus_overhead() {
+    fn a_pods_effective_request_is_the_larger_of_its_containers_sum_and_any_init_container_plus_overhead()
+     {
         let spec = PodSpec {
             containers: vec![
                 container(&[("cpu", "100m"), ("memory", "64Mi")], None),
@@ -767,7 +795,10 @@ mod tests {
         };
         assert_eq!(container_requests(&c).milli_cpu, 2000);
         let s = container_scoring(&c);
-        assert_eq!((s.milli_cpu, s.memory), (2000, DEFAULT_SCORING_MEMORY_BYTES));
+        assert_eq!(
+            (s.milli_cpu, s.memory),
+            (2000, DEFAULT_SCORING_MEMORY_BYTES)
+        );
     }
 
     #[test]
@@ -789,7 +820,10 @@ mod tests {
         let mut node = Node::default();
         node.metadata.name = Some("n1".into());
         assert!(cache.upsert_node(&node));
-        assert!(!cache.upsert_node(&node), "an identical node is not a change");
+        assert!(
+            !cache.upsert_node(&node),
+            "an identical node is not a change"
+        );
         let info = Arc::new(PodInfo {
             uid: "u1".into(),
             requests: Resources {
@@ -803,7 +837,9 @@ mod tests {
         assert_eq!(n, Some(500));
         assert!(cache.pod("u1").is_some_and(|p| p.assumed));
         cache.remove_pod("u1");
-        let n = cache.node_by_name("n1").map(|n| (n.requested.milli_cpu, n.pods.len()));
+        let n = cache
+            .node_by_name("n1")
+            .map(|n| (n.requested.milli_cpu, n.pods.len()));
         assert_eq!(n, Some((0, 0)));
     }
 }

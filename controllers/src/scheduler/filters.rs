@@ -18,7 +18,8 @@ pub const ERR_NODE_NAME: &str = "node(s) didn't match the requested node name";
 pub const ERR_NODE_AFFINITY: &str = "node(s) didn't match Pod's node affinity/selector";
 pub const ERR_NODE_PORTS: &str = "node(s) didn't have free ports for the requested pod ports";
 pub const ERR_TOO_MANY_PODS: &str = "Too many pods";
-pub const ERR_EXISTING_ANTI_AFFINITY: &str = "node(s) didn't satisfy existing pods anti-affinity rules";
+pub const ERR_EXISTING_ANTI_AFFINITY: &str =
+    "node(s) didn't satisfy existing pods anti-affinity rules";
 pub const ERR_ANTI_AFFINITY: &str = "node(s) didn't match pod anti-affinity rules";
 pub const ERR_AFFINITY: &str = "node(s) didn't match pod affinity rules";
 pub const ERR_SPREAD: &str = "node(s) didn't match pod topology spread constraints";
@@ -46,7 +47,9 @@ pub fn tolerates(t: &Toleration, taint: &Taint) -> bool {
     match t.operator.as_deref().unwrap_or("Equal") {
         "Exists" => key.is_empty() || key == taint.key,
         "Equal" | "" => {
-            key == taint.key && t.value.as_deref().unwrap_or_default() == taint.value.as_deref().unwrap_or_default()
+            key == taint.key
+                && t.value.as_deref().unwrap_or_default()
+                    == taint.value.as_deref().unwrap_or_default()
         }
         _ => false,
     }
@@ -58,15 +61,19 @@ pub fn tolerated(tolerations: &[Toleration], taint: &Taint) -> bool {
 
 /// NodeUnschedulable: a cordoned node takes only pods tolerating its unschedulable taint.
 pub fn node_unschedulable(pod: &PodInfo, node: &NodeData) -> Result<(), Reasons> {
+    if !node.unschedulable {
+        return Ok(());
+    }
     let taint = Taint {
         key: TAINT_UNSCHEDULABLE.into(),
         effect: "NoSchedule".into(),
         ..Default::default()
     };
-    if node.unschedulable && !tolerated(&pod.tolerations, &taint) {
-        return fail(ERR_UNSCHEDULABLE);
+    if tolerated(&pod.tolerations, &taint) {
+        Ok(())
+    } else {
+        fail(ERR_UNSCHEDULABLE)
     }
-    Ok(())
 }
 
 /// NodeName: a pod naming a node runs only there (pending pods name none).
@@ -126,7 +133,11 @@ pub fn node_ports(pod: &PodInfo, info: &NodeInfo) -> Result<(), Reasons> {
 /// reports every insufficient resource, as kube does.
 pub fn resources_fit(pod: &PodInfo, info: &NodeInfo, node: &NodeData) -> Result<(), Reasons> {
     let mut reasons = Vec::new();
-    if i64::try_from(info.pods.len()).unwrap_or(i64::MAX).saturating_add(1) > node.allowed_pods {
+    if i64::try_from(info.pods.len())
+        .unwrap_or(i64::MAX)
+        .saturating_add(1)
+        > node.allowed_pods
+    {
         reasons.push(ERR_TOO_MANY_PODS.to_string());
     }
     let r = &pod.requests;
@@ -139,7 +150,11 @@ pub fn resources_fit(pod: &PodInfo, info: &NodeInfo, node: &NodeData) -> Result<
     if short(r.memory, u.memory, a.memory) {
         reasons.push("Insufficient memory".into());
     }
-    if short(r.ephemeral_storage, u.ephemeral_storage, a.ephemeral_storage) {
+    if short(
+        r.ephemeral_storage,
+        u.ephemeral_storage,
+        a.ephemeral_storage,
+    ) {
         reasons.push("Insufficient ephemeral-storage".into());
     }
     for (name, want) in &r.scalar {
@@ -149,7 +164,11 @@ pub fn resources_fit(pod: &PodInfo, info: &NodeInfo, node: &NodeData) -> Result<
             reasons.push(format!("Insufficient {name}"));
         }
     }
-    if reasons.is_empty() { Ok(()) } else { Err(reasons) }
+    if reasons.is_empty() {
+        Ok(())
+    } else {
+        Err(reasons)
+    }
 }
 
 /// A topology domain: a label key and value.
@@ -193,18 +212,25 @@ pub fn inter_pod_prefilter(pod: &PodInfo, cache: &Cache) -> Option<InterPodState
                 if let Some(v) = node.labels.get(&t.topology_key)
                     && t.matches(pod, ns)
                 {
-                    *st.existing_anti.entry((t.topology_key.clone(), v.clone())).or_insert(0) += 1;
+                    *st.existing_anti
+                        .entry((t.topology_key.clone(), v.clone()))
+                        .or_insert(0) += 1;
                 }
             }
             if !own_terms {
                 continue;
             }
             if !pod.required_affinity.is_empty()
-                && pod.required_affinity.iter().all(|t| t.matches(existing, ns))
+                && pod
+                    .required_affinity
+                    .iter()
+                    .all(|t| t.matches(existing, ns))
             {
                 for t in &pod.required_affinity {
                     if let Some(v) = node.labels.get(&t.topology_key) {
-                        *st.affinity.entry((t.topology_key.clone(), v.clone())).or_insert(0) += 1;
+                        *st.affinity
+                            .entry((t.topology_key.clone(), v.clone()))
+                            .or_insert(0) += 1;
                     }
                 }
             }
@@ -212,7 +238,9 @@ pub fn inter_pod_prefilter(pod: &PodInfo, cache: &Cache) -> Option<InterPodState
                 if let Some(v) = node.labels.get(&t.topology_key)
                     && t.matches(existing, ns)
                 {
-                    *st.anti.entry((t.topology_key.clone(), v.clone())).or_insert(0) += 1;
+                    *st.anti
+                        .entry((t.topology_key.clone(), v.clone()))
+                        .or_insert(0) += 1;
                 }
             }
         }
@@ -233,7 +261,11 @@ fn count_at(map: &HashMap<Pair, u32>, key: &str, node: &NodeData) -> u32 {
 
 /// InterPodAffinity (required), checked in kube's order: the pod's affinity, its
 /// anti-affinity, then existing pods' anti-affinity.
-pub fn inter_pod_affinity(st: &InterPodState, pod: &PodInfo, node: &NodeData) -> Result<(), Reasons> {
+pub fn inter_pod_affinity(
+    st: &InterPodState,
+    pod: &PodInfo,
+    node: &NodeData,
+) -> Result<(), Reasons> {
     let mut pods_exist = true;
     for t in &pod.required_affinity {
         if !node.labels.contains_key(&t.topology_key) {
@@ -243,7 +275,8 @@ pub fn inter_pod_affinity(st: &InterPodState, pod: &PodInfo, node: &NodeData) ->
             pods_exist = false;
         }
     }
-    if !pods_exist && !(st.affinity.is_empty() && st.self_affine) {
+    let first_of_group = st.affinity.is_empty() && st.self_affine;
+    if !(pods_exist || first_of_group) {
         return fail(ERR_AFFINITY);
     }
     if pod
@@ -264,11 +297,17 @@ pub fn inter_pod_affinity(st: &InterPodState, pod: &PodInfo, node: &NodeData) ->
 }
 
 /// Whether a node counts for a spread constraint's domains (node inclusion policies).
-pub fn spread_includes(c: &super::cache::SpreadConstraint, pod: &PodInfo, name: &str, node: &NodeData) -> bool {
+pub fn spread_includes(
+    c: &super::cache::SpreadConstraint,
+    pod: &PodInfo,
+    name: &str,
+    node: &NodeData,
+) -> bool {
     (!c.honor_node_affinity || matches_node_affinity(pod, name, node))
         && (!c.honor_node_taints
             || node.taints.iter().all(|t| {
-                !matches!(t.effect.as_str(), "NoSchedule" | "NoExecute") || tolerated(&pod.tolerations, t)
+                !matches!(t.effect.as_str(), "NoSchedule" | "NoExecute")
+                    || tolerated(&pod.tolerations, t)
             }))
 }
 
@@ -285,7 +324,9 @@ pub struct SpreadState {
 
 /// Builds [`SpreadState`]; `None` when the pod has no DoNotSchedule constraint.
 pub fn spread_prefilter(pod: &PodInfo, cache: &Cache) -> Option<SpreadState> {
-    let hard: Vec<usize> = (0..pod.spread.len()).filter(|i| pod.spread[*i].hard).collect();
+    let hard: Vec<usize> = (0..pod.spread.len())
+        .filter(|i| pod.spread[*i].hard)
+        .collect();
     if hard.is_empty() {
         return None;
     }
@@ -294,7 +335,10 @@ pub fn spread_prefilter(pod: &PodInfo, cache: &Cache) -> Option<SpreadState> {
         let info = cache.node(i);
         let Some(node) = &info.node else { continue };
         // Only nodes carrying every constraint's key count.
-        if !hard.iter().all(|c| node.labels.contains_key(&pod.spread[*c].topology_key)) {
+        if !hard
+            .iter()
+            .all(|c| node.labels.contains_key(&pod.spread[*c].topology_key))
+        {
             continue;
         }
         for (slot, &ci) in hard.iter().enumerate() {
@@ -302,8 +346,14 @@ pub fn spread_prefilter(pod: &PodInfo, cache: &Cache) -> Option<SpreadState> {
             if !spread_includes(c, pod, &info.name, node) {
                 continue;
             }
-            let Some(value) = node.labels.get(&c.topology_key) else { continue };
-            let n = info.pods.values().filter(|p| c.counts(&pod.namespace, p)).count();
+            let Some(value) = node.labels.get(&c.topology_key) else {
+                continue;
+            };
+            let n = info
+                .pods
+                .values()
+                .filter(|p| c.counts(&pod.namespace, p))
+                .count();
             *counts[slot].entry(value.clone()).or_insert(0) += u32::try_from(n).unwrap_or(u32::MAX);
         }
     }

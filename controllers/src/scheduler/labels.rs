@@ -98,7 +98,11 @@ fn node_requirement_matches(r: &NodeSelectorRequirement, value: Option<&str>) ->
             let (Ok(v), Ok(bound)) = (v.parse::<i64>(), bound.parse::<i64>()) else {
                 return false;
             };
-            if r.operator == "Gt" { v > bound } else { v < bound }
+            if r.operator == "Gt" {
+                v > bound
+            } else {
+                v < bound
+            }
         }
         _ => false,
     }
@@ -106,7 +110,11 @@ fn node_requirement_matches(r: &NodeSelectorRequirement, value: Option<&str>) ->
 
 /// One node selector term: its expressions (on labels) and fields (`metadata.name` only)
 /// are ANDed; a term with neither matches no node, as in kube.
-pub fn node_selector_term_matches(term: &NodeSelectorTerm, node_name: &str, labels: &Labels) -> bool {
+pub fn node_selector_term_matches(
+    term: &NodeSelectorTerm,
+    node_name: &str,
+    labels: &Labels,
+) -> bool {
     let exprs = term.match_expressions.as_deref().unwrap_or_default();
     let fields = term.match_fields.as_deref().unwrap_or_default();
     if exprs.is_empty() && fields.is_empty() {
@@ -122,8 +130,14 @@ pub fn node_selector_term_matches(term: &NodeSelectorTerm, node_name: &str, labe
 }
 
 /// Terms are ORed.
-pub fn node_selector_terms_match(terms: &[NodeSelectorTerm], node_name: &str, labels: &Labels) -> bool {
-    terms.iter().any(|t| node_selector_term_matches(t, node_name, labels))
+pub fn node_selector_terms_match(
+    terms: &[NodeSelectorTerm],
+    node_name: &str,
+    labels: &Labels,
+) -> bool {
+    terms
+        .iter()
+        .any(|t| node_selector_term_matches(t, node_name, labels))
 }
 
 #[cfg(test)]
@@ -132,7 +146,10 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
 
     fn labels(pairs: &[(&str, &str)]) -> Labels {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     fn req(key: &str, op: &str, values: &[&str]) -> NodeSelectorRequirement {
@@ -190,7 +207,11 @@ mod tests {
         ];
         for (r, want) in cases {
             let desc = format!("{} {} {:?}", r.key, r.operator, r.values);
-            assert_eq!(node_selector_term_matches(&term(r), "n1", &l), want, "{desc}");
+            assert_eq!(
+                node_selector_term_matches(&term(r), "n1", &l),
+                want,
+                "{desc}"
+            );
         }
     }
 
@@ -205,9 +226,25 @@ mod tests {
             match_fields: None,
         };
         let terms = [by_name, by_zone];
-        assert!(node_selector_terms_match(&terms, "n2", &labels(&[("zone", "a")])));
-        assert!(node_selector_terms_match(&terms, "n1", &labels(&[("zone", "b")])));
-        assert!(!node_selector_terms_match(&terms, "n1", &labels(&[("zone", "a")])));
-        assert!(!node_selector_terms_match(&[NodeSelectorTerm::default()], "n1", &Labels::new()));
+        assert!(node_selector_terms_match(
+            &terms,
+            "n2",
+            &labels(&[("zone", "a")])
+        ));
+        assert!(node_selector_terms_match(
+            &terms,
+            "n1",
+            &labels(&[("zone", "b")])
+        ));
+        assert!(!node_selector_terms_match(
+            &terms,
+            "n1",
+            &labels(&[("zone", "a")])
+        ));
+        assert!(!node_selector_terms_match(
+            &[NodeSelectorTerm::default()],
+            "n1",
+            &Labels::new()
+        ));
     }
 }

@@ -46,8 +46,8 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use kube::runtime::watcher::{self, Event as WatchEvent};
 use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event as WatchEvent};
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
 use tokio::sync::{mpsc, watch};
@@ -95,6 +95,8 @@ pub struct Metrics {
     pub status_writes_dropped: AtomicU64,
     /// Pending pods refused because the queue held [`queue::PENDING_PODS_MAX`].
     pub pending_dropped: AtomicU64,
+    /// Time spent choosing nodes (filters and scores), in microseconds.
+    pub algorithm_us: AtomicU64,
 }
 
 /// What [`run`] needs.
@@ -133,10 +135,11 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// One watch event (boxed: a Pod is large and the channel holds thousands).
 enum Update {
-    Node(WatchEvent<Node>),
-    Pod(WatchEvent<Pod>),
-    Namespace(WatchEvent<Namespace>),
+    Node(Box<WatchEvent<Node>>),
+    Pod(Box<WatchEvent<Pod>>),
+    Namespace(Box<WatchEvent<Namespace>>),
 }
 
 struct BindResult {
@@ -155,12 +158,31 @@ struct StatusWrite {
 ///
 /// # Errors
 /// [`Error::WatcherStopped`] if a watcher task dies; API errors are logged and retried.
-pub async fn run(client: kube::Client, cfg: SchedulerConfig, mut shutdown: watch::Receiver<bool>) -> Result<()> {
+pub async fn run(
+    client: kube::Client,
+    cfg: SchedulerConfig,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<()> {
     let mut tasks = JoinSet::new();
     let (up_tx, mut up_rx) = mpsc::channel(WATCH_EVENTS_QUEUE_LEN_MAX);
-    spawn_watcher(&mut tasks, Api::<Node>::all(client.clone()), up_tx.clone(), Update::Node);
-    spawn_watcher(&mut tasks, Api::<Pod>::all(client.clone()), up_tx.clone(), Update::Pod);
-    spawn_watcher(&mut tasks, Api::<Namespace>::all(client.clone()), up_tx, Update::Namespace);
+    spawn_watcher(
+        &mut tasks,
+        Api::<Node>::all(client.clone()),
+        up_tx.clone(),
+        Update::Node,
+    );
+    spawn_watcher(
+        &mut tasks,
+        Api::<Pod>::all(client.clone()),
+        up_tx.clone(),
+        Update::Pod,
+    );
+    spawn_watcher(
+        &mut tasks,
+        Api::<Namespace>::all(client.clone()),
+        up_tx,
+        Update::Namespace,
+    );
     let (event_tx, event_rx) = mpsc::channel(cfg.events_queue_len_max.max(1));
     tasks.spawn(write_events(client.clone(), event_rx, cfg.metrics.clone()));
     let (status_tx, status_rx) = mpsc::channel(cfg.status_queue_len_max.max(1));
@@ -200,7 +222,9 @@ pub async fn run(client: kube::Client, cfg: SchedulerConfig, mut shutdown: watch
                 Ok(u) => s.apply(u),
                 Err(mpsc::error::TryRecvError::Empty) => break,
                 Err(mpsc::error::TryRecvError::Disconnected) => {
-                    return Err(Error::WatcherStopped { resource: "pod/node" });
+                    return Err(Error::WatcherStopped {
+                        resource: "pod/node",
+                    });
                 }
             }
         }
@@ -254,9 +278,14 @@ fn spawn_watcher<K>(
     tasks: &mut JoinSet<()>,
     api: Api<K>,
     tx: mpsc::Sender<Update>,
-    wrap: fn(WatchEvent<K>) -> Update,
+    wrap: fn(Box<WatchEvent<K>>) -> Update,
 ) where
-    K: kube::Resource + Clone + k8s_openapi::serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+    K: kube::Resource
+        + Clone
+        + k8s_openapi::serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + 'static,
 {
     tasks.spawn(async move {
         let mut stream = watcher::watcher(api, watcher::Config::default())
@@ -265,7 +294,7 @@ fn spawn_watcher<K>(
         loop {
             match stream.try_next().await {
                 Ok(Some(ev)) => {
-                    if tx.send(wrap(ev)).await.is_err() {
+                    if tx.send(wrap(Box::new(ev))).await.is_err() {
                         return;
                     }
                 }
@@ -303,9 +332,9 @@ struct Loop {
 impl Loop {
     fn apply(&mut self, u: Update) {
         match u {
-            Update::Node(ev) => self.apply_node(ev),
-            Update::Pod(ev) => self.apply_pod(ev),
-            Update::Namespace(ev) => self.apply_namespace(ev),
+            Update::Node(ev) => self.apply_node(*ev),
+            Update::Pod(ev) => self.apply_pod(*ev),
+            Update::Namespace(ev) => self.apply_namespace(*ev),
         }
     }
 
@@ -320,7 +349,9 @@ impl Loop {
                     self.cluster_changed = true;
                 }
             }
-            WatchEvent::Delete(n) => self.cache.remove_node(n.metadata.name.as_deref().unwrap_or_default()),
+            WatchEvent::Delete(n) => self
+                .cache
+                .remove_node(n.metadata.name.as_deref().unwrap_or_default()),
             WatchEvent::InitDone => {
                 if let Some(seen) = self.relist_nodes.take() {
                     for name in self.cache.node_names() {
@@ -349,7 +380,9 @@ impl Loop {
                 }
             }
             WatchEvent::Delete(ns) => {
-                self.cache.namespaces.remove(ns.metadata.name.as_deref().unwrap_or_default());
+                self.cache
+                    .namespaces
+                    .remove(ns.metadata.name.as_deref().unwrap_or_default());
             }
             WatchEvent::InitDone => {
                 if let Some(seen) = self.relist_namespaces.take() {
@@ -382,7 +415,10 @@ impl Loop {
                         }
                     }
                     for uid in self.queue.uids() {
-                        let inflight = self.queue.get(&uid).is_some_and(|q| q.state == State::InFlight);
+                        let inflight = self
+                            .queue
+                            .get(&uid)
+                            .is_some_and(|q| q.state == State::InFlight);
                         if !seen.contains(&uid) && !inflight {
                             self.queue.remove(&uid);
                         }
@@ -394,7 +430,11 @@ impl Loop {
     }
 
     fn pod_gone(&mut self, uid: &str) {
-        if self.queue.get(uid).is_some_and(|q| q.state != State::InFlight) {
+        if self
+            .queue
+            .get(uid)
+            .is_some_and(|q| q.state != State::InFlight)
+        {
             self.queue.remove(uid);
         }
         if self.cache.remove_pod(uid).is_some() {
@@ -406,7 +446,11 @@ impl Loop {
         let uid = info.uid.clone();
         if !info.node_name.is_empty() {
             // Assigned (by us or anyone): counted on its node until it finishes.
-            if self.queue.get(&uid).is_some_and(|q| q.state != State::InFlight) {
+            if self
+                .queue
+                .get(&uid)
+                .is_some_and(|q| q.state != State::InFlight)
+            {
                 self.queue.remove(&uid);
             }
             if info.finished {
@@ -425,13 +469,26 @@ impl Loop {
             return;
         }
         let changed = self.queue.get(&uid).is_some_and(|q| *q.pod != info);
-        if !self.queue.add_or_update(Arc::new(info), changed, Instant::now()) {
-            self.cfg.metrics.pending_dropped.fetch_add(1, Ordering::Relaxed);
+        if !self
+            .queue
+            .add_or_update(Arc::new(info), changed, Instant::now())
+        {
+            self.cfg
+                .metrics
+                .pending_dropped
+                .fetch_add(1, Ordering::Relaxed);
         }
     }
 
     fn schedule_one(&mut self, pod: Arc<PodInfo>, now: Instant) {
-        match algorithm::select_node(&self.cache, &pod, &mut self.next_start, &mut self.rng) {
+        let t0 = std::time::Instant::now();
+        let choice = algorithm::select_node(&self.cache, &pod, &mut self.next_start, &mut self.rng);
+        let us = u64::try_from(t0.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.cfg
+            .metrics
+            .algorithm_us
+            .fetch_add(us, Ordering::Relaxed);
+        match choice {
             Ok(p) => {
                 let node = self.cache.node(p.node).name.clone();
                 debug!(pod = %pod.name, %node, evaluated = p.evaluated, feasible = p.feasible, "assumed");
@@ -455,7 +512,12 @@ impl Loop {
                         },
                     };
                     let result = api
-                        .create_subresource::<_, serde_json::Value>("binding", &pod.name, &PostParams::default(), &binding)
+                        .create_subresource::<_, serde_json::Value>(
+                            "binding",
+                            &pod.name,
+                            &PostParams::default(),
+                            &binding,
+                        )
                         .await
                         .map(|_| ());
                     // The loop holds the receiver for as long as it runs.
@@ -463,7 +525,10 @@ impl Loop {
                 });
             }
             Err(fit) => {
-                self.cfg.metrics.unschedulable_attempts.fetch_add(1, Ordering::Relaxed);
+                self.cfg
+                    .metrics
+                    .unschedulable_attempts
+                    .fetch_add(1, Ordering::Relaxed);
                 self.queue.unschedulable(&pod.uid, now);
                 let message = fit.to_string();
                 debug!(pod = %pod.name, %message, "unschedulable");
@@ -483,7 +548,10 @@ impl Loop {
                         message: message.clone(),
                     };
                     if self.status_tx.try_send(w).is_err() {
-                        self.cfg.metrics.status_writes_dropped.fetch_add(1, Ordering::Relaxed);
+                        self.cfg
+                            .metrics
+                            .status_writes_dropped
+                            .fetch_add(1, Ordering::Relaxed);
                         if let Some(q) = self.queue.get_mut(&pod.uid) {
                             q.last_message = None; // written on the next attempt
                         }
@@ -501,7 +569,10 @@ impl Loop {
             Ok(()) => {
                 self.cfg.metrics.scheduled.fetch_add(1, Ordering::Relaxed);
                 self.queue.remove(uid);
-                let msg = format!("Successfully assigned {}/{} to {}", r.pod.namespace, r.pod.name, r.node);
+                let msg = format!(
+                    "Successfully assigned {}/{} to {}",
+                    r.pod.namespace, r.pod.name, r.node
+                );
                 self.event(&r.pod, "Normal", "Scheduled", "Binding", msg);
             }
             Err(e) => {
@@ -528,7 +599,12 @@ impl Loop {
     fn event(&mut self, pod: &PodInfo, type_: &str, reason: &str, action: &str, message: String) {
         self.event_seq += 1;
         let now = jiff::Timestamp::now();
-        let name = format!("{}.{:x}{:04x}", pod.name, now.as_nanosecond(), self.event_seq & 0xffff);
+        let name = format!(
+            "{}.{:x}{:04x}",
+            pod.name,
+            now.as_nanosecond(),
+            self.event_seq & 0xffff
+        );
         let component = self.cfg.scheduler_name.clone();
         let ev = CoreEvent {
             metadata: ObjectMeta {
@@ -560,12 +636,19 @@ impl Loop {
             ..Default::default()
         };
         if self.event_tx.try_send(ev).is_err() {
-            self.cfg.metrics.events_dropped.fetch_add(1, Ordering::Relaxed);
+            self.cfg
+                .metrics
+                .events_dropped
+                .fetch_add(1, Ordering::Relaxed);
         }
     }
 }
 
-async fn write_events(client: kube::Client, mut rx: mpsc::Receiver<CoreEvent>, metrics: Arc<Metrics>) {
+async fn write_events(
+    client: kube::Client,
+    mut rx: mpsc::Receiver<CoreEvent>,
+    metrics: Arc<Metrics>,
+) {
     futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
         .for_each_concurrent(API_WRITES_INFLIGHT_MAX, |ev| {
             let client = client.clone();

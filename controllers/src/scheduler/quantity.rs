@@ -6,7 +6,9 @@ use thiserror::Error;
 
 /// A string that is not a Kubernetes quantity.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
-#[error("quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$': {0:?}")]
+#[error(
+    "quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$': {0:?}"
+)]
 pub struct QuantityError(pub String);
 
 /// Digits of a mantissa kept exactly; more than this saturates (an i128 holds 38).
@@ -151,7 +153,9 @@ mod tests {
 
     #[test]
     fn strings_that_are_not_quantities_are_refused() {
-        for s in ["", "m", "1.2.3", "1x", "1Mii", "e3", "1e", "1e+", "abc", "1 Gi"] {
+        for s in [
+            "", "m", "1.2.3", "1x", "1Mii", "e3", "1e", "1e+", "abc", "1 Gi",
+        ] {
             assert!(parse_milli(s).is_err(), "{s:?} should not parse");
         }
     }

@@ -89,7 +89,8 @@ impl SchedulingQueue {
         if let Some(q) = self.pods.get_mut(uid) {
             q.state = State::Active;
             q.seq = seq;
-            self.active.push((q.pod.priority, Reverse(seq), uid.to_string()));
+            self.active
+                .push((q.pod.priority, Reverse(seq), uid.to_string()));
         }
     }
 
@@ -158,8 +159,14 @@ impl SchedulingQueue {
                 break;
             }
             let seq = *seq;
-            let Some(Reverse((_, _, uid))) = self.backoff.pop() else { break };
-            if self.pods.get(&uid).is_some_and(|q| q.seq == seq && q.state == State::Backoff) {
+            let Some(Reverse((_, _, uid))) = self.backoff.pop() else {
+                break;
+            };
+            if self
+                .pods
+                .get(&uid)
+                .is_some_and(|q| q.seq == seq && q.state == State::Backoff)
+            {
                 self.push_active(&uid);
             }
         }
@@ -187,7 +194,9 @@ impl SchedulingQueue {
 
     /// The binding failed (an error, not a misfit): retry after the back-off.
     pub fn bind_failed(&mut self, uid: &str, now: Instant) {
-        let Some(q) = self.pods.get_mut(uid) else { return };
+        let Some(q) = self.pods.get_mut(uid) else {
+            return;
+        };
         q.attempts = q.attempts.saturating_add(1);
         q.last_failure = Some(now);
         let ready = now + backoff_duration(q.attempts);
@@ -215,7 +224,8 @@ impl SchedulingQueue {
             .iter()
             .filter(|(_, q)| {
                 q.state == State::Unschedulable
-                    && q.unschedulable_since.is_some_and(|t| now.duration_since(t) >= limit)
+                    && q.unschedulable_since
+                        .is_some_and(|t| now.duration_since(t) >= limit)
             })
             .map(|(u, _)| u.clone())
             .collect();
@@ -245,10 +255,13 @@ impl SchedulingQueue {
             return;
         }
         let pods = &self.pods;
-        self.active
-            .retain(|(_, Reverse(seq), uid)| pods.get(uid).is_some_and(|q| q.seq == *seq && q.state == State::Active));
+        self.active.retain(|(_, Reverse(seq), uid)| {
+            pods.get(uid)
+                .is_some_and(|q| q.seq == *seq && q.state == State::Active)
+        });
         self.backoff.retain(|Reverse((_, seq, uid))| {
-            pods.get(uid).is_some_and(|q| q.seq == *seq && q.state == State::Backoff)
+            pods.get(uid)
+                .is_some_and(|q| q.seq == *seq && q.state == State::Backoff)
         });
     }
 }

@@ -5,7 +5,9 @@
 use std::collections::HashMap;
 
 use super::cache::{Cache, LABEL_HOSTNAME, NodeData, NodeInfo, PodInfo, SpreadConstraint};
-use super::filters::{spread_includes, tolerated};
+use k8s_openapi::api::core::v1::Toleration;
+
+use super::filters::{spread_includes, tolerates};
 use super::labels::node_selector_term_matches;
 
 /// The highest score a plugin gives a node.
@@ -80,15 +82,22 @@ pub fn balanced_allocation(pod: &PodInfo, info: &NodeInfo, node: &NodeData) -> i
 /// TaintToleration (raw): PreferNoSchedule taints the pod does not tolerate (fewer is
 /// better; see [`normalize_reverse`]).
 pub fn intolerable_prefer_no_schedule(pod: &PodInfo, node: &NodeData) -> i64 {
-    let prefer: Vec<_> = pod
-        .tolerations
-        .iter()
-        .filter(|t| matches!(t.effect.as_deref(), None | Some("") | Some("PreferNoSchedule")))
-        .cloned()
-        .collect();
+    let prefer = |t: &&Toleration| {
+        matches!(
+            t.effect.as_deref(),
+            None | Some("") | Some("PreferNoSchedule")
+        )
+    };
     node.taints
         .iter()
-        .filter(|t| t.effect == "PreferNoSchedule" && !tolerated(&prefer, t))
+        .filter(|taint| {
+            taint.effect == "PreferNoSchedule"
+                && !pod
+                    .tolerations
+                    .iter()
+                    .filter(prefer)
+                    .any(|t| tolerates(t, taint))
+        })
         .count() as i64
 }
 
@@ -196,7 +205,11 @@ pub fn normalize_min_max(scores: &mut [i64]) {
     let min = scores.iter().copied().min().unwrap_or(0);
     let diff = max - min;
     for s in scores.iter_mut() {
-        *s = if diff > 0 { (*s - min) * MAX_NODE_SCORE / diff } else { 0 };
+        *s = if diff > 0 {
+            (*s - min) * MAX_NODE_SCORE / diff
+        } else {
+            0
+        };
     }
 }
 
@@ -214,12 +227,21 @@ pub struct SpreadScoreState {
 
 /// Builds the state. `candidates` are the feasible nodes being scored (they size the
 /// domains); every node that passes the constraints' inclusion policies contributes counts.
-pub fn spread_prescore(pod: &PodInfo, cache: &Cache, candidates: &[usize]) -> Option<SpreadScoreState> {
-    let soft: Vec<usize> = (0..pod.spread.len()).filter(|i| !pod.spread[*i].hard).collect();
+pub fn spread_prescore(
+    pod: &PodInfo,
+    cache: &Cache,
+    candidates: &[usize],
+) -> Option<SpreadScoreState> {
+    let soft: Vec<usize> = (0..pod.spread.len())
+        .filter(|i| !pod.spread[*i].hard)
+        .collect();
     if soft.is_empty() {
         return None;
     }
-    let has_all_keys = |node: &NodeData| soft.iter().all(|c| node.labels.contains_key(&pod.spread[*c].topology_key));
+    let has_all_keys = |node: &NodeData| {
+        soft.iter()
+            .all(|c| node.labels.contains_key(&pod.spread[*c].topology_key))
+    };
     let mut weight = Vec::with_capacity(soft.len());
     for &ci in &soft {
         let key = &pod.spread[ci].topology_key;
@@ -234,7 +256,9 @@ pub fn spread_prescore(pod: &PodInfo, cache: &Cache, candidates: &[usize]) -> Op
         weight.push((domains.len() as f64 + 2.0).ln());
     }
     let mut counts = vec![HashMap::new(); soft.len()];
-    let needs_domain_counts = soft.iter().any(|c| pod.spread[*c].topology_key != LABEL_HOSTNAME);
+    let needs_domain_counts = soft
+        .iter()
+        .any(|c| pod.spread[*c].topology_key != LABEL_HOSTNAME);
     if needs_domain_counts {
         for &i in cache.live() {
             let info = cache.node(i);
@@ -253,7 +277,11 @@ pub fn spread_prescore(pod: &PodInfo, cache: &Cache, candidates: &[usize]) -> Op
             }
         }
     }
-    Some(SpreadScoreState { soft, counts, weight })
+    Some(SpreadScoreState {
+        soft,
+        counts,
+        weight,
+    })
 }
 
 fn count_on_node(c: &SpreadConstraint, pod: &PodInfo, info: &NodeInfo) -> i64 {
@@ -262,9 +290,11 @@ fn count_on_node(c: &SpreadConstraint, pod: &PodInfo, info: &NodeInfo) -> i64 {
             // The index counts terminating pods too; close enough for a soft preference.
             i64::from(info.owner_counts.get(uid).copied().unwrap_or(0))
         }
-        super::cache::SpreadSelector::Labels(_) => {
-            info.pods.values().filter(|p| c.counts(&pod.namespace, p)).count() as i64
-        }
+        super::cache::SpreadSelector::Labels(_) => info
+            .pods
+            .values()
+            .filter(|p| c.counts(&pod.namespace, p))
+            .count() as i64,
     }
 }
 
