@@ -1,8 +1,8 @@
 //! The scheduler (`logbook_controllers::scheduler::run`, in this test process) against the
 //! real server: pods land on nodes that fit; a pod that fits nowhere stays Pending with
 //! PodScheduled=False/Unschedulable and a FailedScheduling event until a node fits it;
-//! nodeSelector and node affinity, pod anti-affinity, taints and tolerations, topology
-//! spread and cordoned nodes behave as with kube-scheduler.
+//! nodeSelector and node affinity, pod affinity and anti-affinity, taints and tolerations,
+//! topology spread and cordoned nodes behave as with kube-scheduler.
 
 #![allow(clippy::unwrap_used)] // a test that panics has failed; the message says where
 
@@ -261,6 +261,15 @@ async fn the_scheduler_places_pods_as_kube_scheduler_would() -> Result<()> {
             *per_node.entry(node_of(&c, &format!("spread-{i}")).await).or_default() += 1;
         }
         assert_eq!(per_node, BTreeMap::from([("n1".into(), 2), ("n2".into(), 2), ("n3".into(), 2)]));
+
+        // Required pod affinity: waits for a matching pod, then joins its zone.
+        let follow = json!({"affinity": {"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+            {"labelSelector": {"matchLabels": {"app": "leader"}}, "topologyKey": "topology.kubernetes.io/zone"}]}}});
+        add_pod(&c, "follower", "10m", json!({}), follow).await?;
+        let msg = unschedulable_message(&c, "follower").await;
+        assert!(msg.contains("3 node(s) didn't match pod affinity rules"), "{msg}");
+        add_pod(&c, "leader", "10m", json!({"app": "leader"}), json!({"nodeSelector": {"topology.kubernetes.io/zone": "z2"}})).await?;
+        assert_eq!(node_of(&c, "follower").await, "n2", "a newly bound pod retries pods waiting for affinity");
 
         // Deleting an anti-affinity replica frees its node for the Pending one.
         call(&c, "DELETE", &format!("{PODS}/anti-0?gracePeriodSeconds=0"), Value::Null).await?;

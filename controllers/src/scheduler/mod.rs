@@ -208,6 +208,7 @@ pub async fn run(
         nodes_synced: false,
         pods_synced: false,
         cluster_changed: false,
+        pod_assigned: false,
         last_flush: Instant::now(),
         event_seq: 0,
     };
@@ -234,7 +235,13 @@ pub async fn run(
         let now = Instant::now();
         if s.cluster_changed {
             s.cluster_changed = false;
+            s.pod_assigned = false;
             s.queue.move_all_unschedulable(now);
+        }
+        if s.pod_assigned {
+            s.pod_assigned = false;
+            s.queue
+                .move_unschedulable_if(now, |p| !p.required_affinity.is_empty());
         }
         if now.duration_since(s.last_flush) >= Duration::from_secs(1) {
             s.last_flush = now;
@@ -325,6 +332,9 @@ struct Loop {
     pods_synced: bool,
     /// A node was added or changed, or a pod left a node: retry unschedulable pods.
     cluster_changed: bool,
+    /// A pod was newly counted on a node: retry unschedulable pods with required pod
+    /// affinity (the new pod may be what they wait for).
+    pod_assigned: bool,
     last_flush: Instant,
     event_seq: u64,
 }
@@ -458,6 +468,9 @@ impl Loop {
                     self.cluster_changed = true;
                 }
             } else {
+                if self.cache.pod(&uid).is_none_or(|p| p.assumed) {
+                    self.pod_assigned = true;
+                }
                 let node = info.node_name.clone();
                 self.cache.add_pod(&node, Arc::new(info), false);
             }
@@ -581,10 +594,12 @@ impl Loop {
                 if self.cache.pod(uid).is_some_and(|p| p.assumed) {
                     self.cache.remove_pod(uid);
                 }
-                let gone = matches!(&e, kube::Error::Api(s) if s.code == 404 || s.code == 409);
+                // Deleted, or bound by someone else: the watch says which. Any other
+                // conflict (a write race inside the API) is retried.
+                let gone = matches!(&e, kube::Error::Api(s)
+                    if s.code == 404 || (s.code == 409 && s.message.contains("already assigned")));
                 warn!(pod = %r.pod.name, node = %r.node, error = %e, "binding failed");
                 if gone {
-                    // Deleted, or bound by someone else: the watch says which.
                     self.queue.remove(uid);
                 } else {
                     self.queue.bind_failed(uid, Instant::now());

@@ -205,10 +205,15 @@ impl SchedulingQueue {
 
     /// A cluster change may let unschedulable pods fit: move them all back.
     pub fn move_all_unschedulable(&mut self, now: Instant) {
+        self.move_unschedulable_if(now, |_| true);
+    }
+
+    /// Moves back the unschedulable pods a change may help (`helps`).
+    pub fn move_unschedulable_if(&mut self, now: Instant, helps: impl Fn(&PodInfo) -> bool) {
         let uids: Vec<String> = self
             .pods
             .iter()
-            .filter(|(_, q)| q.state == State::Unschedulable)
+            .filter(|(_, q)| q.state == State::Unschedulable && helps(&q.pod))
             .map(|(u, _)| u.clone())
             .collect();
         for uid in uids {
