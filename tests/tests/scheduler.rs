@@ -304,6 +304,30 @@ fn env_or(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
+/// Creates `n` small pods, 32 requests at a time.
+async fn create_pods(c: &kube::Client, prefix: &str, n: usize) -> Result<()> {
+    futures::stream::iter(0..n)
+        .map(|i| {
+            let c = c.clone();
+            async move {
+                add_pod(
+                    &c,
+                    &format!("{prefix}-{i}"),
+                    "10m",
+                    json!({"app": "bench"}),
+                    json!({}),
+                )
+                .await
+            }
+        })
+        .buffer_unordered(32)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<Result<Vec<_>>>()?;
+    Ok(())
+}
+
 /// Not a floor assertion (debug build, shared machine): prints pods bound per second.
 /// `LOGBOOK_SCHED_BENCH_NODES` / `LOGBOOK_SCHED_BENCH_PODS` size it (default 100 / 2,000).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -326,28 +350,32 @@ async fn scheduler_throughput_is_reported() -> Result<()> {
             .into_iter()
             .collect::<Result<Vec<_>>>()?;
         // Pods first, scheduler second: measures scheduling alone, not pod creation.
-        futures::stream::iter(0..pods_total)
-            .map(|i| {
-                let c = c.clone();
-                async move { add_pod(&c, &format!("p-{i}"), "10m", json!({"app": "bench"}), json!({})).await }
-            })
-            .buffer_unordered(32)
-            .collect::<Vec<_>>()
-            .await
-            .into_iter()
-            .collect::<Result<Vec<_>>>()?;
+        create_pods(&c, "backlog", pods_total).await?;
         let t0 = Instant::now();
         let (stop, metrics, handle) = start_scheduler(&c);
         while metrics.scheduled.load(Ordering::Relaxed) < pods_total as u64 {
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let secs = t0.elapsed().as_secs_f64();
         println!(
-            "scheduler: {pods_total} pods on {nodes} nodes bound in {secs:.2} s = {:.0} pods/s; choosing nodes took {:.0} µs/pod (bind errors {}, events dropped {})",
+            "scheduler (backlog): {pods_total} pods on {nodes} nodes bound in {secs:.2} s = {:.0} pods/s; \
+             choosing nodes took {:.0} µs/pod (bind errors {}, events dropped {})",
             pods_total as f64 / secs,
             metrics.algorithm_us.load(Ordering::Relaxed) as f64 / pods_total as f64,
             metrics.bind_errors.load(Ordering::Relaxed),
             metrics.events_dropped.load(Ordering::Relaxed),
+        );
+        // Scheduler running while pods arrive: bound per second from the first create.
+        let t0 = Instant::now();
+        create_pods(&c, "live", pods_total).await?;
+        let created = t0.elapsed().as_secs_f64();
+        while metrics.scheduled.load(Ordering::Relaxed) < 2 * pods_total as u64 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let secs = t0.elapsed().as_secs_f64();
+        println!(
+            "scheduler (live): {pods_total} pods created in {created:.2} s, all bound after {secs:.2} s = {:.0} pods/s",
+            pods_total as f64 / secs,
         );
         let list = call(&c, "GET", PODS, Value::Null).await?;
         let unbound = list["items"].as_array().unwrap().iter().filter(|p| p["spec"]["nodeName"].is_null()).count();

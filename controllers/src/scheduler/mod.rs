@@ -154,7 +154,7 @@ struct StatusWrite {
     message: String,
 }
 
-/// Runs the scheduler until `shutdown` becomes true.
+/// Runs the scheduler until `shutdown` becomes true (or its sender is dropped).
 ///
 /// # Errors
 /// [`Error::WatcherStopped`] if a watcher task dies; API errors are logged and retried.
@@ -264,7 +264,12 @@ pub async fn run(
         let idle = now + Duration::from_millis(IDLE_WAKE_INTERVAL_MS);
         let wake = s.queue.next_backoff().map_or(idle, |t| t.min(idle));
         tokio::select! {
-            _ = shutdown.changed() => {}
+            changed = shutdown.changed() => {
+                // A dropped sender can never say "stop" again: treat it as stop.
+                if changed.is_err() {
+                    break;
+                }
+            }
             u = up_rx.recv() => match u {
                 Some(u) => s.apply(u),
                 None => return Err(Error::WatcherStopped { resource: "pod/node" }),
