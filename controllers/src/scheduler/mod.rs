@@ -60,17 +60,17 @@ use queue::{SchedulingQueue, State};
 
 /// Watch events (nodes, pods, namespaces together) buffered between the watchers and the
 /// scheduling loop; a full buffer makes the watchers wait.
-pub const WATCH_EVENTS_QUEUE_LEN_MAX: usize = 4_096;
+pub const WATCH_QUEUE_EVENTS_MAX: usize = 4_096;
 /// Watch events applied before the loop schedules again (keeps both moving).
-pub const WATCH_EVENTS_BATCH_MAX: usize = 1_024;
+pub const WATCH_BATCH_EVENTS_MAX: usize = 1_024;
 /// Pods scheduled before the loop looks at watch events and binding results again.
 pub const SCHEDULE_BATCH_PODS_MAX: usize = 128;
 /// Default bound on bindings in flight.
 pub const BINDS_INFLIGHT_MAX_DEFAULT: usize = 64;
 /// Default bound on Events waiting to be written.
-pub const EVENTS_QUEUE_LEN_MAX_DEFAULT: usize = 8_192;
+pub const EVENT_QUEUE_EVENTS_MAX_DEFAULT: usize = 8_192;
 /// Default bound on PodScheduled=False status writes waiting.
-pub const STATUS_QUEUE_LEN_MAX_DEFAULT: usize = 8_192;
+pub const STATUS_QUEUE_WRITES_MAX_DEFAULT: usize = 8_192;
 /// Events or status writes sent to the API at once, per writer.
 pub const API_WRITES_INFLIGHT_MAX: usize = 8;
 /// Longest wait of the loop when nothing happens (it then checks timers).
@@ -107,9 +107,9 @@ pub struct SchedulerConfig {
     /// Bindings in flight at once.
     pub binds_inflight_max: usize,
     /// Events waiting to be written; more are dropped and counted.
-    pub events_queue_len_max: usize,
+    pub event_queue_events_max: usize,
     /// Status writes waiting; more are dropped and counted.
-    pub status_queue_len_max: usize,
+    pub status_queue_writes_max: usize,
     pub metrics: Arc<Metrics>,
 }
 
@@ -118,8 +118,8 @@ impl Default for SchedulerConfig {
         SchedulerConfig {
             scheduler_name: DEFAULT_SCHEDULER_NAME.to_string(),
             binds_inflight_max: BINDS_INFLIGHT_MAX_DEFAULT,
-            events_queue_len_max: EVENTS_QUEUE_LEN_MAX_DEFAULT,
-            status_queue_len_max: STATUS_QUEUE_LEN_MAX_DEFAULT,
+            event_queue_events_max: EVENT_QUEUE_EVENTS_MAX_DEFAULT,
+            status_queue_writes_max: STATUS_QUEUE_WRITES_MAX_DEFAULT,
             metrics: Arc::default(),
         }
     }
@@ -164,7 +164,7 @@ pub async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<()> {
     let mut tasks = JoinSet::new();
-    let (up_tx, mut up_rx) = mpsc::channel(WATCH_EVENTS_QUEUE_LEN_MAX);
+    let (up_tx, mut up_rx) = mpsc::channel(WATCH_QUEUE_EVENTS_MAX);
     spawn_watcher(
         &mut tasks,
         Api::<Node>::all(client.clone()),
@@ -183,9 +183,9 @@ pub async fn run(
         up_tx,
         Update::Namespace,
     );
-    let (event_tx, event_rx) = mpsc::channel(cfg.events_queue_len_max.max(1));
+    let (event_tx, event_rx) = mpsc::channel(cfg.event_queue_events_max.max(1));
     tasks.spawn(write_events(client.clone(), event_rx, cfg.metrics.clone()));
-    let (status_tx, status_rx) = mpsc::channel(cfg.status_queue_len_max.max(1));
+    let (status_tx, status_rx) = mpsc::channel(cfg.status_queue_writes_max.max(1));
     tasks.spawn(write_statuses(client.clone(), status_rx));
     let binds_max = cfg.binds_inflight_max.max(1);
     let (bind_tx, mut bind_rx) = mpsc::channel(binds_max);
@@ -218,7 +218,7 @@ pub async fn run(
             break;
         }
         // Apply what has arrived, without waiting.
-        for _ in 0..WATCH_EVENTS_BATCH_MAX {
+        for _ in 0..WATCH_BATCH_EVENTS_MAX {
             match up_rx.try_recv() {
                 Ok(u) => s.apply(u),
                 Err(mpsc::error::TryRecvError::Empty) => break,
