@@ -521,8 +521,9 @@ pub struct NodeInfo {
     pub used_ports: Vec<HostPort>,
     /// Pods per controller uid (the system default spreading counts these).
     pub owner_counts: HashMap<String, u32>,
-    /// Pods here with any pod (anti-)affinity term.
-    pub pods_with_affinity: usize,
+    /// The pods here with any pod (anti-)affinity term (what a pod without terms of its
+    /// own must look at).
+    pub affinity_pods: HashMap<String, Arc<PodInfo>>,
     /// Pods here with required anti-affinity terms.
     pub pods_with_required_anti_affinity: usize,
 }
@@ -537,6 +538,8 @@ impl NodeInfo {
     }
 
     pub fn add_pod(&mut self, p: Arc<PodInfo>) {
+        // Replacing: take the old one's share out first.
+        self.remove_pod(&p.uid);
         self.requested.add(&p.requests);
         self.scoring_milli_cpu = self.scoring_milli_cpu.saturating_add(p.scoring_milli_cpu);
         self.scoring_memory = self.scoring_memory.saturating_add(p.scoring_memory);
@@ -545,15 +548,12 @@ impl NodeInfo {
             *self.owner_counts.entry(o.uid.clone()).or_insert(0) += 1;
         }
         if p.has_pod_affinity() {
-            self.pods_with_affinity += 1;
+            self.affinity_pods.insert(p.uid.clone(), p.clone());
         }
         if !p.required_anti_affinity.is_empty() {
             self.pods_with_required_anti_affinity += 1;
         }
-        if let Some(old) = self.pods.insert(p.uid.clone(), p) {
-            // Replaced: take the old one's share back out.
-            self.account_removed(&old);
-        }
+        self.pods.insert(p.uid.clone(), p);
     }
 
     pub fn remove_pod(&mut self, uid: &str) -> Option<Arc<PodInfo>> {
@@ -579,9 +579,7 @@ impl NodeInfo {
                 self.owner_counts.remove(&o.uid);
             }
         }
-        if p.has_pod_affinity() {
-            self.pods_with_affinity = self.pods_with_affinity.saturating_sub(1);
-        }
+        self.affinity_pods.remove(&p.uid);
         if !p.required_anti_affinity.is_empty() {
             self.pods_with_required_anti_affinity =
                 self.pods_with_required_anti_affinity.saturating_sub(1);
@@ -812,6 +810,47 @@ mod tests {
         assert!(hp("10.0.0.1", "TCP").conflicts(&hp("10.0.0.1", "TCP")));
         assert!(!hp("10.0.0.1", "TCP").conflicts(&hp("10.0.0.2", "TCP")));
         assert!(!hp("", "TCP").conflicts(&hp("", "UDP")));
+    }
+
+    #[test]
+    fn a_pod_seen_again_replaces_its_old_accounting() {
+        let mut n = NodeInfo::new("n1", None);
+        let pod = |cpu| {
+            Arc::new(PodInfo {
+                uid: "u1".into(),
+                requests: Resources {
+                    milli_cpu: cpu,
+                    ..Default::default()
+                },
+                required_anti_affinity: vec![AffinityTerm {
+                    selector: Selector::everything(),
+                    namespaces: vec!["default".into()],
+                    namespace_selector: None,
+                    topology_key: LABEL_HOSTNAME.into(),
+                }],
+                ..Default::default()
+            })
+        };
+        n.add_pod(pod(100));
+        n.add_pod(pod(300));
+        assert_eq!(n.requested.milli_cpu, 300);
+        assert_eq!(
+            (
+                n.pods.len(),
+                n.affinity_pods.len(),
+                n.pods_with_required_anti_affinity
+            ),
+            (1, 1, 1)
+        );
+        n.remove_pod("u1");
+        assert_eq!(
+            (
+                n.requested.milli_cpu,
+                n.affinity_pods.len(),
+                n.pods_with_required_anti_affinity
+            ),
+            (0, 0, 0)
+        );
     }
 
     #[test]

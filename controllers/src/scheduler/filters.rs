@@ -207,7 +207,13 @@ pub fn inter_pod_prefilter(pod: &PodInfo, cache: &Cache) -> Option<InterPodState
         if !own_terms && info.pods_with_required_anti_affinity == 0 {
             continue;
         }
-        for existing in info.pods.values() {
+        // A pod without terms of its own only meets the terms of existing pods.
+        let pods = if own_terms {
+            info.pods.values()
+        } else {
+            info.affinity_pods.values()
+        };
+        for existing in pods {
             for t in &existing.required_anti_affinity {
                 if let Some(v) = node.labels.get(&t.topology_key)
                     && t.matches(pod, ns)

@@ -157,10 +157,13 @@ pub fn inter_pod_prescore(pod: &PodInfo, cache: &Cache) -> Option<InterPodScoreS
     for &i in cache.live() {
         let info = cache.node(i);
         let Some(node) = &info.node else { continue };
-        if !own && info.pods_with_affinity == 0 {
-            continue;
-        }
-        for existing in info.pods.values() {
+        // A pod without terms of its own only meets the terms of existing pods.
+        let pods = if own {
+            info.pods.values()
+        } else {
+            info.affinity_pods.values()
+        };
+        for existing in pods {
             for (w, t) in &pod.preferred_affinity {
                 if t.matches(existing, ns) {
                     add(&t.topology_key, node, i64::from(*w));
