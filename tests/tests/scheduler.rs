@@ -152,6 +152,12 @@ async fn event_for(c: &kube::Client, pod: &str, reason: &str) -> Value {
     .await
 }
 
+/// Lets the scheduler's node watch deliver a node change before the next pod depends on it
+/// (its cache is observable only through placements).
+async fn settle() {
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+}
+
 /// Starts the scheduler in this process; flipping the returned sender stops it.
 fn start_scheduler(
     c: &kube::Client,
@@ -204,6 +210,7 @@ async fn the_scheduler_places_pods_as_kube_scheduler_would() -> Result<()> {
 
         // A cordoned node is skipped.
         patch(&c, "/api/v1/nodes/big", json!({"spec": {"unschedulable": true}})).await?;
+        settle().await;
         add_pod(&c, "wants-big", "100m", json!({}), json!({"nodeSelector": {"kubernetes.io/hostname": "big"}})).await?;
         let msg = unschedulable_message(&c, "wants-big").await;
         assert!(
@@ -220,7 +227,7 @@ async fn the_scheduler_places_pods_as_kube_scheduler_would() -> Result<()> {
 
         // Taints: refused without a toleration, accepted with one; removing it retries.
         patch(&c, "/api/v1/nodes/n1", json!({"spec": {"taints": [{"key": "dedicated", "value": "gpu", "effect": "NoSchedule"}]}})).await?;
-        tokio::time::sleep(Duration::from_millis(300)).await; // let the watch deliver the taint
+        settle().await;
         let on_n1 = json!({"kubernetes.io/hostname": "n1"});
         add_pod(&c, "plain-n1", "100m", json!({}), json!({"nodeSelector": on_n1})).await?;
         add_pod(&c, "tolerant-n1", "100m", json!({}), json!({"nodeSelector": on_n1,
