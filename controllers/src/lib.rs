@@ -1,9 +1,12 @@
-//! logbook-controllers: the controller runtime and the built-in controllers.
+//! logbook-controllers: the controller runtime, the built-in controllers and the scheduler.
 //!
 //! Owns: the runtime ([`runtime`]: informers that list+watch from a log position, keep a
 //! cache and resume from their saved position after a restart; bounded de-duplicating work
-//! queues with back-off; workers calling reconcilers) and the controllers that make intent
-//! true — [`replicaset`], [`deployment`] — started together by [`manager`].
+//! queues with back-off; workers calling reconcilers); the controllers that make intent
+//! true — [`replicaset`], [`deployment`], [`namespace`], [`gc`] (ownerReferences),
+//! [`serviceaccount`] — started together by [`manager`]; and [`scheduler`], which assigns
+//! pending pods to nodes like kube-scheduler's default profile (start at
+//! [`scheduler::run`]).
 //!
 //! # Invariants
 //! - Talks to the API through a `kube::Client`, like any controller — over HTTPS, or
@@ -20,5 +23,6 @@ pub mod namespace;
 pub mod pods;
 pub mod replicaset;
 pub mod runtime;
+pub mod scheduler;
 pub mod selector;
 pub mod serviceaccount;
