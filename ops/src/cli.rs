@@ -34,6 +34,9 @@ pub enum Command {
     /// Run the built-in controllers (ReplicaSet, Deployment, ...) against any API server.
     /// `logbook serve` runs the same controllers in-process unless --no-controllers.
     Controllers(ComponentArgs),
+    /// Run the scheduler against any API server: assigns pending pods to nodes.
+    /// `logbook serve` runs the same scheduler in-process unless --no-scheduler.
+    Scheduler(ComponentArgs),
     /// Users with client certificates from the cluster CA.
     User {
         #[command(subcommand)]
@@ -204,6 +207,9 @@ pub struct ServeArgs {
     /// or none).
     #[arg(long)]
     pub no_controllers: bool,
+    /// Do not run the scheduler in-process (run `logbook scheduler` instead, or none).
+    #[arg(long)]
+    pub no_scheduler: bool,
 }
 
 /// How a component (controllers, scheduler, node agent) reaches the API server.

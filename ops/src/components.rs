@@ -9,12 +9,45 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use logbook_api::Api;
 use logbook_controllers::manager::{self, ControllersConfig};
+use logbook_controllers::scheduler::SchedulerConfig;
 use tokio::sync::watch;
 
 use crate::cli::ComponentArgs;
 
 /// The identity the controllers act as (kube-controller-manager's user name).
 pub const CONTROLLERS_USER: &str = "system:kube-controller-manager";
+/// The identity the scheduler acts as (kube-scheduler's user name).
+pub const SCHEDULER_USER: &str = "system:kube-scheduler";
+
+/// Starts the scheduler inside `logbook serve`.
+pub fn start_scheduler_in_process(api: &Arc<Api>, shutdown: watch::Receiver<bool>) {
+    let client = crate::inproc::client(api, SCHEDULER_USER, &[]);
+    tokio::spawn(async move {
+        if let Err(e) =
+            logbook_controllers::scheduler::run(client, SchedulerConfig::default(), shutdown).await
+        {
+            tracing::error!("scheduler stopped: {e}");
+        }
+    });
+}
+
+/// `logbook scheduler`: runs until SIGTERM/SIGINT.
+pub async fn run_scheduler(args: ComponentArgs) -> Result<()> {
+    let client = client(args.kubeconfig.as_deref()).await?;
+    let (tx, rx) = watch::channel(false);
+    let task = tokio::spawn(logbook_controllers::scheduler::run(
+        client,
+        SchedulerConfig::default(),
+        rx,
+    ));
+    println!("logbook scheduler running");
+    crate::serve::wait_for_signal().await;
+    let _ = tx.send(true);
+    match task.await {
+        Ok(r) => r.map_err(|e| anyhow::anyhow!("scheduler: {e}")),
+        Err(e) => Err(anyhow::anyhow!("scheduler task: {e}")),
+    }
+}
 
 /// Starts the controllers inside `logbook serve`, saving their state under the data dir.
 pub fn start_in_process(

@@ -94,6 +94,9 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     if !args.no_controllers {
         crate::components::start_in_process(&api, &args.data_dir, &pki.ca_pem, shutdown_rx.clone());
     }
+    if !args.no_scheduler {
+        crate::components::start_scheduler_in_process(&api, shutdown_rx.clone());
+    }
     crate::retention::spawn_tasks(
         log,
         policy,

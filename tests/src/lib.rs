@@ -298,6 +298,85 @@ pub async fn call_json(
     Ok(serde_json::from_str(&text)?)
 }
 
+/// A `logbook` component process (`controllers`, `scheduler`, `node`) started against a
+/// server; SIGKILLed when dropped.
+pub struct Component {
+    child: Option<Child>,
+}
+
+impl Component {
+    /// SIGKILL: no shutdown path runs.
+    pub fn kill9(&mut self) -> Result<()> {
+        if let Some(mut c) = self.child.take() {
+            c.kill()?;
+            c.wait()?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Component {
+    fn drop(&mut self) {
+        let _ = self.kill9();
+    }
+}
+
+impl Server {
+    /// Runs `logbook <args> --kubeconfig <this server's kubeconfig>` and waits for its first
+    /// stdout line (its ready line) to contain `ready`.
+    pub fn component(&self, args: &[&str], ready: &str) -> Result<Component> {
+        let mut child = Command::new(logbook_bin())
+            .args(args)
+            .arg("--kubeconfig")
+            .arg(self.kubeconfig())
+            .env(
+                "RUST_LOG",
+                std::env::var("LOGBOOK_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("starting a logbook component")?;
+        let stdout = child.stdout.take().context("no stdout")?;
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            if let Some(Ok(line)) = lines.next() {
+                let _ = tx.send(line);
+            }
+            for _ in lines {}
+        });
+        let comp = Component { child: Some(child) };
+        match rx.recv_timeout(Duration::from_secs(SERVER_START_TIMEOUT_SECONDS)) {
+            Ok(line) if line.contains(ready) => Ok(comp),
+            Ok(line) => bail!(
+                "logbook {} printed {line:?} instead of its ready line",
+                args.join(" ")
+            ),
+            Err(_) => bail!("logbook {} did not print its ready line", args.join(" ")),
+        }
+    }
+
+    /// The server's `apiserver_request_total` for one verb and resource (all codes).
+    pub async fn request_count(&self, verb: &str, resource: &str) -> Result<u64> {
+        let c = self.client().await?;
+        let text = c
+            .request_text(json_request(
+                "GET",
+                "/metrics",
+                "",
+                &serde_json::Value::Null,
+            ))
+            .await?;
+        let needle = format!("apiserver_request_total{{verb=\"{verb}\",resource=\"{resource}\",");
+        Ok(text
+            .lines()
+            .filter(|l| l.starts_with(&needle))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum())
+    }
+}
+
 /// Bounds an async test step; the message names what did not happen.
 pub async fn within<T>(secs: u64, what: &str, f: impl std::future::Future<Output = T>) -> T {
     match tokio::time::timeout(Duration::from_secs(secs), f).await {
