@@ -38,6 +38,9 @@ const PENDING_WRITES_MAX: usize = 16_384;
 const WRITE_ATTEMPTS_MAX: u32 = 6;
 /// The first delay between write attempts; doubles per attempt (50, 100… 800 ms).
 const WRITE_RETRY_DELAY_FIRST_MS: u64 = 50;
+/// Timer entries handled per wake-up of the loop, so a burst of due timers cannot starve
+/// the watch and the write completions.
+const TIMERS_FIRED_PER_WAKE_MAX: usize = 4_096;
 /// After a write gave up, the pod's status is written again this much later.
 const FAILED_WRITE_RETRY_S: u64 = 5;
 
@@ -344,7 +347,9 @@ impl Kubelet {
         }
     }
 
-    /// Puts the pod's next deadline on the timer heap (if it moved).
+    /// Puts the pod's next deadline on the timer heap (if it moved). A deadline already due
+    /// while a write is queued or in flight is left to that write: `dispatch` and `written`
+    /// schedule again, and re-arming it here would fire it again at once, forever.
     fn schedule(&mut self, key: &str) {
         let Some(t) = self.pods.get_mut(key) else {
             return;
@@ -353,6 +358,8 @@ impl Kubelet {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
+        let busy = !matches!(t.write, WriteState::Idle);
+        let next = next.filter(|at| !busy || *at > Timestamp::now());
         if next != t.timer_at {
             t.timer_at = next;
             if let Some(at) = next {
@@ -362,9 +369,13 @@ impl Kubelet {
     }
 
     fn fire_timers(&mut self, now: Timestamp) {
-        while let Some(Reverse((at, _))) = self.timers.peek()
-            && *at <= now
-        {
+        for _ in 0..TIMERS_FIRED_PER_WAKE_MAX {
+            let Some(Reverse((at, _))) = self.timers.peek() else {
+                break;
+            };
+            if *at > now {
+                break;
+            }
             let Some(Reverse((at, key))) = self.timers.pop() else {
                 break;
             };
@@ -425,19 +436,16 @@ impl Kubelet {
         };
         let dirty = matches!(t.write, WriteState::InFlight { dirty: true });
         t.write = WriteState::Idle;
-        match outcome {
-            Outcome::Written | Outcome::Gone => {}
-            Outcome::Failed => {
-                t.retry_at = Some(after(
-                    Timestamp::now(),
-                    Duration::from_secs(FAILED_WRITE_RETRY_S),
-                ));
-                self.schedule(key);
-            }
+        if outcome == Outcome::Failed {
+            t.retry_at = Some(after(
+                Timestamp::now(),
+                Duration::from_secs(FAILED_WRITE_RETRY_S),
+            ));
         }
         if dirty {
             self.mark(key);
         }
+        self.schedule(key);
     }
 }
 
