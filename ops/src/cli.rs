@@ -37,6 +37,10 @@ pub enum Command {
     /// Run the scheduler against any API server: assigns pending pods to nodes.
     /// `logbook serve` runs the same scheduler in-process unless --no-scheduler.
     Scheduler(ComponentArgs),
+    /// Run a node agent against any API server. Today: `--simulate N` registers N
+    /// simulated nodes that run their pods the way kwok does (for tests and scale
+    /// benchmarks); the CRI node agent comes with its own issue.
+    Node(NodeArgs),
     /// Users with client certificates from the cluster CA.
     User {
         #[command(subcommand)]
@@ -210,6 +214,40 @@ pub struct ServeArgs {
     /// Do not run the scheduler in-process (run `logbook scheduler` instead, or none).
     #[arg(long)]
     pub no_scheduler: bool,
+    /// Also run this many simulated nodes in-process (kwok-like; default none).
+    #[arg(long, default_value_t = 0)]
+    pub simulate_nodes: usize,
+    #[command(flatten)]
+    pub sim_shape: SimShape,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct NodeArgs {
+    /// The kubeconfig to use (default: $KUBECONFIG, else ~/.kube/config).
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// How many simulated nodes to register and run.
+    #[arg(long)]
+    pub simulate: usize,
+    #[command(flatten)]
+    pub shape: SimShape,
+}
+
+/// What simulated nodes look like.
+#[derive(Debug, Clone, Args)]
+pub struct SimShape {
+    /// Node names are `<prefix>-<index>`.
+    #[arg(long, default_value = "sim-node")]
+    pub node_name_prefix: String,
+    /// CPU cores per simulated node.
+    #[arg(long, default_value_t = 32)]
+    pub node_cpu: u64,
+    /// Memory per simulated node, in GiB.
+    #[arg(long, default_value_t = 256)]
+    pub node_memory_gib: u64,
+    /// Pods per simulated node at most (the `pods` capacity).
+    #[arg(long, default_value_t = 110)]
+    pub node_pods_max: u32,
 }
 
 /// How a component (controllers, scheduler, node agent) reaches the API server.

@@ -12,7 +12,9 @@ use logbook_controllers::manager::{self, ControllersConfig};
 use logbook_controllers::scheduler::SchedulerConfig;
 use tokio::sync::watch;
 
-use crate::cli::ComponentArgs;
+use logbook_node::simulate::SimConfig;
+
+use crate::cli::{ComponentArgs, NodeArgs, SimShape};
 
 /// The identity the controllers act as (kube-controller-manager's user name).
 pub const CONTROLLERS_USER: &str = "system:kube-controller-manager";
@@ -29,6 +31,43 @@ pub fn start_scheduler_in_process(api: &Arc<Api>, shutdown: watch::Receiver<bool
             tracing::error!("scheduler stopped: {e}");
         }
     });
+}
+
+/// The simulated nodes' configuration from the command line.
+pub fn sim_config(nodes: usize, shape: &SimShape) -> SimConfig {
+    SimConfig {
+        nodes,
+        name_prefix: shape.node_name_prefix.clone(),
+        cpu_millicores: shape.node_cpu.saturating_mul(1000),
+        memory_gib: shape.node_memory_gib,
+        pods_per_node_max: shape.node_pods_max,
+        ..SimConfig::default()
+    }
+}
+
+/// Starts simulated nodes inside `logbook serve`, acting as the nodes' group.
+pub fn start_nodes_in_process(api: &Arc<Api>, cfg: SimConfig, shutdown: watch::Receiver<bool>) {
+    let client = crate::inproc::client(api, "system:node:simulated", &["system:nodes"]);
+    tokio::spawn(async move {
+        if let Err(e) = logbook_node::simulate::run(client, cfg, shutdown).await {
+            tracing::error!("simulated nodes stopped: {e}");
+        }
+    });
+}
+
+/// `logbook node --simulate N`: runs until SIGTERM/SIGINT.
+pub async fn run_node(args: NodeArgs) -> Result<()> {
+    let client = client(args.kubeconfig.as_deref()).await?;
+    let (tx, rx) = watch::channel(false);
+    let cfg = sim_config(args.simulate, &args.shape);
+    let task = tokio::spawn(logbook_node::simulate::run(client, cfg, rx));
+    println!("logbook node running {} simulated nodes", args.simulate);
+    crate::serve::wait_for_signal().await;
+    let _ = tx.send(true);
+    match task.await {
+        Ok(r) => r.map_err(|e| anyhow::anyhow!("simulated nodes: {e}")),
+        Err(e) => Err(anyhow::anyhow!("simulated nodes task: {e}")),
+    }
 }
 
 /// `logbook scheduler`: runs until SIGTERM/SIGINT.

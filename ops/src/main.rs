@@ -74,6 +74,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Serve(args) => serve::run(args).await,
         Command::Controllers(args) => components::run_controllers(args).await,
         Command::Scheduler(args) => components::run_scheduler(args).await,
+        Command::Node(args) => components::run_node(args).await,
         Command::Compact(args) => compact::run(args).await,
         Command::History(args) => {
             match history_cli::main(*args, Some(std::path::Path::new("logbook-data"))).await {

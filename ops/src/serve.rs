@@ -94,6 +94,13 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     if !args.no_controllers {
         crate::components::start_in_process(&api, &args.data_dir, &pki.ca_pem, shutdown_rx.clone());
     }
+    if args.simulate_nodes > 0 {
+        crate::components::start_nodes_in_process(
+            &api,
+            crate::components::sim_config(args.simulate_nodes, &args.sim_shape),
+            shutdown_rx.clone(),
+        );
+    }
     if !args.no_scheduler {
         crate::components::start_scheduler_in_process(&api, shutdown_rx.clone());
     }

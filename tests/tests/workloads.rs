@@ -481,13 +481,14 @@ async fn controllers_killed_mid_rollout_resume_from_their_position_without_listi
         );
         let _ctrl = s.component(&["controllers", "--state-dir", &state_arg], "running")?;
         s.kubectl(&["rollout", "status", "deployment/slow", "--timeout=120s"])?;
-        let pods = running_pods(&s, "default", "app=slow")?;
-        assert_eq!(pods.len(), 4);
-        assert!(pods.iter().all(|p| p["spec"]["containers"][0]["image"] == "nginx:2"));
+        // (Counted before this test's own `kubectl get pods` below.)
         let lists_after = (
             s.request_count("list", "pods").await?,
             s.request_count("list", "replicasets").await?,
         );
+        let pods = running_pods(&s, "default", "app=slow")?;
+        assert_eq!(pods.len(), 4);
+        assert!(pods.iter().all(|p| p["spec"]["containers"][0]["image"] == "nginx:2"));
         assert_eq!(
             lists_before, lists_after,
             "the restarted controllers listed pods or ReplicaSets instead of resuming"
