@@ -36,6 +36,7 @@ mod pods;
 use std::time::Duration;
 
 pub use objects::SIM_NODES_MAX;
+pub use pods::STATUS_WRITES_INFLIGHT_MAX;
 
 /// Annotation: how long a pod's containers run before they exit (decimal seconds).
 pub const RUN_SECONDS_ANNOTATION: &str = "sim.logbook.dev/run-seconds";

@@ -175,6 +175,17 @@ async fn simulated_nodes_register_heartbeat_and_run_pods_like_kubelets() -> Resu
             cs.image_id
         );
 
+        // A pod bound later through pods/binding (as a scheduler does) enters the watch's
+        // `spec.nodeName!=` selector and runs too.
+        let mut unbound = pod("bound-later", "", "Always", json!({}));
+        unbound.spec.as_mut().unwrap().node_name = None;
+        pods.create(&PostParams::default(), &unbound).await?;
+        let binding = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": "bound-later"},
+                             "target": {"kind": "Node", "name": "sim-node-0002"}});
+        logbook_e2e::call_json(&c, "POST", "/api/v1/namespaces/default/pods/bound-later/binding", binding).await?;
+        let bound = within(15, "a pod bound through pods/binding never ran", phase_becomes(&pods, "bound-later", "Running")).await?;
+        assert!(bound.status.unwrap().pod_ip.unwrap().starts_with("10.64.2."));
+
         // Run-to-completion pods end by their exit code.
         let ok = pod(
             "ok",

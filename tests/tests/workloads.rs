@@ -469,7 +469,7 @@ async fn controllers_killed_mid_rollout_resume_from_their_position_without_listi
         eventually(60, "the rollout under way", || {
             let d = json(&s, &["get", "deployment", "slow"])?;
             let updated = d["status"]["updatedReplicas"].as_i64().unwrap_or(0);
-            Ok(updated >= 1 && updated < 4)
+            Ok((1..4).contains(&updated))
         })
         .await;
         // Let the informers save their state (every 5 s), then SIGKILL.

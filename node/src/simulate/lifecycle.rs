@@ -297,19 +297,26 @@ impl SimPod {
     }
 
     /// When `step` next has something to do.
+    #[cfg(test)]
     pub(super) fn next_deadline(&self) -> Option<Timestamp> {
-        match &self.life {
-            Life::Running { since } => {
-                let exit = self.shape.exit.map(|(run, _)| after(*since, run));
-                let ready = (!self.ready_reported).then(|| self.ready_at(*since));
-                match (exit, ready) {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
-                }
-            }
-            Life::BackOff { until } => Some(*until),
-            Life::Done(_) => None,
-        }
+        self.next_deadline_after(None)
+    }
+
+    /// The earliest deadline later than `floor` (all of them without one).
+    pub(super) fn next_deadline_after(&self, floor: Option<Timestamp>) -> Option<Timestamp> {
+        let candidates = match &self.life {
+            Life::Running { since } => [
+                self.shape.exit.map(|(run, _)| after(*since, run)),
+                (!self.ready_reported).then(|| self.ready_at(*since)),
+            ],
+            Life::BackOff { until } => [Some(*until), None],
+            Life::Done(_) => [None, None],
+        };
+        candidates
+            .into_iter()
+            .flatten()
+            .filter(|t| floor.is_none_or(|f| *t > f))
+            .min()
     }
 
     /// The pod is being deleted: stop its containers (exit 0, as after SIGTERM) now.

@@ -347,19 +347,19 @@ impl Kubelet {
         }
     }
 
-    /// Puts the pod's next deadline on the timer heap (if it moved). A deadline already due
-    /// while a write is queued or in flight is left to that write: `dispatch` and `written`
-    /// schedule again, and re-arming it here would fire it again at once, forever.
+    /// Puts the pod's next deadline on the timer heap (if it moved). Deadlines already due
+    /// while a write is queued or in flight are left to that write (`dispatch` and `written`
+    /// schedule again); re-arming them here would fire them again at once, forever.
     fn schedule(&mut self, key: &str) {
         let Some(t) = self.pods.get_mut(key) else {
             return;
         };
-        let next = match (t.sim.next_deadline(), t.retry_at) {
+        let floor = (!matches!(t.write, WriteState::Idle)).then(Timestamp::now);
+        let retry = t.retry_at.filter(|r| floor.is_none_or(|f| *r > f));
+        let next = match (t.sim.next_deadline_after(floor), retry) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        let busy = !matches!(t.write, WriteState::Idle);
-        let next = next.filter(|at| !busy || *at > Timestamp::now());
         if next != t.timer_at {
             t.timer_at = next;
             if let Some(at) = next {
@@ -469,4 +469,117 @@ fn node_name_of(nodes: &HashMap<String, usize>, i: usize) -> String {
 fn instant_at(at: Timestamp) -> tokio::time::Instant {
     let wait = at.duration_since(Timestamp::now());
     tokio::time::Instant::now() + Duration::try_from(wait).unwrap_or(Duration::ZERO)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // a test that panics has failed; the message says where
+
+    use super::*;
+    use serde_json::json;
+
+    /// A kubelet whose client is never used: these tests drive events and timers only.
+    fn kubelet() -> Kubelet {
+        let cfg = kube::Config::new("http://127.0.0.1:9".parse().unwrap());
+        let client = kube::Client::try_from(cfg).unwrap();
+        Kubelet::new(
+            client,
+            &SimConfig {
+                nodes: 2,
+                ..SimConfig::default()
+            },
+        )
+    }
+
+    fn pod(name: &str, node: &str, policy: &str) -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": "default", "uid": format!("uid-{name}")},
+            "spec": {"nodeName": node, "restartPolicy": policy,
+                     "containers": [{"name": "c", "image": "nginx"}]},
+        }))
+        .unwrap()
+    }
+
+    fn ip(k: &Kubelet, name: &str) -> Option<Ipv4Addr> {
+        let t = &k.pods[&format!("default/{name}")];
+        t.ip_host.map(|h| pod_ip(t.node, h))
+    }
+
+    #[tokio::test]
+    async fn a_new_pod_waiting_for_its_first_write_arms_no_timer_already_due() {
+        let mut k = kubelet();
+        k.on_event(Event::Apply(pod("a", "sim-node-0000", "Always")));
+        assert_eq!(k.pending.len(), 1);
+        let now = Timestamp::now();
+        assert!(
+            k.timers.iter().all(|Reverse((at, _))| *at > now),
+            "a due timer for a queued pod fires again at once, forever"
+        );
+        k.fire_timers(now);
+        assert_eq!(k.pending.len(), 1, "queued once");
+    }
+
+    #[tokio::test]
+    async fn a_due_exit_of_a_queued_pod_is_applied_once_and_not_rearmed() {
+        let mut k = kubelet();
+        k.on_event(Event::Apply(pod("job", "sim-node-0001", "Never")));
+        let later = after(Timestamp::now(), Duration::from_secs(5));
+        k.fire_timers(later);
+        assert_eq!(k.pods["default/job"].sim.phase(), "Succeeded");
+        assert_eq!(k.pending.len(), 1, "the exit rides on the queued write");
+        assert!(
+            k.timers
+                .iter()
+                .all(|Reverse((at, _))| *at > Timestamp::now())
+        );
+    }
+
+    #[tokio::test]
+    async fn pods_get_distinct_ips_in_their_nodes_cidr_and_release_them_when_gone() {
+        let mut k = kubelet();
+        for n in ["a", "b"] {
+            k.on_event(Event::Apply(pod(n, "sim-node-0001", "Always")));
+        }
+        let (a, b) = (ip(&k, "a").unwrap(), ip(&k, "b").unwrap());
+        assert_ne!(a, b);
+        assert!(a.to_string().starts_with("10.64.1."), "{a}");
+        k.on_event(Event::Delete(pod("a", "sim-node-0001", "Always")));
+        assert!(!k.pods.contains_key("default/a"));
+        assert!(
+            k.pools[1].reserve(host_in_node_cidr(1, a).unwrap()),
+            "a's address was released"
+        );
+    }
+
+    #[tokio::test]
+    async fn pods_on_other_nodes_are_ignored_and_a_relist_forgets_vanished_pods() {
+        let mut k = kubelet();
+        k.on_event(Event::Apply(pod("theirs", "real-node", "Always")));
+        assert!(k.pods.is_empty());
+        k.on_event(Event::Apply(pod("a", "sim-node-0000", "Always")));
+        k.on_event(Event::Apply(pod("b", "sim-node-0000", "Always")));
+        k.on_event(Event::Init);
+        k.on_event(Event::InitApply(pod("b", "sim-node-0000", "Always")));
+        k.on_event(Event::InitDone);
+        assert_eq!(k.pods.keys().collect::<Vec<_>>(), ["default/b"]);
+    }
+
+    #[tokio::test]
+    async fn a_deletion_timestamp_stops_the_containers_and_queues_the_delete() {
+        let mut k = kubelet();
+        let mut p = pod("a", "sim-node-0000", "Always");
+        k.on_event(Event::Apply(p.clone()));
+        k.dispatch(); // the first write goes (and fails later, unseen: nothing listens)
+        p.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            Timestamp::now(),
+        ));
+        k.on_event(Event::Apply(p));
+        let t = &k.pods["default/a"];
+        assert!(t.sim.terminating);
+        assert!(
+            matches!(t.write, WriteState::InFlight { dirty: true }),
+            "the terminated status follows the write in flight"
+        );
+        k.inflight.abort_all();
+    }
 }
