@@ -410,6 +410,10 @@ impl ServiceIndex {
 /// One pod's contribution: its address, whether it is ready, and the ports it serves
 /// (`None`: a headless Service without ports, whose addresses carry no port).
 type AddressEntry = (EndpointAddress, bool, Vec<Option<PortSpec>>);
+/// An address's identity in a subset: its IP and pod uid.
+type AddressKey = (String, String);
+/// The addresses serving a port, each with whether it is ready.
+type AddressSet = Vec<(AddressKey, bool)>;
 
 /// The subsets of a Service's Endpoints from the pods its selector matches.
 pub fn endpoint_subsets(svc: &Service, pods: &[Arc<Pod>]) -> Vec<EndpointSubset> {
@@ -472,8 +476,7 @@ fn repack(entries: Vec<AddressEntry>) -> Vec<EndpointSubset> {
         }
         addrs.entry(k).or_insert(addr);
     }
-    let mut by_addrs: BTreeMap<Vec<((String, String), bool)>, Vec<Option<PortSpec>>> =
-        BTreeMap::new();
+    let mut by_addrs: BTreeMap<AddressSet, Vec<Option<PortSpec>>> = BTreeMap::new();
     for (port, set) in by_port {
         by_addrs
             .entry(set.into_iter().collect())
@@ -873,7 +876,8 @@ mod tests {
             "the protocol must match too"
         );
         let subsets = endpoint_subsets(&s, &pods);
-        let summary: Vec<(Vec<&str>, Vec<(String, i32)>)> = subsets
+        type Summary<'a> = Vec<(Vec<&'a str>, Vec<(String, i32)>)>;
+        let summary: Summary<'_> = subsets
             .iter()
             .map(|ss| {
                 (

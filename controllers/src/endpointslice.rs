@@ -293,14 +293,14 @@ pub fn service_key_of_slice(s: &EndpointSlice) -> Option<String> {
 /// resourceVersion written (`None`: deleted).
 #[derive(Default)]
 pub struct Tracker {
-    pending: Mutex<HashMap<String, (Instant, HashMap<String, Option<String>>)>>,
+    pending: Mutex<PendingWrites>,
 }
 
+/// Service key → (when last written, slice name → resourceVersion written or `None`).
+type PendingWrites = HashMap<String, (Instant, HashMap<String, Option<String>>)>;
+
 impl Tracker {
-    fn lock(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<String, (Instant, HashMap<String, Option<String>>)>>
-    {
+    fn lock(&self) -> std::sync::MutexGuard<'_, PendingWrites> {
         match self.pending.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
@@ -824,7 +824,8 @@ mod tests {
             pod("e", "fd00::5", true, false, "web", 8080),
         ];
         let d = desired_endpoints(&svc, &pods);
-        let summary: Vec<(String, i32, Vec<(String, bool, bool, bool)>)> = d
+        type Summary = Vec<(String, i32, Vec<(String, bool, bool, bool)>)>;
+        let summary: Summary = d
             .iter()
             .map(|(gk, eps)| {
                 (
