@@ -4,7 +4,9 @@
 //! cache and resume from their saved position after a restart; bounded de-duplicating work
 //! queues with back-off; workers calling reconcilers); the controllers that make intent
 //! true — [`replicaset`], [`deployment`], [`namespace`], [`gc`] (ownerReferences),
-//! [`serviceaccount`] — started together by [`manager`]; and [`scheduler`], which assigns
+//! [`serviceaccount`], [`endpoints`] and [`endpointslice`] (a selector's pods published as a
+//! Service's Endpoints and EndpointSlices) — started together by [`manager`]; and
+//! [`scheduler`], which assigns
 //! pending pods to nodes like kube-scheduler's default profile (start at
 //! [`scheduler::run`]).
 //!
@@ -17,6 +19,8 @@
 
 pub mod deployment;
 pub mod discovery;
+pub mod endpoints;
+pub mod endpointslice;
 pub mod gc;
 pub mod manager;
 pub mod namespace;

@@ -4,12 +4,15 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
+use k8s_openapi::api::core::v1::{Endpoints, Namespace, Pod, Service, ServiceAccount};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::{Api, Client};
 use tokio::sync::watch;
 
 use crate::deployment::DeploymentController;
 use crate::discovery::Resources;
+use crate::endpoints::{EndpointsController, ServiceIndex};
+use crate::endpointslice::EndpointSliceController;
 use crate::gc::GarbageCollector;
 use crate::namespace::NamespaceController;
 use crate::replicaset::ReplicaSetController;
@@ -60,6 +63,29 @@ pub fn start(client: Client, cfg: &ControllersConfig, shutdown: watch::Receiver<
         "serviceaccounts",
         dir,
     );
+    let services = Informer::new(Api::<Service>::all(client.clone()), "services", dir);
+    let endpoints = Informer::new(Api::<Endpoints>::all(client.clone()), "endpoints", dir);
+    let slices = Informer::new(
+        Api::<EndpointSlice>::all(client.clone()),
+        "endpointslices",
+        dir,
+    );
+    // Before the controllers' own handlers: their reconciles read it.
+    let service_index = ServiceIndex::new(pods.clone(), services.clone());
+    let epc = EndpointsController::new(
+        client.clone(),
+        service_index.clone(),
+        &pods,
+        services.clone(),
+        endpoints.clone(),
+    );
+    let esc = EndpointSliceController::new(
+        client.clone(),
+        service_index,
+        &pods,
+        services.clone(),
+        slices.clone(),
+    );
     let pods_by_owner = Arc::new(OwnerIndex::default());
     let rs_by_owner = Arc::new(OwnerIndex::default());
     {
@@ -100,6 +126,9 @@ pub fn start(client: Client, cfg: &ControllersConfig, shutdown: watch::Receiver<
     deployments.start(shutdown.clone());
     namespaces.start(shutdown.clone());
     accounts.start(shutdown.clone());
+    services.start(shutdown.clone());
+    endpoints.start(shutdown.clone());
+    slices.start(shutdown.clone());
     gc.start(shutdown.clone());
     // Workers start once the caches are whole, so nothing acts on a partial view.
     let running = Running {
@@ -117,17 +146,26 @@ pub fn start(client: Client, cfg: &ControllersConfig, shutdown: watch::Receiver<
     let mut sd = shutdown;
     tokio::spawn(async move {
         synced.wait_synced().await;
-        accounts.wait_synced().await;
+        tokio::join!(
+            accounts.wait_synced(),
+            services.wait_synced(),
+            endpoints.wait_synced(),
+            slices.wait_synced(),
+        );
         let queues: Vec<Arc<WorkQueue>> = vec![
             rsc.queue.clone(),
             dc.queue.clone(),
             nsc.queue.clone(),
             sac.queue.clone(),
+            epc.queue.clone(),
+            esc.queue.clone(),
         ];
         spawn_workers(rsc.queue.clone(), rsc, WORKERS_PER_CONTROLLER);
         spawn_workers(dc.queue.clone(), dc, WORKERS_PER_CONTROLLER);
         spawn_workers(nsc.queue.clone(), nsc, WORKERS_PER_CONTROLLER);
         spawn_workers(sac.queue.clone(), sac, 2);
+        spawn_workers(epc.queue.clone(), epc, WORKERS_PER_CONTROLLER);
+        spawn_workers(esc.queue.clone(), esc, WORKERS_PER_CONTROLLER);
         let _ = sd.wait_for(|s| *s).await;
         for q in queues {
             q.shut_down();
