@@ -57,6 +57,12 @@ pub(crate) struct ServerProc {
     pub(crate) kubeconfig: std::path::PathBuf,
 }
 
+impl ServerProc {
+    pub(crate) fn pid(&self) -> u32 {
+        self.pid
+    }
+}
+
 impl Drop for ServerProc {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -168,7 +174,7 @@ fn sent_ns(line: &[u8]) -> Option<u128> {
     std::str::from_utf8(&line[i..i + digits]).ok()?.parse().ok()
 }
 
-fn rss_kib(pid: u32) -> (u64, u64) {
+pub(crate) fn rss_kib(pid: u32) -> (u64, u64) {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let field = |name: &str| {
         s.lines()

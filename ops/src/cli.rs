@@ -99,6 +99,10 @@ pub enum BenchTarget {
     /// The custom-resource benchmark: CRD to first object, custom-object creates, Table
     /// LIST of 10,000 custom objects with printer columns.
     Crd(BenchApiArgs),
+    /// Controllers, scheduler and simulated nodes at scale: one Deployment of --replicas
+    /// pods on --nodes simulated nodes; pod startup latency, pods bound per second, lease
+    /// heartbeats, RSS.
+    Workloads(BenchWorkloadsArgs),
     /// The history benchmark: a store of 1,000,000 events, then an object's revisions, a
     /// list as of an old position and one user's change feed, over HTTPS.
     History(BenchApiArgs),
@@ -128,6 +132,28 @@ pub struct BenchApiArgs {
     #[arg(long)]
     pub server_bin: Option<PathBuf>,
     /// Extra arguments for `logbook serve` (repeatable), e.g. `--server-arg=--advertise-address=10.0.0.5`.
+    #[arg(long, allow_hyphen_values = true)]
+    pub server_arg: Vec<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BenchWorkloadsArgs {
+    /// Smoke run: 100 nodes, 2,000 replicas.
+    #[arg(long)]
+    pub quick: bool,
+    /// Simulated nodes in the server's process.
+    #[arg(long, default_value_t = 1_000)]
+    pub nodes: usize,
+    /// Replicas of the one Deployment.
+    #[arg(long, default_value_t = 30_000)]
+    pub replicas: usize,
+    /// Directory for results.md and results.json (created if missing).
+    #[arg(long, default_value = "bench-out/workloads")]
+    pub out: PathBuf,
+    /// The logbook binary to start as the server (default: this one).
+    #[arg(long)]
+    pub server_bin: Option<PathBuf>,
+    /// Extra arguments for `logbook serve` (repeatable).
     #[arg(long, allow_hyphen_values = true)]
     pub server_arg: Vec<String>,
 }

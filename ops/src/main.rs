@@ -5,6 +5,7 @@ mod bench_audit;
 mod bench_crd;
 mod bench_history;
 mod bench_store;
+mod bench_workloads;
 mod cli;
 mod compact;
 mod components;
@@ -67,6 +68,9 @@ async fn main() -> anyhow::Result<()> {
         Command::Bench {
             target: BenchTarget::Audit(args),
         } => bench_audit::run(args).await,
+        Command::Bench {
+            target: BenchTarget::Workloads(args),
+        } => bench_workloads::run(args).await,
         Command::Verify(args) => verify::run(args).await,
         Command::Audit {
             action: AuditAction::Verify(args),

@@ -16,6 +16,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
+/// `logbook serve` flags that leave the in-process controllers and scheduler out.
+pub const API_ONLY: [&str; 2] = ["--no-controllers", "--no-scheduler"];
+
 /// How long a server gets to print its ready line.
 pub const SERVER_START_TIMEOUT_SECONDS: u64 = 60;
 
@@ -63,6 +66,13 @@ impl Server {
     /// Starts a server on a new temporary data directory.
     pub fn start() -> Result<Self> {
         Self::start_with(&[])
+    }
+
+    /// Starts the API server alone: no controllers, no scheduler ([`API_ONLY`]). For tests of
+    /// the API's own semantics, which count objects and revisions exactly (kube-apiserver's
+    /// integration tests run without a controller-manager too).
+    pub fn start_api_only() -> Result<Self> {
+        Self::start_with(&API_ONLY)
     }
 
     /// Starts a server with extra `logbook serve` flags.

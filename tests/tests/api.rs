@@ -73,7 +73,7 @@ fn lines(text: &str) -> Vec<Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_requests_get_statuses_with_kubernetes_codes_and_reasons() -> Result<()> {
-    let s = Server::start()?;
+    let s = Server::start_api_only()?;
     // kube-rs retries 5xx answers that carry Retry-After (as client-go does); these checks
     // want to see them.
     let c = s.client_without_retries().await?;
@@ -355,7 +355,7 @@ async fn bad_requests_get_statuses_with_kubernetes_codes_and_reasons() -> Result
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lists_are_exact_at_any_retained_resource_version_and_410_below_the_horizon() -> Result<()>
 {
-    let mut s = Server::start()?;
+    let mut s = Server::start_api_only()?;
     let c = s.client().await?;
     let cms = "/api/v1/namespaces/default/configmaps";
     let empty = get_json(&c, cms).await?;
@@ -442,7 +442,7 @@ async fn lists_are_exact_at_any_retained_resource_version_and_410_below_the_hori
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn paging_keeps_one_snapshot_and_reports_remaining_items() -> Result<()> {
-    let s = Server::start()?;
+    let s = Server::start_api_only()?;
     let c = s.client().await?;
     let cms = "/api/v1/namespaces/default/configmaps";
     for i in 0..10 {
@@ -481,7 +481,7 @@ async fn paging_keeps_one_snapshot_and_reports_remaining_items() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watches_are_ordered_unique_atomic_resumable_and_bookmarked() -> Result<()> {
-    let s = Server::start()?;
+    let s = Server::start_api_only()?;
     let c = s.client().await?;
     let cms = "/api/v1/namespaces/default/configmaps";
     let start = get_json(&c, cms).await?["metadata"]["resourceVersion"]
@@ -620,7 +620,7 @@ async fn watches_are_ordered_unique_atomic_resumable_and_bookmarked() -> Result<
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_watcher_still_receives_every_event_in_order() -> Result<()> {
-    let s = Server::start()?;
+    let s = Server::start_api_only()?;
     let c = s.client().await?;
     let cms = "/api/v1/namespaces/default/configmaps";
     let start = get_json(&c, cms).await?["metadata"]["resourceVersion"]
@@ -680,7 +680,7 @@ async fn a_slow_watcher_still_receives_every_event_in_order() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn discovery_documents_describe_every_registered_group() -> Result<()> {
-    let s = Server::start()?;
+    let s = Server::start_api_only()?;
     let c = s.client().await?;
     let core = get_json(&c, "/api/v1").await?;
     let pods = core["resources"]
@@ -778,7 +778,7 @@ async fn discovery_documents_describe_every_registered_group() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_and_scale_subresources_own_their_halves_of_an_object() -> Result<()> {
-    let s = Server::start()?;
+    let s = Server::start_api_only()?;
     let c = s.client().await?;
     let rs = json!({"apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": {"name": "r"},
         "spec": {"replicas": 1, "selector": {"matchLabels": {"a": "b"}}, "template": {"metadata": {"labels": {"a": "b"}}, "spec": {"containers": [{"name": "c", "image": "i"}]}}},
@@ -863,7 +863,7 @@ async fn status_and_scale_subresources_own_their_halves_of_an_object() -> Result
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deletecollection_removes_what_the_selector_matches() -> Result<()> {
-    let s = Server::start()?;
+    let s = Server::start_api_only()?;
     let c = s.client().await?;
     let cms = "/api/v1/namespaces/default/configmaps";
     for i in 0..4 {
@@ -893,7 +893,7 @@ async fn deletecollection_removes_what_the_selector_matches() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_metrics_and_a_clean_exit_on_sigterm() -> Result<()> {
-    let mut s = Server::start()?;
+    let mut s = Server::start_api_only()?;
     let c = s.client().await?;
     for p in ["/healthz", "/livez", "/readyz"] {
         assert_eq!(

@@ -87,7 +87,7 @@ fn rv(v: &Value) -> u64 {
 #[tokio::test]
 async fn the_history_api_answers_who_changed_what_and_folds_back_into_every_past_state() {
     within(TEST_TIMEOUT_SECS, "history scenario", async {
-        let server = Server::start().expect("server");
+        let server = Server::start_api_only().expect("server");
         let alice = client_for(&add_user(&server, "alice", "dev").expect("alice")).await.expect("alice client");
         let bob = client_for(&add_user(&server, "bob", "ops").expect("bob")).await.expect("bob client");
         let admin = server.client().await.expect("admin client");

@@ -66,7 +66,7 @@ impl Cluster {
     /// deployment web: created (alice), scaled to 3 (alice), image set (bob), labelled (alice);
     /// configmap settings: created (alice), edited (bob), deleted (bob).
     fn scripted() -> Self {
-        let server = Server::start().expect("the server starts");
+        let server = Server::start_api_only().expect("the server starts");
         for (user, group) in [("alice", "developers"), ("bob", "operators")] {
             let out = server
                 .run_tool(&["user", "add", user, "--group", group])

@@ -62,7 +62,7 @@ async fn change(api: &Api<ConfigMap>, name: &str, v: usize) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_reflector_stays_identical_to_the_server_through_ten_thousand_changes_and_a_restart()
 -> Result<()> {
-    let server = Server::start()?;
+    let server = Server::start_api_only()?;
     let client = server.client().await?;
     let server = Arc::new(Mutex::new(server));
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
@@ -141,7 +141,7 @@ async fn a_reflector_stays_identical_to_the_server_through_ten_thousand_changes_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_watch_list_request_gets_the_snapshot_then_the_end_bookmark() -> Result<()> {
-    let server = Server::start()?;
+    let server = Server::start_api_only()?;
     let client = server.client().await?;
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
     for i in 0..5 {

@@ -23,7 +23,7 @@ fn req(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openapi_documents_carry_the_schemas_kubectl_needs() -> Result<()> {
     within(120, "the OpenAPI documents were not served", async {
-        let s = Server::start()?;
+        let s = Server::start_api_only()?;
         let c = s.client().await?;
 
         let v2: Value = serde_json::from_str(
@@ -118,7 +118,7 @@ async fn openapi_documents_carry_the_schemas_kubectl_needs() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn yaml_bodies_are_accepted_wherever_json_is_within_limits() -> Result<()> {
     within(120, "a YAML request did not complete", async {
-        let s = Server::start()?;
+        let s = Server::start_api_only()?;
         let c = s.client().await?;
         let cms = "/api/v1/namespaces/default/configmaps";
         let yaml = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: from-yaml\n  labels: {a: b}\ndata:\n  k: v\n";

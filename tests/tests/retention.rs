@@ -61,6 +61,8 @@ async fn status_code(c: &kube::Client, path: &str) -> Option<u16> {
 async fn a_short_lease_window_removes_old_lease_revisions_but_never_the_lease_or_other_history()
 -> Result<()> {
     let s = Server::start_with(&[
+        "--no-controllers",
+        "--no-scheduler",
         "--retention",
         "leases.coordination.k8s.io=2s",
         "--retention-interval",
@@ -207,7 +209,12 @@ fn flip_everywhere(file: &std::path::Path, needle: &[u8]) -> Result<usize> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audit_verify_passes_on_a_clean_store_and_names_the_object_whose_stored_byte_was_flipped()
 -> Result<()> {
-    let mut s = Server::start_with(&["--checkpoint-interval", "200ms"])?;
+    let mut s = Server::start_with(&[
+        "--no-controllers",
+        "--no-scheduler",
+        "--checkpoint-interval",
+        "200ms",
+    ])?;
     let c = s.client().await?;
     let cms = "/api/v1/namespaces/default/configmaps";
     let canary = "tamper-canary-q7x9z";

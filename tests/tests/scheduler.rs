@@ -179,7 +179,7 @@ fn start_scheduler(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_scheduler_places_pods_as_kube_scheduler_would() -> Result<()> {
     within(240, "the scheduler scenario did not finish", async {
-        let s = Server::start()?;
+        let s = Server::start_api_only()?;
         let c = s.client().await?;
         for (n, zone) in [("n1", "z1"), ("n2", "z2"), ("n3", "z3")] {
             add_node(&c, n, "2", json!({"topology.kubernetes.io/zone": zone}), json!({})).await?;
@@ -344,7 +344,7 @@ async fn scheduler_throughput_is_reported() -> Result<()> {
         env_or("LOGBOOK_SCHED_BENCH_PODS", 2_000),
     );
     within(900, "the throughput run did not bind every pod", async {
-        let s = Server::start()?;
+        let s = Server::start_api_only()?;
         let c = s.client().await?;
         futures::stream::iter(0..nodes)
             .map(|i| {

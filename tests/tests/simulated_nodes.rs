@@ -66,7 +66,7 @@ async fn phase_becomes(pods: &Api<Pod>, name: &str, want: &str) -> Result<Pod> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn simulated_nodes_register_heartbeat_and_run_pods_like_kubelets() -> Result<()> {
     within(180, "the simulated-node scenario did not finish", async {
-        let s = Server::start()?;
+        let s = Server::start_api_only()?;
         let c = s.client().await?;
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let cfg = SimConfig {

@@ -175,7 +175,7 @@ fn make_running(s: &Server, pod: &str) -> Result<()> {
 
 #[test]
 fn kubectl_get_pods_prints_kube_apiserver_columns_and_wide_columns() -> Result<()> {
-    let s = Server::start()?;
+    let s = Server::start_api_only()?;
     let dir = tempfile::tempdir()?;
     apply(&s, dir.path(), "pods.yaml", PODS)?;
     make_running(&s, "web-0")?;
@@ -265,7 +265,7 @@ data: {a: "1", b: "2"}
 
 #[test]
 fn kubectl_get_of_several_kinds_prints_each_kinds_columns() -> Result<()> {
-    let s = Server::start()?;
+    let s = Server::start_api_only()?;
     let dir = tempfile::tempdir()?;
     apply(&s, dir.path(), "web.yaml", WEB)?;
 
@@ -352,7 +352,7 @@ fn kubectl_get_of_several_kinds_prints_each_kinds_columns() -> Result<()> {
 
 #[test]
 fn kubectl_get_pods_watch_prints_a_row_for_each_change() -> Result<()> {
-    let s = Server::start()?;
+    let s = Server::start_api_only()?;
     let dir = tempfile::tempdir()?;
     let mut child = Command::new("kubectl")
         .arg("--kubeconfig")
@@ -417,7 +417,7 @@ fn kubectl_get_pods_watch_prints_a_row_for_each_change() -> Result<()> {
 
 #[test]
 fn kubectl_1_27_and_1_33_print_the_same_tables() -> Result<()> {
-    let s = Server::start()?;
+    let s = Server::start_api_only()?;
     let dir = tempfile::tempdir()?;
     apply(&s, dir.path(), "pods.yaml", PODS)?;
     apply(&s, dir.path(), "web.yaml", WEB)?;
@@ -475,7 +475,7 @@ async fn status_of(client: &kube::Client, path: &str, accept: &str) -> u16 {
 
 #[tokio::test]
 async fn a_table_has_the_meta_k8s_io_shape_for_lists_pages_gets_and_watches() -> Result<()> {
-    let s = Server::start()?;
+    let s = Server::start_api_only()?;
     let c = s.client().await?;
     let cms = "/api/v1/namespaces/default/configmaps";
     within(60, "creating three configmaps", async {

@@ -90,7 +90,7 @@ spec:
 
 #[test]
 fn kubectl_create_of_invalid_pods_fails_naming_the_field() -> Result<()> {
-    let s = Server::start()?;
+    let s = Server::start_api_only()?;
     let dir = tempfile::tempdir()?;
 
     let f = write(dir.path(), "bad-name.yaml", BAD_NAME_POD);
@@ -116,7 +116,7 @@ fn kubectl_create_of_invalid_pods_fails_naming_the_field() -> Result<()> {
 
 #[test]
 fn kubectl_get_shows_the_defaults_kube_apiserver_fills_in() -> Result<()> {
-    let s = Server::start()?;
+    let s = Server::start_api_only()?;
     let dir = tempfile::tempdir()?;
     let f = write(dir.path(), "pod.yaml", POD);
     assert_eq!(s.kubectl(&["create", "-f", &f])?.trim(), "pod/web created");
@@ -177,7 +177,7 @@ fn kubectl_get_shows_the_defaults_kube_apiserver_fills_in() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deployment_whose_selector_misses_its_template_is_a_422() -> Result<()> {
-    let s = Server::start()?;
+    let s = Server::start_api_only()?;
     let c = s.client().await?;
     let d = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
         "spec": {"selector": {"matchLabels": {"app": "api"}},
@@ -250,7 +250,7 @@ async fn a_deployment_whose_selector_misses_its_template_is_a_422() -> Result<()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changing_a_deployments_selector_is_refused_as_immutable() -> Result<()> {
-    let s = Server::start()?;
+    let s = Server::start_api_only()?;
     let c = s.client().await?;
     let d = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
         "spec": {"selector": {"matchLabels": {"app": "web"}},
@@ -331,7 +331,7 @@ async fn changing_a_deployments_selector_is_refused_as_immutable() -> Result<()>
 
 #[test]
 fn a_pods_image_may_change_but_not_its_container_names() -> Result<()> {
-    let s = Server::start()?;
+    let s = Server::start_api_only()?;
     let dir = tempfile::tempdir()?;
     let f = write(dir.path(), "pod.yaml", POD);
     s.kubectl(&["create", "-f", &f])?;
