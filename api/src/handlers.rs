@@ -466,7 +466,7 @@ async fn create_object(
             }
         }
     }
-    strategy::generate_name(&mut obj);
+    let generated = strategy::generate_name(&mut obj);
     let uid = uuid::Uuid::new_v4().to_string();
     let mut obj = ctx.typed(obj)?;
     strategy::prepare_create(&ctx.info, &mut obj, &uid);
@@ -485,7 +485,7 @@ async fn create_object(
         let fm = ctx.field_manager()?;
         crate::fields::track_update(ctx, &fm, None, &mut obj);
     }
-    let name = meta_str(&obj, "name").unwrap_or_default().to_string();
+    let mut name = meta_str(&obj, "name").unwrap_or_default().to_string();
     if ctx.info.namespaced {
         require_namespace(ctx, ctx.namespace()).await?;
     }
@@ -504,21 +504,35 @@ async fn create_object(
         ));
     }
     to_storage_version(&ctx.info, &mut obj);
-    let ev = match ctx
-        .append(
-            EventType::Added,
-            &name,
-            &obj,
-            &uid,
-            Expect::default(),
-            "create",
-        )
-        .await
-    {
-        Ok(ev) => ev,
-        Err(e) => {
-            crate::service_alloc::release(ctx, &held).await;
-            return Err(e);
+    let mut attempts = 0;
+    let ev = loop {
+        match ctx
+            .append(
+                EventType::Added,
+                &name,
+                &obj,
+                &uid,
+                Expect::default(),
+                "create",
+            )
+            .await
+        {
+            Ok(ev) => break ev,
+            // A generated name that is taken: another suffix (kube-apiserver retries too).
+            Err(e)
+                if generated
+                    && e.reason == "AlreadyExists"
+                    && attempts < strategy::GENERATE_NAME_RETRIES_MAX =>
+            {
+                attempts += 1;
+                meta_mut(&mut obj).remove("name");
+                strategy::generate_name(&mut obj);
+                name = meta_str(&obj, "name").unwrap_or_default().to_string();
+            }
+            Err(e) => {
+                crate::service_alloc::release(ctx, &held).await;
+                return Err(e);
+            }
         }
     };
     Ok((

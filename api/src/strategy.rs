@@ -229,22 +229,26 @@ fn invalid_unless_empty(
     Err(ApiError::invalid(&info.kind, &info.group, name, causes))
 }
 
-/// Fills `metadata.name` from `generateName` when the name is empty.
-pub fn generate_name(obj: &mut Map<String, Value>) {
+/// Creates retried with a new suffix when a generated name is taken (kube-apiserver's
+/// RetryGenerateName: 7).
+pub const GENERATE_NAME_RETRIES_MAX: u32 = 7;
+
+/// Fills `metadata.name` from `generateName` when the name is empty; returns whether it did.
+pub fn generate_name(obj: &mut Map<String, Value>) -> bool {
     let meta = meta_mut(obj);
     let has_name = meta
         .get("name")
         .and_then(Value::as_str)
         .is_some_and(|n| !n.is_empty());
     if has_name {
-        return;
+        return false;
     }
     let Some(base) = meta
         .get("generateName")
         .and_then(Value::as_str)
         .filter(|g| !g.is_empty())
     else {
-        return;
+        return false;
     };
     let base: String = base.chars().take(GENERATE_NAME_BASE_CHARS_MAX).collect();
     let mut rng = rand::rng();
@@ -252,6 +256,7 @@ pub fn generate_name(obj: &mut Map<String, Value>) {
         .map(|_| NAME_SUFFIX_ALPHABET[rng.random_range(0..NAME_SUFFIX_ALPHABET.len())] as char)
         .collect();
     meta.insert("name".into(), Value::String(format!("{base}{suffix}")));
+    true
 }
 
 /// What the server sets on create: uid, creationTimestamp, generation, the initial status,

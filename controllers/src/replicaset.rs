@@ -24,8 +24,14 @@ use crate::runtime::{
 };
 use crate::selector::Selector;
 
+static NO_LABELS: std::collections::BTreeMap<String, String> = std::collections::BTreeMap::new();
+
 /// Most pods created or deleted by one reconcile of one ReplicaSet (kube: burstReplicas).
 pub const BURST_REPLICAS: usize = 500;
+/// How long pod changes that only move a ReplicaSet's status are gathered before it is
+/// recomputed (over all its pods: 30,000 pods made continuous recomputation a quarter of
+/// the server's CPU).
+pub const STATUS_BATCH_MS: u64 = 250;
 /// Pod creates or deletes in flight at once for one ReplicaSet.
 pub const POD_WRITES_INFLIGHT_MAX: usize = 64;
 
@@ -91,7 +97,14 @@ impl ReplicaSetController {
                         }
                         _ => {}
                     }
-                    q.add(owner);
+                    // Creates and deletes wait on expectations: once met, act at once.
+                    // Other pod changes only move the status, which is recomputed over
+                    // every pod of the ReplicaSet: batch those.
+                    if e.satisfied(owner) && matches!((old, new), (None, _) | (_, None)) {
+                        q.add(owner);
+                    } else {
+                        q.add_after(owner, Duration::from_millis(STATUS_BATCH_MS));
+                    }
                 }
                 // A pod that lost its owner, or an orphan: a matching ReplicaSet may adopt it.
                 let orphan_now = new.is_some_and(|n| controller_of(n).is_none());
@@ -126,11 +139,8 @@ impl ReplicaSetController {
 
     fn owned_pods(&self, rs: &ReplicaSet) -> Vec<Arc<Pod>> {
         let uid = rs.metadata.uid.as_deref().unwrap_or("");
-        self.pods_by_owner
-            .owned_by(uid)
-            .iter()
-            .filter_map(|k| self.pods.get(k))
-            .collect()
+        let keys = self.pods_by_owner.owned_by(uid);
+        self.pods.get_many(keys.iter().map(AsRef::as_ref))
     }
 
     /// Orphans in the namespace that the selector matches: adopted by setting this
@@ -143,7 +153,8 @@ impl ReplicaSetController {
         let api: Api<Pod> = Api::namespaced(self.client.clone(), ns);
         for k in self.pods_by_owner.orphans_in(ns) {
             let Some(p) = self.pods.get(&k) else { continue };
-            if !pods::is_active(&p) || !sel.matches(&p.metadata.labels.clone().unwrap_or_default())
+            if !pods::is_active(&p)
+                || !sel.matches(p.metadata.labels.as_ref().unwrap_or(&NO_LABELS))
             {
                 continue;
             }
@@ -315,12 +326,12 @@ fn compute_status(
         if !pods::is_active(p) {
             continue;
         }
-        let labels = p.metadata.labels.clone().unwrap_or_default();
-        if !sel.matches(&labels) {
+        let labels = p.metadata.labels.as_ref().unwrap_or(&NO_LABELS);
+        if !sel.matches(labels) {
             continue;
         }
         replicas += 1;
-        if tsel.matches(&labels) {
+        if tsel.matches(labels) {
             labeled += 1;
         }
         if pods::is_ready(p) {

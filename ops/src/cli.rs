@@ -36,7 +36,7 @@ pub enum Command {
     Controllers(ComponentArgs),
     /// Run the scheduler against any API server: assigns pending pods to nodes.
     /// `logbook serve` runs the same scheduler in-process unless --no-scheduler.
-    Scheduler(ComponentArgs),
+    Scheduler(SchedulerArgs),
     /// Run a node agent against any API server. Today: `--simulate N` registers N
     /// simulated nodes that run their pods the way kwok does (for tests and scale
     /// benchmarks); the CRI node agent comes with its own issue.
@@ -274,6 +274,17 @@ pub struct SimShape {
     /// Pods per simulated node at most (the `pods` capacity).
     #[arg(long, default_value_t = 110)]
     pub node_pods_max: u32,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SchedulerArgs {
+    /// The kubeconfig to use (default: $KUBECONFIG, else ~/.kube/config).
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// Schedule the pods whose `spec.schedulerName` is this (a second scheduler beside the
+    /// default one takes another name).
+    #[arg(long, default_value = "default-scheduler")]
+    pub scheduler_name: String,
 }
 
 /// How a component (controllers, scheduler, node agent) reaches the API server.

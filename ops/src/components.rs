@@ -14,7 +14,7 @@ use tokio::sync::watch;
 
 use logbook_node::simulate::SimConfig;
 
-use crate::cli::{ComponentArgs, NodeArgs, SimShape};
+use crate::cli::{ComponentArgs, NodeArgs, SchedulerArgs, SimShape};
 
 /// The identity the controllers act as (kube-controller-manager's user name).
 pub const CONTROLLERS_USER: &str = "system:kube-controller-manager";
@@ -71,15 +71,15 @@ pub async fn run_node(args: NodeArgs) -> Result<()> {
 }
 
 /// `logbook scheduler`: runs until SIGTERM/SIGINT.
-pub async fn run_scheduler(args: ComponentArgs) -> Result<()> {
+pub async fn run_scheduler(args: SchedulerArgs) -> Result<()> {
     let client = client(args.kubeconfig.as_deref()).await?;
     let (tx, rx) = watch::channel(false);
-    let task = tokio::spawn(logbook_controllers::scheduler::run(
-        client,
-        SchedulerConfig::default(),
-        rx,
-    ));
-    println!("logbook scheduler running");
+    let cfg = SchedulerConfig {
+        scheduler_name: args.scheduler_name.clone(),
+        ..SchedulerConfig::default()
+    };
+    let task = tokio::spawn(logbook_controllers::scheduler::run(client, cfg, rx));
+    println!("logbook scheduler running as {}", args.scheduler_name);
     crate::serve::wait_for_signal().await;
     let _ = tx.send(true);
     match task.await {

@@ -497,3 +497,163 @@ async fn controllers_killed_mid_rollout_resume_from_their_position_without_listi
     })
     .await
 }
+
+fn apply(s: &Server, name: &str, manifest: &Value) -> Result<String> {
+    let path = s.data_dir.join(format!("{name}.json"));
+    std::fs::write(&path, serde_json::to_vec(manifest)?)?;
+    s.kubectl(&["apply", "-f", &path.to_string_lossy()])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_that_fits_nowhere_waits_with_failed_scheduling_then_lands_when_a_node_fits()
+-> Result<()> {
+    within(180, "the unschedulable pod was not placed", async {
+        let s = Server::start_with(&["--simulate-nodes", "2"])?;
+        eventually(30, "two Ready nodes", || {
+            Ok(json(&s, &["get", "nodes"])?["items"]
+                .as_array()
+                .map(Vec::len)
+                == Some(2))
+        })
+        .await;
+        apply(
+            &s,
+            "big",
+            &serde_json::json!({
+                "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "big"},
+                "spec": {"containers": [{"name": "c", "image": "nginx",
+                    "resources": {"requests": {"cpu": "64", "memory": "1Gi"}}}]}
+            }),
+        )?;
+        eventually(30, "PodScheduled=False with reason Unschedulable", || {
+            let p = json(&s, &["get", "pod", "big"])?;
+            Ok(p["status"]["conditions"].as_array().is_some_and(|c| {
+                c.iter().any(|c| {
+                    c["type"] == "PodScheduled"
+                        && c["status"] == "False"
+                        && c["reason"] == "Unschedulable"
+                })
+            }))
+        })
+        .await;
+        eventually(30, "a FailedScheduling event naming the shortage", || {
+            let ev = json(
+                &s,
+                &[
+                    "get",
+                    "events",
+                    "--field-selector",
+                    "involvedObject.name=big,reason=FailedScheduling",
+                ],
+            )?;
+            Ok(ev["items"].as_array().is_some_and(|i| {
+                i.iter().any(|e| {
+                    e["type"] == "Warning"
+                        && e["message"].as_str().is_some_and(|m| {
+                            m.contains("0/2 nodes are available") && m.contains("Insufficient cpu")
+                        })
+                })
+            }))
+        })
+        .await;
+        let p = json(&s, &["get", "pod", "big"])?;
+        assert!(p["spec"]["nodeName"].is_null(), "{p}");
+        // A bigger node joins (its own process, as a separate node agent would).
+        let _node = s.component(
+            &[
+                "node",
+                "--simulate",
+                "1",
+                "--node-name-prefix",
+                "big-node",
+                "--node-cpu",
+                "128",
+            ],
+            "running",
+        )?;
+        eventually(60, "the pod Running on the big node", || {
+            let p = json(&s, &["get", "pod", "big"])?;
+            Ok(p["spec"]["nodeName"] == "big-node-0000" && p["status"]["phase"] == "Running")
+        })
+        .await;
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn placement_follows_anti_affinity_taints_tolerations_and_zone_spread() -> Result<()> {
+    within(180, "placement did not finish", async {
+        // Six nodes over zone-a, zone-b, zone-c (two each).
+        let s = Server::start_with(&["--simulate-nodes", "6"])?;
+        eventually(30, "six nodes", || {
+            Ok(json(&s, &["get", "nodes"])?["items"].as_array().map(Vec::len) == Some(6))
+        })
+        .await;
+        s.kubectl(&["taint", "nodes", "sim-node-0000", "dedicated=db:NoSchedule"])?;
+        let template = |app: &str, extra: Value| {
+            let mut spec = serde_json::json!({"containers": [{"name": "c", "image": "nginx"}]});
+            if let (Some(o), Some(e)) = (spec.as_object_mut(), extra.as_object()) {
+                o.extend(e.clone());
+            }
+            serde_json::json!({"metadata": {"labels": {"app": app}}, "spec": spec})
+        };
+        let deployment = |name: &str, replicas: u32, extra: Value| {
+            serde_json::json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
+                "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
+                         "template": template(name, extra)}})
+        };
+        apply(&s, "spread", &deployment("spread", 6, serde_json::json!({"topologySpreadConstraints": [{
+            "maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone", "whenUnsatisfiable": "DoNotSchedule",
+            "labelSelector": {"matchLabels": {"app": "spread"}}}]})))?;
+        apply(&s, "solo", &deployment("solo", 3, serde_json::json!({"affinity": {"podAntiAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": [{
+                "topologyKey": "kubernetes.io/hostname",
+                "labelSelector": {"matchLabels": {"app": "solo"}}}]}}})))?;
+        apply(&s, "db", &serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "db"},
+            "spec": {"containers": [{"name": "c", "image": "postgres"}],
+                     "nodeSelector": {"kubernetes.io/hostname": "sim-node-0000"},
+                     "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "db", "effect": "NoSchedule"}]}}))?;
+        for d in ["spread", "solo"] {
+            s.kubectl(&["rollout", "status", &format!("deployment/{d}"), "--timeout=60s"])?;
+        }
+        let nodes = json(&s, &["get", "nodes"])?;
+        let zone_of: HashMap<String, String> = nodes["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| {
+                (
+                    n["metadata"]["name"].as_str().unwrap_or("").to_string(),
+                    n["metadata"]["labels"]["topology.kubernetes.io/zone"].as_str().unwrap_or("").to_string(),
+                )
+            })
+            .collect();
+        let placed = |app: &str| -> Result<Vec<String>> {
+            Ok(running_pods(&s, "default", &format!("app={app}"))?
+                .iter()
+                .map(|p| p["spec"]["nodeName"].as_str().unwrap_or("").to_string())
+                .collect())
+        };
+        let spread = placed("spread")?;
+        let mut per_zone: HashMap<&str, usize> = HashMap::new();
+        for n in &spread {
+            *per_zone.entry(zone_of[n].as_str()).or_default() += 1;
+        }
+        assert_eq!(per_zone.len(), 3, "{per_zone:?}");
+        assert!(per_zone.values().all(|c| *c == 2), "zone spread 2/2/2: {per_zone:?}");
+        let solo = placed("solo")?;
+        let distinct: std::collections::HashSet<&String> = solo.iter().collect();
+        assert_eq!(distinct.len(), 3, "anti-affinity puts each on its own node: {solo:?}");
+        for n in spread.iter().chain(solo.iter()) {
+            assert_ne!(n, "sim-node-0000", "the tainted node takes only pods that tolerate it");
+        }
+        eventually(30, "the tolerating pod on the tainted node", || {
+            let p = json(&s, &["get", "pod", "db"])?;
+            Ok(p["spec"]["nodeName"] == "sim-node-0000" && p["status"]["phase"] == "Running")
+        })
+        .await;
+        Ok(())
+    })
+    .await
+}

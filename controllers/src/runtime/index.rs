@@ -1,7 +1,7 @@
 //! Owner indexes: which cached objects a controller owns, without scanning the cache.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::Resource;
@@ -21,7 +21,9 @@ pub fn controller_of<K: Resource>(o: &K) -> Option<&OwnerReference> {
 /// filed under `orphans/<namespace>` (controllers adopt from there).
 #[derive(Default)]
 pub struct OwnerIndex {
-    by_owner: Mutex<HashMap<String, HashSet<String>>>,
+    /// Keys are shared (`Arc<str>`): a ReplicaSet of 30,000 pods reads its whole set on
+    /// every status computation.
+    by_owner: Mutex<HashMap<String, HashSet<Arc<str>>>>,
 }
 
 fn slot<K: Resource>(o: &K) -> String {
@@ -41,19 +43,19 @@ impl OwnerIndex {
         if let Some(o) = old {
             let s = slot(o);
             if let Some(set) = m.get_mut(&s) {
-                set.remove(&key_of(o));
+                set.remove(key_of(o).as_str());
                 if set.is_empty() {
                     m.remove(&s);
                 }
             }
         }
         if let Some(n) = new {
-            m.entry(slot(n)).or_default().insert(key_of(n));
+            m.entry(slot(n)).or_default().insert(Arc::from(key_of(n)));
         }
     }
 
     /// Keys of the objects controlled by the owner with this uid.
-    pub fn owned_by(&self, uid: &str) -> Vec<String> {
+    pub fn owned_by(&self, uid: &str) -> Vec<Arc<str>> {
         let m = match self.by_owner.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
@@ -64,7 +66,7 @@ impl OwnerIndex {
     }
 
     /// Keys of the objects in `ns` that have no controller.
-    pub fn orphans_in(&self, ns: &str) -> Vec<String> {
+    pub fn orphans_in(&self, ns: &str) -> Vec<Arc<str>> {
         self.owned_by(&format!("orphans/{ns}"))
     }
 }

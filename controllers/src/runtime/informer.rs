@@ -30,8 +30,12 @@ pub const LIST_PAGE_OBJECTS: u32 = 500;
 /// Server-side timeout asked for each watch request; the informer re-watches from its
 /// position when it ends.
 pub const WATCH_TIMEOUT_SECONDS: u32 = 290;
-/// How often a changed cache is written to the state directory.
+/// How often a changed cache is written to the state directory, at least...
 pub const STATE_SAVE_INTERVAL_MS: u64 = 5_000;
+/// ...and at most: a large cache waits `STATE_SAVE_COST_FACTOR` times as long as its last
+/// save took (30,000 pods are ~60 MB of JSON), so saving stays a few percent of a core.
+pub const STATE_SAVE_INTERVAL_MAX_MS: u64 = 60_000;
+pub const STATE_SAVE_COST_FACTOR: u32 = 50;
 /// Wait before retrying a failed list or watch request (doubles up to the max).
 pub const WATCH_RETRY_BACKOFF_BASE_MS: u64 = 200;
 pub const WATCH_RETRY_BACKOFF_MAX_MS: u64 = 10_000;
@@ -218,6 +222,14 @@ where
     /// The cached object with this key.
     pub fn get(&self, key: &str) -> Option<Arc<K>> {
         self.read().objects.get(key).cloned()
+    }
+
+    /// The cached objects with these keys (one lock for all of them).
+    pub fn get_many<'a>(&self, keys: impl IntoIterator<Item = &'a str>) -> Vec<Arc<K>> {
+        let c = self.read();
+        keys.into_iter()
+            .filter_map(|k| c.objects.get(k).cloned())
+            .collect()
     }
 
     /// Every cached object for which `f` holds.
@@ -458,12 +470,18 @@ where
 
     async fn save_loop(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         let mut saved_generation = 0u64;
+        let mut wait = Duration::from_millis(STATE_SAVE_INTERVAL_MS);
         loop {
             let stop = tokio::select! {
-                () = tokio::time::sleep(Duration::from_millis(STATE_SAVE_INTERVAL_MS)) => false,
+                () = tokio::time::sleep(wait) => false,
                 _ = shutdown.changed() => true,
             };
+            let started = std::time::Instant::now();
             saved_generation = self.save(saved_generation).await;
+            wait = (started.elapsed() * STATE_SAVE_COST_FACTOR).clamp(
+                Duration::from_millis(STATE_SAVE_INTERVAL_MS),
+                Duration::from_millis(STATE_SAVE_INTERVAL_MAX_MS),
+            );
             if stop || *shutdown.borrow() {
                 return;
             }

@@ -28,6 +28,9 @@ struct State {
     dirty: HashSet<String>,
     processing: HashSet<String>,
     delayed: BinaryHeap<Reverse<(Instant, String)>>,
+    /// The earliest deadline each delayed key has; a later `add_after` of the same key is
+    /// folded into it (no duplicate heap entries).
+    delayed_at: HashMap<String, Instant>,
     failures: HashMap<String, u32>,
     shut_down: bool,
 }
@@ -82,12 +85,16 @@ impl WorkQueue {
         if s.shut_down {
             return;
         }
+        let at = Instant::now() + delay;
+        if s.delayed_at.get(key).is_some_and(|t| *t <= at) {
+            return;
+        }
         if s.dirty.len() + s.delayed.len() >= QUEUE_KEYS_MAX {
             self.dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        s.delayed
-            .push(Reverse((Instant::now() + delay, key.to_string())));
+        s.delayed_at.insert(key.to_string(), at);
+        s.delayed.push(Reverse((at, key.to_string())));
         drop(s);
         // A waiting worker recomputes its deadline.
         self.notify.notify_one();
@@ -123,8 +130,12 @@ impl WorkQueue {
                     if *at > now {
                         break;
                     }
-                    if let Some(Reverse((_, key))) = s.delayed.pop() {
-                        self.add_locked(&mut s, &key);
+                    if let Some(Reverse((at, key))) = s.delayed.pop() {
+                        // A superseded entry (an earlier deadline was set later) is skipped.
+                        if s.delayed_at.get(&key) == Some(&at) {
+                            s.delayed_at.remove(&key);
+                            self.add_locked(&mut s, &key);
+                        }
                     }
                 }
                 if let Some(key) = s.queue.pop_front() {
@@ -226,6 +237,20 @@ mod tests {
         let start = Instant::now();
         assert_eq!(q.get().await.as_deref(), Some("a"));
         assert!(start.elapsed() >= Duration::from_secs(2));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_key_delayed_twice_arrives_once_at_the_earlier_deadline() {
+        let q = WorkQueue::default();
+        q.add_after("a", Duration::from_secs(5));
+        q.add_after("a", Duration::from_secs(1));
+        q.add_after("a", Duration::from_secs(3));
+        let start = Instant::now();
+        assert_eq!(q.get().await.as_deref(), Some("a"));
+        assert!(start.elapsed() < Duration::from_secs(2));
+        q.done("a");
+        let again = tokio::time::timeout(Duration::from_secs(10), q.get()).await;
+        assert!(again.is_err(), "no second delivery: {again:?}");
     }
 
     #[test]
