@@ -192,6 +192,20 @@ impl GarbageCollector {
     }
 
     fn observe(&self, resource: &Arc<Resource>, old: Option<&Meta>, new: Option<&Meta>) {
+        if let (Some(o), Some(n)) = (old, new)
+            && o.metadata.owner_references == n.metadata.owner_references
+            && o.metadata.deletion_timestamp.is_some() == n.metadata.deletion_timestamp.is_some()
+            && o.metadata.finalizers == n.metadata.finalizers
+        {
+            // Nothing the collector decides on changed (most pod updates: a binding, a
+            // status): keep the graph's resourceVersion current and skip the queue.
+            if let Some(uid) = n.metadata.uid.as_deref()
+                && let Some(node) = self.graph_write().nodes.get_mut(uid)
+            {
+                node.resource_version = n.metadata.resource_version.clone().unwrap_or_default();
+            }
+            return;
+        }
         let mut touched: Vec<String> = Vec::new();
         {
             let mut g = self.graph_write();

@@ -1,6 +1,7 @@
 """The official Python `kubernetes` client against the real logbook binary: list and watch
 with resourceVersions, paging, selectors, optimistic concurrency, and watches that resume
 across a SIGKILL of the server."""
+import time
 import uuid
 
 import pytest
@@ -84,12 +85,20 @@ def test_remaining_item_count_is_reported_while_paging_without_selectors(server)
     core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=ns)))
     for i in range(7):
         core.create_namespaced_config_map(ns, cm(f"c{i}"))
+    # Every namespace also gets the cluster's kube-root-ca.crt ConfigMap (published by a
+    # controller, as on any cluster): wait for it so the count holds still.
+    deadline = time.time() + 20
+    while not any(c.metadata.name == "kube-root-ca.crt" for c in core.list_namespaced_config_map(ns).items):
+        assert time.time() < deadline, "kube-root-ca.crt was not published"
+        time.sleep(0.1)
+    total = len(core.list_namespaced_config_map(ns).items)
+    assert total == 8
     page = core.list_namespaced_config_map(ns, limit=3)
     assert len(page.items) == 3
-    assert page.metadata.remaining_item_count == 4
+    assert page.metadata.remaining_item_count == total - 3
     last = core.list_namespaced_config_map(ns, limit=3, _continue=page.metadata._continue)
     last = core.list_namespaced_config_map(ns, limit=3, _continue=last.metadata._continue)
-    assert len(last.items) == 1 and not last.metadata._continue
+    assert len(last.items) == total - 6 and not last.metadata._continue
     assert last.metadata.remaining_item_count is None
 
 
