@@ -52,6 +52,31 @@ fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
+/// Starts `cmd` (the `logbook` binary with its arguments) with stdout piped and the test
+/// log level, and returns it with a receiver of its first stdout line (its ready line); the
+/// rest of stdout is drained so the process never blocks on a full pipe.
+fn spawn_logbook(cmd: &mut Command) -> Result<(Child, mpsc::Receiver<String>)> {
+    let mut child = cmd
+        .env(
+            "RUST_LOG",
+            std::env::var("LOGBOOK_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("starting the logbook binary")?;
+    let stdout = child.stdout.take().context("no stdout")?;
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        if let Some(Ok(line)) = lines.next() {
+            let _ = tx.send(line);
+        }
+        for _ in lines {}
+    });
+    Ok((child, rx))
+}
+
 /// A running `logbook serve` on its own data directory.
 pub struct Server {
     pub data_dir: PathBuf,
@@ -97,31 +122,15 @@ impl Server {
                 bin.display()
             );
         }
-        let mut child = Command::new(&bin)
-            .arg("serve")
-            .arg("--data-dir")
-            .arg(&self.data_dir)
-            .arg("--listen")
-            .arg(format!("127.0.0.1:{}", self.port))
-            .args(&self.extra_args)
-            .env(
-                "RUST_LOG",
-                std::env::var("LOGBOOK_TEST_LOG").unwrap_or_else(|_| "warn".into()),
-            )
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .with_context(|| format!("starting {}", bin.display()))?;
-        let stdout = child.stdout.take().context("no stdout")?;
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            if let Some(Ok(line)) = lines.next() {
-                let _ = tx.send(line);
-            }
-            // Keep draining so the server never blocks on a full pipe.
-            for _ in lines {}
-        });
+        let (child, rx) = spawn_logbook(
+            Command::new(&bin)
+                .arg("serve")
+                .arg("--data-dir")
+                .arg(&self.data_dir)
+                .arg("--listen")
+                .arg(format!("127.0.0.1:{}", self.port))
+                .args(&self.extra_args),
+        )?;
         self.child = Some(child);
         match rx.recv_timeout(Duration::from_secs(SERVER_START_TIMEOUT_SECONDS)) {
             Ok(line) if line.contains("logbook serving on") => Ok(()),
@@ -335,27 +344,12 @@ impl Server {
     /// Runs `logbook <args> --kubeconfig <this server's kubeconfig>` and waits for its first
     /// stdout line (its ready line) to contain `ready`.
     pub fn component(&self, args: &[&str], ready: &str) -> Result<Component> {
-        let mut child = Command::new(logbook_bin())
-            .args(args)
-            .arg("--kubeconfig")
-            .arg(self.kubeconfig())
-            .env(
-                "RUST_LOG",
-                std::env::var("LOGBOOK_TEST_LOG").unwrap_or_else(|_| "warn".into()),
-            )
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .context("starting a logbook component")?;
-        let stdout = child.stdout.take().context("no stdout")?;
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            if let Some(Ok(line)) = lines.next() {
-                let _ = tx.send(line);
-            }
-            for _ in lines {}
-        });
+        let (child, rx) = spawn_logbook(
+            Command::new(logbook_bin())
+                .args(args)
+                .arg("--kubeconfig")
+                .arg(self.kubeconfig()),
+        )?;
         let comp = Component { child: Some(child) };
         match rx.recv_timeout(Duration::from_secs(SERVER_START_TIMEOUT_SECONDS)) {
             Ok(line) if line.contains(ready) => Ok(comp),

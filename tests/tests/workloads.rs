@@ -51,6 +51,14 @@ fn running_pods(s: &Server, ns: &str, selector: &str) -> Result<Vec<Value>> {
         .collect())
 }
 
+/// Whether exactly `n` pods with `selector` run, all on `image`.
+fn on_image(s: &Server, selector: &str, n: usize, image: &str) -> Result<bool> {
+    let p = running_pods(s, "default", selector)?;
+    Ok(p.len() == n
+        && p.iter()
+            .all(|p| p["spec"]["containers"][0]["image"] == image))
+}
+
 fn ready(p: &Pod) -> bool {
     p.status
         .as_ref()
@@ -218,10 +226,7 @@ async fn a_deployment_becomes_available_scales_rolls_within_its_budget_and_rolls
             "3"
         );
         eventually(30, "pods back on the old image", || {
-            let p = running_pods(&s, "default", "app=web")?;
-            Ok(p.len() == 4
-                && p.iter()
-                    .all(|p| p["spec"]["containers"][0]["image"] == "nginx:1.25"))
+            on_image(&s, "app=web", 4, "nginx:1.25")
         })
         .await;
         Ok(())
@@ -260,10 +265,7 @@ async fn a_paused_deployment_rolls_out_only_after_resume() -> Result<()> {
         s.kubectl(&["rollout", "resume", "deployment/api"])?;
         s.kubectl(&["rollout", "status", "deployment/api", "--timeout=60s"])?;
         eventually(30, "pods on the new image", || {
-            let p = running_pods(&s, "default", "app=api")?;
-            Ok(p.len() == 2
-                && p.iter()
-                    .all(|p| p["spec"]["containers"][0]["image"] == "busybox:2"))
+            on_image(&s, "app=api", 2, "busybox:2")
         })
         .await;
         Ok(())
