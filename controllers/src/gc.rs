@@ -281,6 +281,7 @@ impl GarbageCollector {
         ns: &str,
         name: &str,
         foreground: bool,
+        resource_version: Option<&str>,
     ) -> Result<(), ReconcileError> {
         let dp = DeleteParams {
             propagation_policy: Some(if foreground {
@@ -290,12 +291,16 @@ impl GarbageCollector {
             }),
             preconditions: Some(Preconditions {
                 uid: Some(uid.to_string()),
-                resource_version: None,
+                resource_version: resource_version.map(str::to_string),
             }),
             ..DeleteParams::default()
         };
         match self.api_for(r, ns).delete(name, &dp).await {
             Ok(_) => Ok(()),
+            // Changed since it was read: look again (with back-off) rather than guess.
+            Err(kube::Error::Api(s)) if s.code == 409 && resource_version.is_some() => {
+                Err(kube::Error::Api(s).into())
+            }
             Err(kube::Error::Api(s)) if matches!(s.code, 404 | 409) => Ok(()),
             Err(e) => Err(e.into()),
         }
@@ -391,7 +396,7 @@ impl Reconciler for GarbageCollector {
                 };
                 for d in &deps {
                     if !d.deleting {
-                        self.delete(&d.uid, &d.resource, &d.namespace, &d.name, blocks(d))
+                        self.delete(&d.uid, &d.resource, &d.namespace, &d.name, blocks(d), None)
                             .await?;
                     }
                 }
@@ -413,15 +418,28 @@ impl Reconciler for GarbageCollector {
         if absent.is_empty() {
             return Ok(Action::Done);
         }
+        // Before acting, the dependent as it is now, not as the graph last saw it: an owner
+        // deleted with `orphan` removes itself from its dependents just before it goes, and a
+        // graph that has not seen that patch yet would delete an orphan (kube's collector
+        // reads the dependent live too).
+        let Some(live) = self
+            .api_for(&resource, &ns)
+            .get_metadata_opt(&name)
+            .await?
+            .filter(|m| m.metadata.uid.as_deref() == Some(uid))
+        else {
+            return Ok(Action::Done);
+        };
+        let owners = live.metadata.owner_references.clone().unwrap_or_default();
+        absent.retain(|a| owners.iter().any(|o| &o.uid == a));
+        if absent.is_empty() || owners.is_empty() {
+            return Ok(Action::Done);
+        }
         if absent.len() == owners.len() {
-            self.delete(uid, &resource, &ns, &name, false).await?;
+            let rv = live.metadata.resource_version.as_deref();
+            self.delete(uid, &resource, &ns, &name, false, rv).await?;
         } else {
-            let rv = self
-                .graph_read()
-                .nodes
-                .get(uid)
-                .map(|n| n.resource_version.clone())
-                .unwrap_or_default();
+            let rv = live.metadata.resource_version.clone().unwrap_or_default();
             let keep: Vec<&OwnerReference> =
                 owners.iter().filter(|o| !absent.contains(&o.uid)).collect();
             self.patch_meta(
