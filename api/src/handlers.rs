@@ -1180,39 +1180,21 @@ pub async fn delete_one(ctx: &Ctx, name: &str, opts: &DeleteOptions) -> ApiResul
             ));
         }
         let mut obj = decode_stored(&cur.object, cur.position.0)?;
-        if let Some(f) = ctx.info.delete_finalizer
-            && obj
-                .get("metadata")
-                .and_then(|m| m.get("deletionTimestamp"))
-                .is_none()
-        {
-            // This kind cleans up before it goes (a CRD's objects): hold it with its
-            // finalizer, as kube-apiserver does on delete.
-            let meta = meta_mut(&mut obj);
-            let list = meta
-                .entry("finalizers")
-                .or_insert_with(|| Value::Array(Vec::new()));
-            if let Some(a) = list.as_array_mut()
-                && !a.iter().any(|x| x.as_str() == Some(f))
-            {
-                a.push(Value::String(f.to_string()));
-            }
-        }
         if obj
             .get("metadata")
             .and_then(|m| m.get("deletionTimestamp"))
             .is_none()
         {
-            // The garbage collector's finalizers: Orphan keeps the dependents (it removes
-            // their ownerReferences first), Foreground deletes them before the owner goes.
+            // Finalizers a delete adds, as kube-apiserver does: the kind's own cleanup (a
+            // CRD's objects), and the garbage collector's — Orphan keeps the dependents (it
+            // removes their ownerReferences first), Foreground deletes them before the owner.
             let gc = match opts.propagation.as_deref() {
                 Some("Orphan") => Some("orphan"),
                 Some("Foreground") => Some("foregroundDeletion"),
                 _ => None,
             };
-            if let Some(f) = gc {
-                let meta = meta_mut(&mut obj);
-                let list = meta
+            for f in [ctx.info.delete_finalizer, gc].into_iter().flatten() {
+                let list = meta_mut(&mut obj)
                     .entry("finalizers")
                     .or_insert_with(|| Value::Array(Vec::new()));
                 if let Some(a) = list.as_array_mut()
