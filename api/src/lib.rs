@@ -420,10 +420,16 @@ async fn handle_routed(
         }
         Route::Resource(target) => {
             let resource = target.plural.clone();
+            let sub = target.subresource.clone().unwrap_or_default();
             let (verb, resp) = resource_request(api.clone(), identity, target, req).await;
             let resp = resp.unwrap_or_else(IntoResponse::into_response);
-            api.metrics
-                .observe_request(verb, &resource, resp.status().as_u16(), started.elapsed());
+            api.metrics.observe_request(
+                verb,
+                &resource,
+                &sub,
+                resp.status().as_u16(),
+                started.elapsed(),
+            );
             resp
         }
     }

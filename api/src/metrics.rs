@@ -52,7 +52,8 @@ impl Histogram {
 
 #[derive(Default)]
 struct Inner {
-    requests: BTreeMap<(String, String, u16), Histogram>,
+    /// By (verb, resource, subresource — empty for the resource itself, code).
+    requests: BTreeMap<(String, String, String, u16), Histogram>,
     commit: Histogram,
     retention: Retention,
 }
@@ -75,10 +76,22 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn observe_request(&self, verb: &str, resource: &str, code: u16, took: Duration) {
+    pub fn observe_request(
+        &self,
+        verb: &str,
+        resource: &str,
+        subresource: &str,
+        code: u16,
+        took: Duration,
+    ) {
         if let Ok(mut g) = self.inner.lock() {
             g.requests
-                .entry((verb.to_string(), resource.to_string(), code))
+                .entry((
+                    verb.to_string(),
+                    resource.to_string(),
+                    subresource.to_string(),
+                    code,
+                ))
                 .or_default()
                 .observe(took.as_secs_f64());
         }
@@ -135,20 +148,32 @@ impl Metrics {
         };
         out.push_str("# HELP apiserver_request_total Requests by verb, resource and HTTP code.\n");
         out.push_str("# TYPE apiserver_request_total counter\n");
-        for ((verb, resource, code), h) in &g.requests {
+        let labels = |verb: &str, resource: &str, sub: &str, code: u16| {
+            // The subresource label only where there is one (`pods/binding`), as an absent
+            // Prometheus label reads as empty.
+            if sub.is_empty() {
+                format!("verb=\"{verb}\",resource=\"{resource}\",code=\"{code}\"")
+            } else {
+                format!(
+                    "verb=\"{verb}\",resource=\"{resource}\",subresource=\"{sub}\",code=\"{code}\""
+                )
+            }
+        };
+        for ((verb, resource, sub, code), h) in &g.requests {
             let _ = writeln!(
                 out,
-                "apiserver_request_total{{verb=\"{verb}\",resource=\"{resource}\",code=\"{code}\"}} {}",
+                "apiserver_request_total{{{}}} {}",
+                labels(verb, resource, sub, *code),
                 h.count
             );
         }
         out.push_str("# HELP apiserver_request_duration_seconds Request latency (watches: until the stream starts).\n");
         out.push_str("# TYPE apiserver_request_duration_seconds histogram\n");
-        for ((verb, resource, code), h) in &g.requests {
+        for ((verb, resource, sub, code), h) in &g.requests {
             h.write(
                 &mut out,
                 "apiserver_request_duration_seconds",
-                &format!("verb=\"{verb}\",resource=\"{resource}\",code=\"{code}\""),
+                &labels(verb, resource, sub, *code),
             );
         }
         out.push_str(

@@ -5,7 +5,10 @@
 //! queues with back-off; workers calling reconcilers); the controllers that make intent
 //! true — [`replicaset`], [`deployment`], [`namespace`], [`gc`] (ownerReferences),
 //! [`serviceaccount`], [`endpoints`] and [`endpointslice`] (a selector's pods published as a
-//! Service's Endpoints and EndpointSlices) — started together by [`manager`]; and
+//! Service's Endpoints and EndpointSlices), [`nodelifecycle`] (silent nodes → Unknown,
+//! taints, rate-limited taint-based eviction), [`disruption`] (PodDisruptionBudget status)
+//! and [`podgc`] — started together by [`manager`], elected through a Lease
+//! ([`runtime::leader`]) when more than one copy runs; and
 //! [`scheduler`], which assigns
 //! pending pods to nodes like kube-scheduler's default profile (start at
 //! [`scheduler::run`]).
@@ -19,11 +22,14 @@
 
 pub mod deployment;
 pub mod discovery;
+pub mod disruption;
 pub mod endpoints;
 pub mod endpointslice;
 pub mod gc;
 pub mod manager;
 pub mod namespace;
+pub mod nodelifecycle;
+pub mod podgc;
 pub mod pods;
 pub mod replicaset;
 pub mod runtime;

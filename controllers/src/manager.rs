@@ -4,17 +4,22 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-use k8s_openapi::api::core::v1::{Endpoints, Namespace, Pod, Service, ServiceAccount};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Endpoints, Namespace, Node, Pod, Service, ServiceAccount};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::{Api, Client};
 use tokio::sync::watch;
 
 use crate::deployment::DeploymentController;
 use crate::discovery::Resources;
+use crate::disruption::DisruptionController;
 use crate::endpoints::{EndpointsController, ServiceIndex};
 use crate::endpointslice::EndpointSliceController;
 use crate::gc::GarbageCollector;
 use crate::namespace::NamespaceController;
+use crate::nodelifecycle::{NodeLifecycleConfig, NodeLifecycleController};
+use crate::podgc::PodGc;
 use crate::replicaset::ReplicaSetController;
 use crate::runtime::{Informer, OwnerIndex, WorkQueue, spawn_workers};
 use crate::serviceaccount::ServiceAccountController;
@@ -29,6 +34,9 @@ pub struct ControllersConfig {
     pub state_dir: Option<PathBuf>,
     /// The cluster CA (PEM) to publish as `kube-root-ca.crt` in every namespace.
     pub root_ca: Option<String>,
+    /// How long a node may be silent before it is `Unknown` (kube's
+    /// `--node-monitor-grace-period`; `None`: 50 s).
+    pub node_monitor_grace_period: Option<std::time::Duration>,
 }
 
 /// What a running set of controllers exposes (tests and metrics read the informers).
@@ -70,6 +78,29 @@ pub fn start(client: Client, cfg: &ControllersConfig, shutdown: watch::Receiver<
         "endpointslices",
         dir,
     );
+    // Node lifecycle, taint-based eviction, disruption budgets and pod GC.
+    let nodes = Informer::new(Api::<Node>::all(client.clone()), "nodes", dir);
+    let node_leases = Informer::new(
+        Api::<Lease>::namespaced(client.clone(), "kube-node-lease"),
+        "node-leases",
+        dir,
+    );
+    let pdbs = Informer::new(
+        Api::<PodDisruptionBudget>::all(client.clone()),
+        "poddisruptionbudgets",
+        dir,
+    );
+    let nlc = NodeLifecycleController::new(
+        client.clone(),
+        nodes.clone(),
+        &node_leases,
+        pods.clone(),
+        NodeLifecycleConfig {
+            grace_period: cfg.node_monitor_grace_period,
+        },
+    );
+    let pgc = PodGc::new(client.clone(), pods.clone(), nodes.clone());
+    let drc = DisruptionController::new(client.clone(), pdbs.clone(), &pods);
     // Before the controllers' own handlers: their reconciles read it.
     let service_index = ServiceIndex::new(pods.clone(), services.clone());
     let epc = EndpointsController::new(
@@ -130,6 +161,9 @@ pub fn start(client: Client, cfg: &ControllersConfig, shutdown: watch::Receiver<
     endpoints.start(shutdown.clone());
     slices.start(shutdown.clone());
     gc.start(shutdown.clone());
+    nodes.start(shutdown.clone());
+    node_leases.start(shutdown.clone());
+    pdbs.start(shutdown.clone());
     // Workers start once the caches are whole, so nothing acts on a partial view.
     let running = Running {
         pods,
@@ -151,7 +185,12 @@ pub fn start(client: Client, cfg: &ControllersConfig, shutdown: watch::Receiver<
             services.wait_synced(),
             endpoints.wait_synced(),
             slices.wait_synced(),
+            nodes.wait_synced(),
+            node_leases.wait_synced(),
+            pdbs.wait_synced(),
         );
+        tokio::spawn(nlc.run(sd.clone()));
+        tokio::spawn(pgc.run(sd.clone()));
         let queues: Vec<Arc<WorkQueue>> = vec![
             rsc.queue.clone(),
             dc.queue.clone(),
@@ -159,6 +198,7 @@ pub fn start(client: Client, cfg: &ControllersConfig, shutdown: watch::Receiver<
             sac.queue.clone(),
             epc.queue.clone(),
             esc.queue.clone(),
+            drc.queue.clone(),
         ];
         spawn_workers(rsc.queue.clone(), rsc, WORKERS_PER_CONTROLLER);
         spawn_workers(dc.queue.clone(), dc, WORKERS_PER_CONTROLLER);
@@ -166,6 +206,7 @@ pub fn start(client: Client, cfg: &ControllersConfig, shutdown: watch::Receiver<
         spawn_workers(sac.queue.clone(), sac, 2);
         spawn_workers(epc.queue.clone(), epc, WORKERS_PER_CONTROLLER);
         spawn_workers(esc.queue.clone(), esc, WORKERS_PER_CONTROLLER);
+        spawn_workers(drc.queue.clone(), drc, 2);
         let _ = sd.wait_for(|s| *s).await;
         for q in queues {
             q.shut_down();

@@ -240,6 +240,10 @@ pub struct ServeArgs {
     /// Do not run the scheduler in-process (run `logbook scheduler` instead, or none).
     #[arg(long)]
     pub no_scheduler: bool,
+    /// How long a node may stay silent (no Lease renewal, no status) before the node
+    /// lifecycle controller marks it Unknown and taints it (kube's flag; default 50s).
+    #[arg(long, value_name = "DURATION")]
+    pub node_monitor_grace_period: Option<String>,
     /// Also run this many simulated nodes in-process (kwok-like; default none).
     #[arg(long, default_value_t = 0)]
     pub simulate_nodes: usize,
@@ -285,6 +289,10 @@ pub struct SchedulerArgs {
     /// default one takes another name).
     #[arg(long, default_value = "default-scheduler")]
     pub scheduler_name: String,
+    /// Schedule only while holding the scheduler's Lease in kube-system (so two schedulers
+    /// never bind at once); `--leader-elect=false` to always schedule.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub leader_elect: bool,
 }
 
 /// How a component (controllers, scheduler, node agent) reaches the API server.
@@ -297,6 +305,13 @@ pub struct ComponentArgs {
     /// a restart instead of listing everything again.
     #[arg(long, default_value = "logbook-controllers-state")]
     pub state_dir: PathBuf,
+    /// How long a node may stay silent before it is marked Unknown and tainted (default 50s).
+    #[arg(long, value_name = "DURATION")]
+    pub node_monitor_grace_period: Option<String>,
+    /// Reconcile only while holding the `logbook-controllers` Lease in kube-system (so two
+    /// copies never reconcile at once); `--leader-elect=false` to always reconcile.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub leader_elect: bool,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use logbook_api::Api;
 use logbook_controllers::manager::{self, ControllersConfig};
+use logbook_controllers::runtime::leader::{self, LeaderElection};
 use logbook_controllers::scheduler::SchedulerConfig;
 use tokio::sync::watch;
 
@@ -21,16 +22,57 @@ pub const CONTROLLERS_USER: &str = "system:kube-controller-manager";
 /// The identity the scheduler acts as (kube-scheduler's user name).
 pub const SCHEDULER_USER: &str = "system:kube-scheduler";
 
-/// Starts the scheduler inside `logbook serve`.
-pub fn start_scheduler_in_process(api: &Arc<Api>, shutdown: watch::Receiver<bool>) {
+/// The Lease the controllers elect their leader through (kube-controller-manager's
+/// `kube-system/kube-controller-manager`).
+pub const CONTROLLERS_LEASE: &str = "logbook-controllers";
+
+/// The Lease schedulers named `name` elect their leader through.
+pub fn scheduler_lease(name: &str) -> String {
+    if name == "default-scheduler" {
+        "logbook-scheduler".to_string()
+    } else {
+        format!("logbook-scheduler-{name}")
+    }
+}
+
+/// Runs the scheduler while this process leads `lease` (or always, without election).
+fn spawn_scheduler(
+    client: kube::Client,
+    cfg: SchedulerConfig,
+    election: Option<LeaderElection>,
+    shutdown: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    let start = move |client: kube::Client, cfg: SchedulerConfig, rx: watch::Receiver<bool>| {
+        tokio::spawn(async move {
+            if let Err(e) = logbook_controllers::scheduler::run(client, cfg, rx).await {
+                tracing::error!("scheduler stopped: {e}");
+            }
+        })
+    };
+    match election {
+        None => start(client, cfg, shutdown),
+        Some(election) => tokio::spawn(async move {
+            let c = client.clone();
+            leader::run(c, election, shutdown, move |rx| {
+                start(client.clone(), cfg.clone(), rx);
+            })
+            .await;
+        }),
+    }
+}
+
+/// Starts the scheduler inside `logbook serve`, elected through its Lease (so a `logbook
+/// scheduler` process or another API server's scheduler never schedules at the same time).
+pub fn start_scheduler_in_process(
+    api: &Arc<Api>,
+    data_dir: &Path,
+    shutdown: watch::Receiver<bool>,
+) {
     let client = crate::inproc::client(api, SCHEDULER_USER, &[]);
-    tokio::spawn(async move {
-        if let Err(e) =
-            logbook_controllers::scheduler::run(client, SchedulerConfig::default(), shutdown).await
-        {
-            tracing::error!("scheduler stopped: {e}");
-        }
-    });
+    let cfg = SchedulerConfig::default();
+    let election = LeaderElection::new(&scheduler_lease(&cfg.scheduler_name))
+        .with_identity_file(&data_dir.join("scheduler").join("leader-identity"));
+    spawn_scheduler(client, cfg, Some(election), shutdown);
 }
 
 /// The simulated nodes' configuration from the command line.
@@ -78,29 +120,46 @@ pub async fn run_scheduler(args: SchedulerArgs) -> Result<()> {
         scheduler_name: args.scheduler_name.clone(),
         ..SchedulerConfig::default()
     };
-    let task = tokio::spawn(logbook_controllers::scheduler::run(client, cfg, rx));
-    println!("logbook scheduler running as {}", args.scheduler_name);
+    let election = args
+        .leader_elect
+        .then(|| LeaderElection::new(&scheduler_lease(&args.scheduler_name)));
+    // One ready line (tests and scripts wait for it), saying whom it campaigns as.
+    match &election {
+        Some(e) => println!(
+            "logbook scheduler running as {}; campaigning for lease {}/{} as {}",
+            args.scheduler_name, e.namespace, e.lease_name, e.identity
+        ),
+        None => println!("logbook scheduler running as {}", args.scheduler_name),
+    }
+    let task = spawn_scheduler(client, cfg, election, rx);
     crate::serve::wait_for_signal().await;
     let _ = tx.send(true);
-    match task.await {
-        Ok(r) => r.map_err(|e| anyhow::anyhow!("scheduler: {e}")),
-        Err(e) => Err(anyhow::anyhow!("scheduler task: {e}")),
-    }
+    task.await
+        .map_err(|e| anyhow::anyhow!("scheduler task: {e}"))
 }
 
-/// Starts the controllers inside `logbook serve`, saving their state under the data dir.
+/// Starts the controllers inside `logbook serve`, saving their state under the data dir,
+/// elected through their Lease (a `logbook controllers` process or another API server's
+/// controllers never reconcile at the same time).
 pub fn start_in_process(
     api: &Arc<Api>,
     data_dir: &Path,
     root_ca: &str,
+    node_monitor_grace_period: Option<std::time::Duration>,
     shutdown: watch::Receiver<bool>,
 ) {
     let client = crate::inproc::client(api, CONTROLLERS_USER, &[]);
+    let state_dir = data_dir.join("controllers");
+    let election = LeaderElection::new(CONTROLLERS_LEASE)
+        .with_identity_file(&state_dir.join("leader-identity"));
     let cfg = ControllersConfig {
-        state_dir: Some(data_dir.join("controllers")),
+        state_dir: Some(state_dir),
         root_ca: Some(root_ca.to_string()),
+        node_monitor_grace_period,
     };
-    manager::start(client, &cfg, shutdown);
+    tokio::spawn(leader::run(client.clone(), election, shutdown, move |rx| {
+        manager::start(client.clone(), &cfg, rx);
+    }));
 }
 
 /// A client from `--kubeconfig`, `$KUBECONFIG` or `~/.kube/config`.
@@ -116,28 +175,51 @@ pub async fn client(kubeconfig: Option<&Path>) -> Result<kube::Client> {
     Ok(kube::Client::try_from(cfg)?)
 }
 
-/// `logbook controllers`: runs until SIGTERM/SIGINT.
+/// `logbook controllers`: runs until SIGTERM/SIGINT. With leader election (the default)
+/// it reconciles only while it holds the `logbook-controllers` Lease; a standby waits.
 pub async fn run_controllers(args: ComponentArgs) -> Result<()> {
     let client = client(args.kubeconfig.as_deref()).await?;
     std::fs::create_dir_all(&args.state_dir)
         .with_context(|| format!("creating {}", args.state_dir.display()))?;
     let (tx, rx) = watch::channel(false);
-    let running = manager::start(
-        client,
-        &ControllersConfig {
-            state_dir: Some(args.state_dir.clone()),
-            root_ca: None,
-        },
-        rx,
-    );
-    running.wait_synced().await;
-    println!(
-        "logbook controllers running; state in {}",
-        args.state_dir.display()
-    );
+    let cfg = ControllersConfig {
+        state_dir: Some(args.state_dir.clone()),
+        root_ca: None,
+        node_monitor_grace_period: args
+            .node_monitor_grace_period
+            .as_deref()
+            .map(crate::retention::parse_duration)
+            .transpose()?,
+    };
+    let start = move |client: kube::Client, rx: watch::Receiver<bool>| {
+        let running = manager::start(client, &cfg, rx);
+        tokio::spawn(async move {
+            running.wait_synced().await;
+            tracing::info!("controllers synced and reconciling");
+        });
+    };
+    let dir = args.state_dir.display().to_string();
+    let task = if args.leader_elect {
+        let election = LeaderElection::new(CONTROLLERS_LEASE)
+            .with_identity_file(&args.state_dir.join("leader-identity"));
+        // One ready line (tests and scripts wait for it), saying whom it campaigns as.
+        println!(
+            "logbook controllers running; state in {dir}; campaigning for lease {}/{} as {}",
+            election.namespace, election.lease_name, election.identity
+        );
+        let c = client.clone();
+        tokio::spawn(leader::run(c, election, rx, move |rx| {
+            start(client.clone(), rx)
+        }))
+    } else {
+        println!("logbook controllers running; state in {dir}");
+        start(client, rx);
+        tokio::spawn(async {})
+    };
     crate::serve::wait_for_signal().await;
     let _ = tx.send(true);
-    // Informers write their state on shutdown; give them a moment.
+    // The leader releases its Lease; informers write their state on shutdown.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), task).await;
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     Ok(())
 }

@@ -92,7 +92,18 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("registering the stored CustomResourceDefinitions: {e}"))?;
     if !args.no_controllers {
-        crate::components::start_in_process(&api, &args.data_dir, &pki.ca_pem, shutdown_rx.clone());
+        let grace = args
+            .node_monitor_grace_period
+            .as_deref()
+            .map(crate::retention::parse_duration)
+            .transpose()?;
+        crate::components::start_in_process(
+            &api,
+            &args.data_dir,
+            &pki.ca_pem,
+            grace,
+            shutdown_rx.clone(),
+        );
     }
     if args.simulate_nodes > 0 {
         crate::components::start_nodes_in_process(
@@ -102,7 +113,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         );
     }
     if !args.no_scheduler {
-        crate::components::start_scheduler_in_process(&api, shutdown_rx.clone());
+        crate::components::start_scheduler_in_process(&api, &args.data_dir, shutdown_rx.clone());
     }
     crate::retention::spawn_tasks(
         log,

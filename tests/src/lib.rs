@@ -361,7 +361,8 @@ impl Server {
         }
     }
 
-    /// The server's `apiserver_request_total` for one verb and resource (all codes).
+    /// The server's `apiserver_request_total` for one verb and resource (all codes; not its
+    /// subresources: a pod's `binding` is not a pod create).
     pub async fn request_count(&self, verb: &str, resource: &str) -> Result<u64> {
         let c = self.client().await?;
         let text = c
@@ -372,7 +373,8 @@ impl Server {
                 &serde_json::Value::Null,
             ))
             .await?;
-        let needle = format!("apiserver_request_total{{verb=\"{verb}\",resource=\"{resource}\",");
+        let needle =
+            format!("apiserver_request_total{{verb=\"{verb}\",resource=\"{resource}\",code=");
         Ok(text
             .lines()
             .filter(|l| l.starts_with(&needle))

@@ -5,6 +5,7 @@
 pub mod expectations;
 pub mod index;
 pub mod informer;
+pub mod leader;
 pub mod queue;
 
 use std::sync::Arc;
