@@ -137,9 +137,11 @@ pub async fn run(
         () = shutdown_requested(&mut shutdown) => return Ok(()),
     }
     tracing::info!(nodes = cfg.nodes, "simulated nodes registered");
-    let heartbeats = nodes::heartbeat(client.clone(), cfg.clone(), boot, shutdown.clone());
+    let stale = nodes::Stale::default();
+    let own = nodes::watch_own_nodes(client.clone(), cfg.clone(), stale.clone(), shutdown.clone());
+    let heartbeats = nodes::heartbeat(client.clone(), cfg.clone(), boot, stale, shutdown.clone());
     let kubelet = pods::Kubelet::new(client, &cfg).run(shutdown);
-    tokio::join!(heartbeats, kubelet);
+    tokio::join!(own, heartbeats, kubelet);
     Ok(())
 }
 

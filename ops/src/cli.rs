@@ -103,6 +103,10 @@ pub enum BenchTarget {
     /// pods on --nodes simulated nodes; pod startup latency, pods bound per second, lease
     /// heartbeats, RSS.
     Workloads(BenchWorkloadsArgs),
+    /// Kubernetes' scale envelope: 5,000 simulated nodes and 150,000 pods; mutating API p99
+    /// under the node lease load, server RSS, and how fast 500 nodes going silent at once
+    /// are noticed.
+    Scale(BenchScaleArgs),
     /// The history benchmark: a store of 1,000,000 events, then an object's revisions, a
     /// list as of an old position and one user's change feed, over HTTPS.
     History(BenchApiArgs),
@@ -149,6 +153,31 @@ pub struct BenchWorkloadsArgs {
     pub replicas: usize,
     /// Directory for results.md and results.json (created if missing).
     #[arg(long, default_value = "bench-out/workloads")]
+    pub out: PathBuf,
+    /// The logbook binary to start as the server (default: this one).
+    #[arg(long)]
+    pub server_bin: Option<PathBuf>,
+    /// Extra arguments for `logbook serve` (repeatable).
+    #[arg(long, allow_hyphen_values = true)]
+    pub server_arg: Vec<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BenchScaleArgs {
+    /// Smoke run: 300 nodes (30 silenced), 9,000 pods.
+    #[arg(long)]
+    pub quick: bool,
+    /// Simulated nodes, in two `logbook node` processes.
+    #[arg(long, default_value_t = 5_000)]
+    pub nodes: usize,
+    /// Pods, as Deployments of 5,000 replicas.
+    #[arg(long, default_value_t = 150_000)]
+    pub pods: usize,
+    /// Nodes that go silent at once in the last phase.
+    #[arg(long, default_value_t = 500)]
+    pub silent: usize,
+    /// Directory for results.md and results.json (created if missing).
+    #[arg(long, default_value = "bench-out/scale")]
     pub out: PathBuf,
     /// The logbook binary to start as the server (default: this one).
     #[arg(long)]

@@ -4,6 +4,7 @@ mod bench_api;
 mod bench_audit;
 mod bench_crd;
 mod bench_history;
+mod bench_scale;
 mod bench_store;
 mod bench_workloads;
 mod cli;
@@ -71,6 +72,9 @@ async fn main() -> anyhow::Result<()> {
         Command::Bench {
             target: BenchTarget::Workloads(args),
         } => bench_workloads::run(args).await,
+        Command::Bench {
+            target: BenchTarget::Scale(args),
+        } => bench_scale::run(args).await,
         Command::Verify(args) => verify::run(args).await,
         Command::Audit {
             action: AuditAction::Verify(args),

@@ -1,5 +1,7 @@
 //! Node registration and heartbeats: create (or adopt) each Node, write its status, keep its
-//! Lease renewed, and re-post its status every `node_status_report_interval`.
+//! Lease renewed, and re-post its status every `node_status_report_interval` — or at the next
+//! heartbeat when the Node's Ready condition was changed by someone else (the node lifecycle
+//! controller marking it `Unknown` during a partition), as kubelet does.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -135,6 +137,49 @@ async fn register(
     Ok(uid)
 }
 
+/// Indexes of this process's nodes whose Ready condition someone else changed (the node
+/// lifecycle controller marks a silent node `Unknown`): they re-post their status on their
+/// next heartbeat, as kubelet does when the Node it reads differs from what it reports.
+pub(super) type Stale = Arc<std::sync::Mutex<std::collections::HashSet<usize>>>;
+
+/// Watches this process's Nodes and marks those whose Ready is not `True` as stale.
+pub(super) async fn watch_own_nodes(
+    client: kube::Client,
+    cfg: SimConfig,
+    stale: Stale,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    use kube::runtime::{WatchStreamExt, watcher};
+    let index: std::collections::HashMap<String, usize> =
+        (0..cfg.nodes).map(|i| (node_name(&cfg, i), i)).collect();
+    let api: Api<Node> = Api::all(client);
+    let events = watcher::watcher(api, watcher::Config::default()).default_backoff();
+    let mut events = std::pin::pin!(events);
+    loop {
+        tokio::select! {
+            () = super::shutdown_requested(&mut shutdown) => return,
+            ev = events.next() => match ev {
+                Some(Ok(watcher::Event::Apply(n) | watcher::Event::InitApply(n))) => {
+                    let Some(i) = n.metadata.name.as_ref().and_then(|name| index.get(name)) else {
+                        continue;
+                    };
+                    let ready = n
+                        .status
+                        .as_ref()
+                        .and_then(|s| s.conditions.as_ref())
+                        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+                    if !ready {
+                        stale.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(*i);
+                    }
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => tracing::debug!(error = %e, "the node watch failed; it resumes after a back-off"),
+                None => return,
+            },
+        }
+    }
+}
+
 /// One heartbeat: renew node `i`'s Lease, and post its status when `report` is set. A Lease
 /// or Node that someone deleted is recreated.
 async fn beat(client: kube::Client, cfg: Arc<SimConfig>, i: usize, boot: Timestamp, report: bool) {
@@ -184,6 +229,7 @@ pub(super) async fn heartbeat(
     client: kube::Client,
     cfg: SimConfig,
     boot: Timestamp,
+    stale: Stale,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     let n = cfg.nodes;
@@ -217,7 +263,11 @@ pub(super) async fn heartbeat(
                 let i = (beat_index % n as u64) as usize;
                 let round = beat_index / n as u64 + 1;
                 beat_index += 1;
-                let report = round.is_multiple_of(rounds_per_report);
+                let was_stale = stale
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .remove(&i);
+                let report = was_stale || round.is_multiple_of(rounds_per_report);
                 inflight.spawn(beat(client.clone(), cfg.clone(), i, boot, report));
             }
         }
