@@ -1147,6 +1147,20 @@ pub enum Deleted {
     Pending(Vec<u8>, u64),
 }
 
+fn verb_of(opts: &DeleteOptions) -> String {
+    format!(
+        "delete;propagationPolicy={}",
+        opts.propagation.as_deref().unwrap_or("Background")
+    )
+}
+
+fn expect_of(cur: &StoredObject) -> Expect {
+    Expect {
+        position: Some(cur.position),
+        uid: Some(cur.uid.clone()),
+    }
+}
+
 pub async fn delete_one(ctx: &Ctx, name: &str, opts: &DeleteOptions) -> ApiResult<Deleted> {
     for _ in 0..UPDATE_RETRIES_MAX {
         let cur = ctx
@@ -1204,14 +1218,39 @@ pub async fn delete_one(ctx: &Ctx, name: &str, opts: &DeleteOptions) -> ApiResul
                 }
             }
         }
-        let verb = format!(
-            "delete;propagationPolicy={}",
-            opts.propagation.as_deref().unwrap_or("Background")
-        );
-        let expect = Expect {
-            position: Some(cur.position),
-            uid: Some(cur.uid.clone()),
-        };
+        let verb = verb_of(opts);
+        let expect = expect_of(&cur);
+        // Pods on a node end gracefully: the object stays, marked, until the node agent has
+        // stopped the containers and deletes it with grace 0 (kube's CheckGracefulDelete).
+        if ctx.info.group.is_empty() && ctx.info.plural == "pods" {
+            match strategy::pod_graceful_delete(&mut obj, opts.grace_period_seconds) {
+                strategy::GracefulDelete::Immediate => {}
+                strategy::GracefulDelete::Unchanged => {
+                    return Ok(Deleted::Pending(cur.object, cur.position.0));
+                }
+                strategy::GracefulDelete::Marked => {
+                    meta_mut(&mut obj).remove("resourceVersion");
+                    if opts.dry_run {
+                        return Ok(Deleted::Pending(encode_stored(&obj), cur.position.0));
+                    }
+                    match ctx
+                        .append(
+                            EventType::Modified,
+                            name,
+                            &obj,
+                            &cur.uid,
+                            expect_of(&cur),
+                            &verb_of(opts),
+                        )
+                        .await
+                    {
+                        Ok(ev) => return Ok(Deleted::Pending(ev.object, ev.position.0)),
+                        Err(e) if e.reason == "Conflict" => continue,
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+        }
         let (kind, pending) = if strategy::has_finalizers(&obj) {
             if obj
                 .get("metadata")

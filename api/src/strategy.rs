@@ -415,6 +415,10 @@ pub fn prepare_update(
             };
         }
     }
+    if info.group.is_empty() && info.plural == "pods" && !status_endpoint {
+        // DefaultTolerationSeconds admits updates too: a manifest without them replaces.
+        default_toleration_seconds(&mut new);
+    }
     if status_endpoint {
         let mut out = old.clone();
         match new.remove("status") {
@@ -464,11 +468,95 @@ fn spec_changed(old: &Map<String, Value>, new: &Map<String, Value>) -> bool {
     a != b
 }
 
-/// Whether the object waits only for its finalizers to go: deleting and none left.
+/// Whether the object waits only for its finalizers to go: deleting, none left, and no
+/// graceful termination still running (a pod's `deletionGracePeriodSeconds` above 0 waits
+/// for its node agent).
 pub fn ready_to_remove(obj: &Map<String, Value>) -> bool {
-    obj.get("metadata")
-        .is_some_and(|m| m.get("deletionTimestamp").is_some())
+    let meta = obj.get("metadata");
+    meta.is_some_and(|m| m.get("deletionTimestamp").is_some())
+        && meta
+            .and_then(|m| m.get("deletionGracePeriodSeconds"))
+            .and_then(Value::as_i64)
+            .unwrap_or(0)
+            <= 0
         && !has_finalizers(obj)
+}
+
+/// A pod's grace period when none is given and its spec has none (kube's default).
+pub const POD_TERMINATION_GRACE_PERIOD_S: i64 = 30;
+
+/// What a DELETE of a pod does, after [`pod_graceful_delete`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum GracefulDelete {
+    /// No (more) grace: delete now, or wait only for finalizers.
+    Immediate,
+    /// The pod is now marked: `deletionTimestamp` = now + grace, `deletionGracePeriodSeconds`.
+    Marked,
+    /// Already terminating with no longer a grace than asked: nothing changes.
+    Unchanged,
+}
+
+/// kube's `CheckGracefulDelete` for pods: the grace is the request's, else the pod's
+/// `terminationGracePeriodSeconds`, else 30 s; an unscheduled pod or one that has finished
+/// gets none. A pod already terminating only ever gets a shorter grace.
+pub fn pod_graceful_delete(pod: &mut Map<String, Value>, requested: Option<i64>) -> GracefulDelete {
+    let spec = pod.get("spec");
+    let scheduled = spec
+        .and_then(|s| s.get("nodeName"))
+        .and_then(Value::as_str)
+        .is_some_and(|n| !n.is_empty());
+    let finished = matches!(
+        pod.get("status")
+            .and_then(|s| s.get("phase"))
+            .and_then(Value::as_str),
+        Some("Succeeded" | "Failed")
+    );
+    let grace = if !scheduled || finished {
+        0
+    } else {
+        requested
+            .or_else(|| {
+                spec.and_then(|s| s.get("terminationGracePeriodSeconds"))
+                    .and_then(Value::as_i64)
+            })
+            .unwrap_or(POD_TERMINATION_GRACE_PERIOD_S)
+            .max(0)
+    };
+    let meta = pod.get("metadata");
+    let deleting = meta.is_some_and(|m| m.get("deletionTimestamp").is_some());
+    let current = meta
+        .and_then(|m| m.get("deletionGracePeriodSeconds"))
+        .and_then(Value::as_i64)
+        .unwrap_or(0);
+    let mark = |pod: &mut Map<String, Value>, grace: i64| {
+        let at = jiff::Timestamp::now()
+            .checked_add(jiff::SignedDuration::from_secs(grace))
+            .unwrap_or_else(|_| jiff::Timestamp::now());
+        let m = meta_mut(pod);
+        m.insert(
+            "deletionTimestamp".into(),
+            Value::String(at.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()),
+        );
+        m.insert("deletionGracePeriodSeconds".into(), json!(grace));
+    };
+    if !deleting {
+        if grace > 0 {
+            mark(pod, grace);
+            return GracefulDelete::Marked;
+        }
+        return GracefulDelete::Immediate;
+    }
+    if current > 0 && grace < current {
+        mark(pod, grace);
+        if grace > 0 || has_finalizers(pod) {
+            return GracefulDelete::Marked;
+        }
+        return GracefulDelete::Immediate;
+    }
+    if current > 0 {
+        return GracefulDelete::Unchanged;
+    }
+    GracefulDelete::Immediate
 }
 
 /// Whether something still holds the object on deletion: `metadata.finalizers`, and for a

@@ -27,7 +27,9 @@ fn pod(name: &str) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn binding_eviction_and_node_streams_behave_as_kube_apiserver() -> Result<()> {
     within(120, "a pod action did not answer", async {
-        let s = Server::start()?;
+        // API only: this test plays the disruption controller itself (writes the budget's
+        // status by hand), so the real one must not run.
+        let s = Server::start_api_only()?;
         let c = s.client_without_retries().await?;
         let pods = "/api/v1/namespaces/default/pods";
         for n in ["p1", "p2", "p3"] {
@@ -81,12 +83,18 @@ async fn binding_eviction_and_node_streams_behave_as_kube_apiserver() -> Result<
         assert!(!out.status.success());
         assert!(String::from_utf8_lossy(&out.stderr).contains("node agent"), "{out:?}");
 
-        // Eviction without a budget deletes the pod.
+        // Eviction without a budget deletes the pod: gracefully, as it is bound to a node,
+        // so it stays terminating until its node agent (here: nobody) ends it with grace 0.
         let ev = |name: &str| json!({"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": name}});
         let st = call(&c, "POST", &format!("{pods}/p1/eviction"), ev("p1")).await?;
         assert_eq!(st["status"], "Success");
+        let p1 = call(&c, "GET", &format!("{pods}/p1"), Value::Null).await?;
+        assert!(p1["metadata"]["deletionTimestamp"].is_string(), "{}", p1["metadata"]);
+        assert_eq!(p1["metadata"]["deletionGracePeriodSeconds"], 30);
+        let gone = http::Request::delete(format!("{pods}/p1?gracePeriodSeconds=0")).body(Vec::new())?;
+        c.request_text(gone).await?;
         let (code, _, _) = fails(&c, "GET", &format!("{pods}/p1"), Value::Null).await;
-        assert_eq!(code, 404, "the evicted pod is gone");
+        assert_eq!(code, 404, "grace 0 ends the evicted pod");
 
         // A budget whose status allows one disruption: one eviction, then 429.
         let pdbs = "/apis/policy/v1/namespaces/default/poddisruptionbudgets";
@@ -117,19 +125,27 @@ async fn binding_eviction_and_node_streams_behave_as_kube_apiserver() -> Result<
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_drain_cordons_the_node_and_evicts_its_pods() -> Result<()> {
     within(120, "kubectl drain did not finish", async {
-        let s = Server::start()?;
+        // A simulated node ends the evicted pods' graceful deletion, as kubelet does; no
+        // scheduler, so the pod meant for elsewhere stays unscheduled.
+        let s = Server::start_with(&["--simulate-nodes", "1", "--no-scheduler", "--node-name-prefix", "n"])?;
         let c = s.client_without_retries().await?;
-        call(&c, "POST", "/api/v1/nodes", json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"}})).await?;
+        let n1 = "n-0000";
+        loop {
+            if call(&c, "GET", &format!("/api/v1/nodes/{n1}"), Value::Null).await.is_ok() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
         let pods = "/api/v1/namespaces/default/pods";
         for n in ["a", "b"] {
             call(&c, "POST", pods, pod(n)).await?;
-            let b = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": n}, "target": {"kind": "Node", "name": "n1"}});
+            let b = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": n}, "target": {"kind": "Node", "name": n1}});
             call(&c, "POST", &format!("{pods}/{n}/binding"), b).await?;
         }
         call(&c, "POST", pods, pod("elsewhere")).await?;
-        let out = s.kubectl(&["drain", "n1", "--force", "--ignore-daemonsets", "--timeout=30s"])?;
+        let out = s.kubectl(&["drain", n1, "--force", "--ignore-daemonsets", "--timeout=30s"])?;
         assert!(out.contains("evicted") && out.contains("drained"), "{out}");
-        let node = call(&c, "GET", "/api/v1/nodes/n1", Value::Null).await?;
+        let node = call(&c, "GET", &format!("/api/v1/nodes/{n1}"), Value::Null).await?;
         assert_eq!(node["spec"]["unschedulable"], true, "drain cordons the node");
         let list = call(&c, "GET", pods, Value::Null).await?;
         let left: Vec<&str> = list["items"]
