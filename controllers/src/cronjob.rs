@@ -320,6 +320,86 @@ pub fn missed(
     (count, last)
 }
 
+/// What is due for a CronJob at a given time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Due {
+    /// No scheduled time passed since the last one (within startingDeadlineSeconds).
+    Nothing,
+    /// The most recent time's Job was started already.
+    Started,
+    /// The most recent time is older than startingDeadlineSeconds: skipped.
+    TooLate(Timestamp),
+    /// concurrencyPolicy Forbid while a Job runs: skipped until it finishes.
+    Forbidden(Timestamp),
+    /// Start the Job for this time; under Replace, delete the running ones first.
+    Run { at: Timestamp, replace: bool },
+}
+
+/// The scheduling decision and how many times were missed (capped just past
+/// [`MISSED_SCHEDULES_WARN_MAX`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub due: Due,
+    pub missed: usize,
+}
+
+/// Decides what is due for `cj` at `now` (kube's `mostRecentScheduleTime` and the checks
+/// after it): the most recent scheduled time since the last one (or since creation), no
+/// earlier than `now - startingDeadlineSeconds`. `active` is the CronJob's running Jobs;
+/// `job_exists` says whether a Job of that name is known.
+pub fn decide(
+    cj: &CronJob,
+    sched: &Schedule,
+    tz: &TimeZone,
+    active: &[ObjectReference],
+    now: Timestamp,
+    job_exists: impl Fn(&str) -> bool,
+) -> Decision {
+    let spec = cj.spec.clone().unwrap_or_default();
+    let last = cj
+        .status
+        .as_ref()
+        .and_then(|s| s.last_schedule_time.as_ref())
+        .map(|t| t.0);
+    let created = cj.metadata.creation_timestamp.as_ref().map_or(now, |t| t.0);
+    let mut earliest = last.unwrap_or(created);
+    if let Some(sds) = spec.starting_deadline_seconds
+        && let Ok(floor) = Timestamp::from_second(now.as_second().saturating_sub(sds))
+    {
+        earliest = earliest.max(floor);
+    }
+    let (missed, most_recent) = missed(sched, tz, earliest, now);
+    let Some(t) = most_recent else {
+        return Decision {
+            due: Due::Nothing,
+            missed,
+        };
+    };
+    let name = job_name(cj.metadata.name.as_deref().unwrap_or(""), t);
+    let policy = spec.concurrency_policy.as_deref().unwrap_or("Allow");
+    let due = if spec
+        .starting_deadline_seconds
+        .is_some_and(|sds| t.as_second().saturating_add(sds) < now.as_second())
+    {
+        Due::TooLate(t)
+    } else if last.is_some_and(|l| l >= t)
+        || active
+            .iter()
+            .any(|r| r.name.as_deref() == Some(name.as_str()))
+        || job_exists(&name)
+    {
+        Due::Started
+    } else if policy == "Forbid" && !active.is_empty() {
+        Due::Forbidden(t)
+    } else {
+        Due::Run {
+            at: t,
+            replace: policy == "Replace" && !active.is_empty(),
+        }
+    };
+    Decision { due, missed }
+}
+
 fn until(t: Timestamp, now: Timestamp) -> Duration {
     let ms = t
         .as_millisecond()
@@ -400,35 +480,20 @@ impl Reconciler for CronJobController {
                     self.event(&cj, "Warning", "InvalidSchedule", msg).await;
                 }
                 Ok((sched, tz)) => {
-                    let created = cj.metadata.creation_timestamp.as_ref().map_or(now, |t| t.0);
-                    let mut earliest = old.last_schedule_time.as_ref().map_or(created, |t| t.0);
-                    if let Some(sds) = spec.starting_deadline_seconds
-                        && let Ok(floor) = Timestamp::from_second(now.as_second() - sds)
-                    {
-                        earliest = earliest.max(floor);
-                    }
-                    let (count, most_recent) = missed(&sched, &tz, earliest, now);
-                    if count > MISSED_SCHEDULES_WARN_MAX {
+                    let decision = decide(&cj, &sched, &tz, &active, now, |name| {
+                        jobs.iter()
+                            .any(|j| j.metadata.name.as_deref() == Some(name))
+                    });
+                    if decision.missed > MISSED_SCHEDULES_WARN_MAX {
                         let msg = format!(
                             "too many missed start times: > {MISSED_SCHEDULES_WARN_MAX}. Set or decrease .spec.startingDeadlineSeconds or check clock skew"
                         );
                         tracing::warn!(cronjob = key, "{msg}");
                         self.event(&cj, "Warning", "TooManyMissedTimes", msg).await;
                     }
-                    if let Some(t) = most_recent {
-                        let name = job_name(cj.metadata.name.as_deref().unwrap_or(""), t);
-                        let too_late = spec
-                            .starting_deadline_seconds
-                            .is_some_and(|sds| t.as_second() + sds < now.as_second());
-                        let already = old.last_schedule_time.as_ref().is_some_and(|l| l.0 >= t)
-                            || active
-                                .iter()
-                                .any(|r| r.name.as_deref() == Some(name.as_str()))
-                            || jobs
-                                .iter()
-                                .any(|j| j.metadata.name.as_deref() == Some(name.as_str()));
-                        let policy = spec.concurrency_policy.as_deref().unwrap_or("Allow");
-                        if too_late {
+                    match decision.due {
+                        Due::Nothing | Due::Started => {}
+                        Due::TooLate(t) => {
                             self.event(
                                 &cj,
                                 "Warning",
@@ -439,15 +504,16 @@ impl Reconciler for CronJobController {
                                 ),
                             )
                             .await;
-                        } else if already {
-                            // This time's Job exists: nothing to start until the next one.
-                        } else if policy == "Forbid" && !active.is_empty() {
+                        }
+                        Due::Forbidden(_) => {
                             tracing::debug!(
                                 cronjob = key,
                                 "not starting a job: the previous one runs and concurrencyPolicy is Forbid"
                             );
-                        } else {
-                            if policy == "Replace" {
+                        }
+                        Due::Run { at: t, replace } => {
+                            let name = job_name(cj.metadata.name.as_deref().unwrap_or(""), t);
+                            if replace {
                                 for r in std::mem::take(&mut active) {
                                     let n = r.name.clone().unwrap_or_default();
                                     self.delete_job(&ns, &n).await?;
@@ -545,6 +611,146 @@ mod tests {
             Ok(s) => s,
             Err(e) => panic!("{e}"),
         }
+    }
+
+    fn cronjob(spec: Value, status: Value) -> CronJob {
+        let mut s = json!({"schedule": "*/5 * * * *", "jobTemplate": {"spec": {"template": {}}}});
+        if let (Some(o), Some(extra)) = (s.as_object_mut(), spec.as_object()) {
+            for (k, v) in extra {
+                o.insert(k.clone(), v.clone());
+            }
+        }
+        match serde_json::from_value(json!({
+            "metadata": {"name": "cj", "namespace": "ns", "uid": "u",
+                         "creationTimestamp": "2026-01-01T09:00:00Z"},
+            "spec": s, "status": status,
+        })) {
+            Ok(c) => c,
+            Err(e) => panic!("bad test cronjob: {e}"),
+        }
+    }
+
+    fn running() -> Vec<ObjectReference> {
+        vec![ObjectReference {
+            name: Some("cj-old".into()),
+            ..ObjectReference::default()
+        }]
+    }
+
+    #[test]
+    fn the_most_recent_missed_time_runs_unless_started_forbidden_or_past_its_deadline() {
+        let every5 = sched("*/5 * * * *");
+        let tz = TimeZone::UTC;
+        let now = ts("2026-01-01T10:05:30Z");
+        let ten_05 = ts("2026-01-01T10:05:00Z");
+        let last = json!({"lastScheduleTime": "2026-01-01T10:00:00Z"});
+        let none = |_: &str| false;
+        // (spec, status, active Jobs, expected)
+        let cases = [
+            (
+                json!({}),
+                last.clone(),
+                vec![],
+                Due::Run {
+                    at: ten_05,
+                    replace: false,
+                },
+            ),
+            (
+                json!({}),
+                json!({"lastScheduleTime": "2026-01-01T10:05:00Z"}),
+                vec![],
+                Due::Nothing,
+            ),
+            (
+                json!({"concurrencyPolicy": "Allow"}),
+                last.clone(),
+                running(),
+                Due::Run {
+                    at: ten_05,
+                    replace: false,
+                },
+            ),
+            (
+                json!({"concurrencyPolicy": "Forbid"}),
+                last.clone(),
+                running(),
+                Due::Forbidden(ten_05),
+            ),
+            (
+                json!({"concurrencyPolicy": "Forbid"}),
+                last.clone(),
+                vec![],
+                Due::Run {
+                    at: ten_05,
+                    replace: false,
+                },
+            ),
+            (
+                json!({"concurrencyPolicy": "Replace"}),
+                last.clone(),
+                running(),
+                Due::Run {
+                    at: ten_05,
+                    replace: true,
+                },
+            ),
+            // 10:05 is 30 s old: a 10 s starting deadline skips it, 60 s does not.
+            (
+                json!({"startingDeadlineSeconds": 10}),
+                last.clone(),
+                vec![],
+                Due::Nothing,
+            ),
+            (
+                json!({"startingDeadlineSeconds": 60}),
+                last.clone(),
+                vec![],
+                Due::Run {
+                    at: ten_05,
+                    replace: false,
+                },
+            ),
+            // Never scheduled: counted from creation (09:00).
+            (
+                json!({}),
+                json!({}),
+                vec![],
+                Due::Run {
+                    at: ten_05,
+                    replace: false,
+                },
+            ),
+        ];
+        for (i, (spec, status, active, want)) in cases.into_iter().enumerate() {
+            let cj = cronjob(spec, status);
+            assert_eq!(
+                decide(&cj, &every5, &tz, &active, now, none).due,
+                want,
+                "case {i}"
+            );
+        }
+        // The Job of that time exists already (the status write was lost).
+        let cj = cronjob(json!({}), last);
+        let d = decide(&cj, &every5, &tz, &[], now, |n| n == job_name("cj", ten_05));
+        assert_eq!(d.due, Due::Started);
+        // A CronJob created a day ago and never run has missed too many times.
+        let d = decide(
+            &cronjob(json!({"schedule": "* * * * *"}), json!({})),
+            &sched("* * * * *"),
+            &tz,
+            &[],
+            ts("2026-01-02T10:00:00Z"),
+            none,
+        );
+        assert_eq!(d.missed, MISSED_SCHEDULES_WARN_MAX + 1);
+        assert_eq!(
+            d.due,
+            Due::Run {
+                at: ts("2026-01-02T10:00:00Z"),
+                replace: false
+            }
+        );
     }
 
     #[test]
