@@ -143,7 +143,7 @@ pub fn start(client: Client, cfg: &ControllersConfig, shutdown: watch::Receiver<
     jobs.start(shutdown.clone());
     cronjobs.start(shutdown.clone());
     let batch_synced = (jobs, cronjobs);
-    // (end of batch)
+    // End of batch.
     let gc = GarbageCollector::new(
         client,
         resources,
