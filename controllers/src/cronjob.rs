@@ -22,7 +22,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
 use k8s_openapi::api::batch::v1::{CronJob, CronJobStatus, Job};
-use k8s_openapi::api::core::v1::{Event as CoreEvent, EventSource, ObjectReference};
+use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams, PropagationPolicy};
 use kube::{Api, Client};
@@ -102,42 +102,25 @@ impl CronJobController {
         })
     }
 
-    /// Records a core/v1 Event about the CronJob; best effort (a failure is logged).
+    /// Records a core/v1 Event about the CronJob; best effort.
     async fn event(&self, cj: &CronJob, type_: &str, reason: &str, message: String) {
-        let now = Timestamp::now();
-        let ns = cj.metadata.namespace.clone().unwrap_or_default();
-        let name = cj.metadata.name.clone().unwrap_or_default();
-        let ev = CoreEvent {
-            metadata: ObjectMeta {
-                name: Some(format!("{name}.{:x}", now.as_nanosecond())),
-                namespace: Some(ns.clone()),
-                ..ObjectMeta::default()
-            },
-            involved_object: ObjectReference {
-                api_version: Some("batch/v1".into()),
-                kind: Some("CronJob".into()),
-                name: Some(name),
-                namespace: Some(ns.clone()),
-                uid: cj.metadata.uid.clone(),
-                ..ObjectReference::default()
-            },
-            reason: Some(reason.into()),
-            message: Some(message),
-            type_: Some(type_.into()),
-            source: Some(EventSource {
-                component: Some("cronjob-controller".into()),
-                host: None,
-            }),
-            reporting_component: Some("cronjob-controller".into()),
-            first_timestamp: Some(Time(now)),
-            last_timestamp: Some(Time(now)),
-            count: Some(1),
-            ..CoreEvent::default()
+        let about = ObjectReference {
+            api_version: Some("batch/v1".into()),
+            kind: Some("CronJob".into()),
+            name: cj.metadata.name.clone(),
+            namespace: cj.metadata.namespace.clone(),
+            uid: cj.metadata.uid.clone(),
+            ..ObjectReference::default()
         };
-        let api: Api<CoreEvent> = Api::namespaced(self.client.clone(), &ns);
-        if let Err(e) = api.create(&PostParams::default(), &ev).await {
-            tracing::debug!(error = %e, "cronjob event not written");
-        }
+        job::record_event(
+            &self.client,
+            about,
+            "cronjob-controller",
+            type_,
+            reason,
+            message,
+        )
+        .await;
     }
 
     /// Whether a Job exists, asked of the API (the cache may not have seen it yet).

@@ -30,7 +30,7 @@ use jiff::Timestamp;
 use k8s_openapi::api::batch::v1::{
     Job, JobCondition, JobStatus, PodFailurePolicy, PodFailurePolicyRule,
 };
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Event as CoreEvent, EventSource, ObjectReference, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions, PropagationPolicy};
 use kube::{Api, Client};
@@ -279,6 +279,82 @@ impl JobController {
             Err(e) => Err(e.into()),
         }
     }
+}
+
+/// Records a core/v1 Event about `about` from `component`; best effort (a failure is
+/// logged at debug: Events are advice, never worth failing a reconcile for).
+pub(crate) async fn record_event(
+    client: &Client,
+    about: ObjectReference,
+    component: &str,
+    type_: &str,
+    reason: &str,
+    message: String,
+) {
+    let now = Timestamp::now();
+    let ns = about.namespace.clone().unwrap_or_default();
+    let name = about.name.clone().unwrap_or_default();
+    let ev = CoreEvent {
+        metadata: ObjectMeta {
+            name: Some(format!("{name}.{:x}", now.as_nanosecond())),
+            namespace: Some(ns.clone()),
+            ..ObjectMeta::default()
+        },
+        involved_object: about,
+        reason: Some(reason.into()),
+        message: Some(message),
+        type_: Some(type_.into()),
+        source: Some(EventSource {
+            component: Some(component.into()),
+            host: None,
+        }),
+        reporting_component: Some(component.into()),
+        first_timestamp: Some(Time(now)),
+        last_timestamp: Some(Time(now)),
+        count: Some(1),
+        ..CoreEvent::default()
+    };
+    let api: Api<CoreEvent> = Api::namespaced(client.clone(), &ns);
+    if let Err(e) = api.create(&PostParams::default(), &ev).await {
+        tracing::debug!(error = %e, %reason, "event not written");
+    }
+}
+
+/// The Events kube's job controller records when a Job's conditions change:
+/// (type, reason, message) for each transition from `old` to `new`.
+pub fn condition_events(old: &JobStatus, new: &JobStatus) -> Vec<(&'static str, String, String)> {
+    let mut out = Vec::new();
+    let became = |t: &str, v: &str| {
+        condition(new, t).is_some_and(|c| c.status == v)
+            && condition(old, t).is_none_or(|c| c.status != v)
+    };
+    if became(CONDITION_COMPLETE, "True") {
+        out.push((
+            "Normal",
+            "Completed".to_string(),
+            "Job completed".to_string(),
+        ));
+    }
+    if became(CONDITION_FAILED, "True")
+        && let Some(c) = condition(new, CONDITION_FAILED)
+    {
+        out.push((
+            "Warning",
+            c.reason.clone().unwrap_or_default(),
+            c.message.clone().unwrap_or_default(),
+        ));
+    }
+    if became(CONDITION_SUSPENDED, "True") {
+        out.push((
+            "Normal",
+            "Suspended".to_string(),
+            "Job suspended".to_string(),
+        ));
+    }
+    if became(CONDITION_SUSPENDED, "False") && condition(old, CONDITION_SUSPENDED).is_some() {
+        out.push(("Normal", "Resumed".to_string(), "Job resumed".to_string()));
+    }
+    out
 }
 
 /// The controller reference a Job puts on its pods.
@@ -983,6 +1059,25 @@ impl Reconciler for JobController {
                 &Patch::Merge(status_patch(&plan.status)),
             )
             .await?;
+            for (type_, reason, message) in condition_events(&current, &plan.status) {
+                let about = ObjectReference {
+                    api_version: Some("batch/v1".into()),
+                    kind: Some("Job".into()),
+                    name: job.metadata.name.clone(),
+                    namespace: job.metadata.namespace.clone(),
+                    uid: job.metadata.uid.clone(),
+                    ..ObjectReference::default()
+                };
+                record_event(
+                    &self.client,
+                    about,
+                    "job-controller",
+                    type_,
+                    &reason,
+                    message,
+                )
+                .await;
+            }
         }
         if let Some(msg) = failure {
             return Err(ReconcileError::Other(format!("creating pods: {msg}")));
@@ -1318,6 +1413,58 @@ mod tests {
         );
         assert_eq!(p.status.start_time.map(|t| t.0), Some(now));
         assert_eq!(p.create.len(), 3);
+    }
+
+    #[test]
+    fn condition_changes_are_reported_as_kube_reports_them() {
+        let now = ts("2026-01-01T00:00:05Z");
+        let mut old = JobStatus::default();
+        let mut new = JobStatus::default();
+        set_condition(
+            &mut new,
+            CONDITION_SUSPENDED,
+            true,
+            "JobSuspended",
+            "Job suspended",
+            now,
+        );
+        assert_eq!(
+            condition_events(&old, &new),
+            [(
+                "Normal",
+                "Suspended".to_string(),
+                "Job suspended".to_string()
+            )]
+        );
+        old = new.clone();
+        set_condition(
+            &mut new,
+            CONDITION_SUSPENDED,
+            false,
+            "JobResumed",
+            "Job resumed",
+            now,
+        );
+        set_condition(
+            &mut new,
+            CONDITION_FAILED,
+            true,
+            REASON_DEADLINE,
+            MESSAGE_DEADLINE,
+            now,
+        );
+        assert_eq!(
+            condition_events(&old, &new),
+            [
+                (
+                    "Warning",
+                    REASON_DEADLINE.to_string(),
+                    MESSAGE_DEADLINE.to_string()
+                ),
+                ("Normal", "Resumed".to_string(), "Job resumed".to_string()),
+            ]
+        );
+        assert!(condition_events(&new, &new).is_empty());
     }
 
     #[test]

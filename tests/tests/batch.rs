@@ -218,6 +218,16 @@ async fn a_job_past_its_active_deadline_fails_and_its_pods_are_deleted() -> Resu
             Ok(job_pods(&s, "slow")?.is_empty())
         })
         .await;
+        eventually(10, "a DeadlineExceeded warning event about the job", || {
+            let evs = json_of(&s, &["get", "events"])?;
+            Ok(evs["items"].as_array().into_iter().flatten().any(|e| {
+                e["involvedObject"]["kind"] == "Job"
+                    && e["involvedObject"]["name"] == "slow"
+                    && e["reason"] == "DeadlineExceeded"
+                    && e["type"] == "Warning"
+            }))
+        })
+        .await;
         Ok(())
     })
     .await
