@@ -19,7 +19,7 @@
 //! counted from the pods that exist, never going below what the status already says, and
 //! active pods the controller deletes when a Job fails are not counted as failed. No
 //! `backoffLimitPerIndex`, `successPolicy` or `managedBy` (FailIndex rules count as Count).
-//! No Events.
+//! Events only for condition changes (kube also records one per pod created or deleted).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -51,6 +51,9 @@ pub const JOB_POD_WRITES_INFLIGHT_MAX: usize = 64;
 pub const JOB_POD_FAILURE_BACKOFF_BASE_SECONDS: i64 = 10;
 /// ...up to this (kube: MaxJobPodFailureBackOff).
 pub const JOB_POD_FAILURE_BACKOFF_MAX_SECONDS: i64 = 600;
+/// How long pod changes that only move a Job's counts (readiness) are gathered before the
+/// Job is looked at again (kube: syncJobBatchPeriod).
+pub const JOB_STATUS_BATCH_MS: u64 = 1_000;
 /// The longest generateName prefix of an Indexed Job's pod (kube: MaxGeneratedNameLength,
 /// leaving room for the API's five random characters).
 pub const GENERATED_NAME_PREFIX_MAX_CHARS: usize = 58;
@@ -133,7 +136,23 @@ impl JobController {
                     }
                     _ => {}
                 }
-                q.add(&owner);
+                // Pods coming, going, finishing, terminating or restarting change what the
+                // Job does: at once. Other changes (readiness) only move counts: gathered,
+                // as kube's syncJobBatchPeriod does.
+                let prompt = match (old, new) {
+                    (Some(o), Some(n)) => {
+                        pods::phase(o) != pods::phase(n)
+                            || restart_total(o) != restart_total(n)
+                            || o.metadata.deletion_timestamp.is_some()
+                                != n.metadata.deletion_timestamp.is_some()
+                    }
+                    _ => true,
+                };
+                if prompt {
+                    q.add(&owner);
+                } else {
+                    q.add_after(&owner, Duration::from_millis(JOB_STATUS_BATCH_MS));
+                }
             });
         }
         Arc::new(JobController {
@@ -597,12 +616,10 @@ fn finished_at(p: &Pod) -> Option<Timestamp> {
         .or_else(|| p.metadata.creation_timestamp.as_ref().map(|t| t.0))
 }
 
-/// Container restarts of pods still running or pending (kube's
-/// `pastBackoffLimitOnFailure` counts only those).
-fn restarts_of_active(pods: &[&Arc<Pod>]) -> i64 {
-    pods.iter()
-        .filter(|p| matches!(pods::phase(p), "Running" | "Pending" | ""))
-        .filter_map(|p| p.status.as_ref())
+/// Container restarts of one pod, init containers included.
+fn restart_total(p: &Pod) -> i64 {
+    p.status
+        .iter()
         .flat_map(|s| {
             s.init_container_statuses
                 .iter()
@@ -610,6 +627,15 @@ fn restarts_of_active(pods: &[&Arc<Pod>]) -> i64 {
                 .chain(s.container_statuses.iter().flatten())
         })
         .map(|c| i64::from(c.restart_count.max(0)))
+        .sum()
+}
+
+/// Container restarts of pods still running or pending (kube's
+/// `pastBackoffLimitOnFailure` counts only those).
+fn restarts_of_active(pods: &[&Arc<Pod>]) -> i64 {
+    pods.iter()
+        .filter(|p| matches!(pods::phase(p), "Running" | "Pending" | ""))
+        .map(|p| restart_total(p))
         .sum()
 }
 

@@ -2,9 +2,10 @@
 //! controllers and scheduler in-process and simulated nodes running the pods (the pod
 //! template's `sim.logbook.dev/run-seconds` and `sim.logbook.dev/exit-code` annotations say
 //! how long each pod runs and how it exits): completions and parallelism, a failing pod
-//! within the backoff limit, the backoff limit, activeDeadlineSeconds, suspend and resume,
-//! ttlSecondsAfterFinished, Indexed completion, a podFailurePolicy, work-queue Jobs, and a
-//! CronJob running every minute with its history pruned, plus `kubectl create job --from`.
+//! within the backoff limit, the backoff limit (failed pods, and restarts under
+//! OnFailure), activeDeadlineSeconds, suspend and resume, ttlSecondsAfterFinished, Indexed
+//! completion, a podFailurePolicy, work-queue Jobs, and a CronJob running every minute with
+//! its history pruned, plus `kubectl create job --from`.
 
 #![allow(clippy::unwrap_used)] // a test that panics has failed; the message says where
 
@@ -183,6 +184,37 @@ async fn a_job_whose_pods_keep_failing_fails_with_backoff_limit_exceeded() -> Re
         assert_eq!(j["status"]["failed"], 2, "{j}");
         assert!(j["status"]["completionTime"].is_null(), "{j}");
         assert_eq!(job_pods(&s, "bad")?.len(), 2);
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn container_restarts_under_restart_policy_on_failure_count_against_the_backoff_limit()
+-> Result<()> {
+    within(90, "the crash-looping job did not fail", async {
+        let s = start()?;
+        let mut manifest = job("loop", "0.5", 1, json!({"backoffLimit": 1}));
+        manifest["spec"]["template"]["spec"]["restartPolicy"] = json!("OnFailure");
+        create(&s, "loop", &manifest)?;
+        s.kubectl(&[
+            "wait",
+            "--for=condition=failed",
+            "job/loop",
+            "--timeout=60s",
+        ])?;
+        let j = json_of(&s, &["get", "job", "loop"])?;
+        assert_eq!(
+            condition(&j, "Failed").unwrap()["reason"],
+            "BackoffLimitExceeded",
+            "{j}"
+        );
+        // One pod, restarted rather than replaced; deleted when the Job failed.
+        assert_eq!(j["status"]["failed"], 0, "{j}");
+        eventually(30, "the crash-looping pod deleted", || {
+            Ok(job_pods(&s, "loop")?.is_empty())
+        })
+        .await;
         Ok(())
     })
     .await
