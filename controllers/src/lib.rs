@@ -5,7 +5,8 @@
 //! queues with back-off; workers calling reconcilers); the controllers that make intent
 //! true — [`replicaset`], [`deployment`], [`namespace`], [`gc`] (ownerReferences),
 //! [`serviceaccount`], [`endpoints`] and [`endpointslice`] (a selector's pods published as a
-//! Service's Endpoints and EndpointSlices), [`nodelifecycle`] (silent nodes → Unknown,
+//! Service's Endpoints and EndpointSlices), [`job`] and [`cronjob`] (batch/v1: pods run
+//! to completion, Jobs created on a [`cron`] schedule), [`nodelifecycle`] (silent nodes → Unknown,
 //! taints, rate-limited taint-based eviction), [`disruption`] (PodDisruptionBudget status)
 //! and [`podgc`] — started together by [`manager`], elected through a Lease
 //! ([`runtime::leader`]) when more than one copy runs; and
@@ -20,12 +21,15 @@
 //!   so a missed or repeated event costs a reconcile, never a wrong result.
 //! - Every queue and buffer is bounded by a named limit.
 
+pub mod cron;
+pub mod cronjob;
 pub mod deployment;
 pub mod discovery;
 pub mod disruption;
 pub mod endpoints;
 pub mod endpointslice;
 pub mod gc;
+pub mod job;
 pub mod manager;
 pub mod namespace;
 pub mod nodelifecycle;

@@ -5,18 +5,21 @@ use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{Endpoints, Namespace, Node, Pod, Service, ServiceAccount};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::{Api, Client};
 use tokio::sync::watch;
 
+use crate::cronjob::CronJobController;
 use crate::deployment::DeploymentController;
 use crate::discovery::Resources;
 use crate::disruption::DisruptionController;
 use crate::endpoints::{EndpointsController, ServiceIndex};
 use crate::endpointslice::EndpointSliceController;
 use crate::gc::GarbageCollector;
+use crate::job::JobController;
 use crate::namespace::NamespaceController;
 use crate::nodelifecycle::{NodeLifecycleConfig, NodeLifecycleController};
 use crate::podgc::PodGc;
@@ -138,7 +141,7 @@ pub fn start(client: Client, cfg: &ControllersConfig, shutdown: watch::Receiver<
         replicasets.clone(),
         pods.clone(),
         rs_by_owner,
-        pods_by_owner,
+        pods_by_owner.clone(),
     );
     let nsc = NamespaceController::new(client.clone(), resources.clone(), namespaces.clone());
     let sac = ServiceAccountController::new(
@@ -147,6 +150,31 @@ pub fn start(client: Client, cfg: &ControllersConfig, shutdown: watch::Receiver<
         accounts.clone(),
         cfg.root_ca.clone(),
     );
+    // Batch (Job, CronJob): their own informers; Jobs share the pods informer and
+    // `pods_by_owner` with the ReplicaSet controller.
+    let jobs = Informer::new(Api::<Job>::all(client.clone()), "jobs", dir);
+    let cronjobs = Informer::new(Api::<CronJob>::all(client.clone()), "cronjobs", dir);
+    let jobs_by_owner = Arc::new(OwnerIndex::default());
+    {
+        let i = jobs_by_owner.clone();
+        jobs.on_change(move |o, n| i.update(o, n));
+    }
+    let jc = JobController::new(
+        client.clone(),
+        jobs.clone(),
+        pods.clone(),
+        pods_by_owner.clone(),
+    );
+    let cjc = CronJobController::new(
+        client.clone(),
+        cronjobs.clone(),
+        jobs.clone(),
+        jobs_by_owner,
+    );
+    jobs.start(shutdown.clone());
+    cronjobs.start(shutdown.clone());
+    let batch_synced = (jobs, cronjobs);
+    // End of batch.
     let gc = GarbageCollector::new(
         client,
         resources,
@@ -188,6 +216,8 @@ pub fn start(client: Client, cfg: &ControllersConfig, shutdown: watch::Receiver<
             nodes.wait_synced(),
             node_leases.wait_synced(),
             pdbs.wait_synced(),
+            batch_synced.0.wait_synced(),
+            batch_synced.1.wait_synced(),
         );
         tokio::spawn(nlc.run(sd.clone()));
         tokio::spawn(pgc.run(sd.clone()));
@@ -199,6 +229,8 @@ pub fn start(client: Client, cfg: &ControllersConfig, shutdown: watch::Receiver<
             epc.queue.clone(),
             esc.queue.clone(),
             drc.queue.clone(),
+            jc.queue.clone(),
+            cjc.queue.clone(),
         ];
         spawn_workers(rsc.queue.clone(), rsc, WORKERS_PER_CONTROLLER);
         spawn_workers(dc.queue.clone(), dc, WORKERS_PER_CONTROLLER);
@@ -207,6 +239,8 @@ pub fn start(client: Client, cfg: &ControllersConfig, shutdown: watch::Receiver<
         spawn_workers(epc.queue.clone(), epc, WORKERS_PER_CONTROLLER);
         spawn_workers(esc.queue.clone(), esc, WORKERS_PER_CONTROLLER);
         spawn_workers(drc.queue.clone(), drc, 2);
+        spawn_workers(jc.queue.clone(), jc, WORKERS_PER_CONTROLLER);
+        spawn_workers(cjc.queue.clone(), cjc, WORKERS_PER_CONTROLLER);
         let _ = sd.wait_for(|s| *s).await;
         for q in queues {
             q.shut_down();
