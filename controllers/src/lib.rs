@@ -5,7 +5,9 @@
 //! queues with back-off; workers calling reconcilers); the controllers that make intent
 //! true — [`replicaset`], [`deployment`], [`namespace`], [`gc`] (ownerReferences),
 //! [`serviceaccount`], [`endpoints`] and [`endpointslice`] (a selector's pods published as a
-//! Service's Endpoints and EndpointSlices) — started together by [`manager`]; and
+//! Service's Endpoints and EndpointSlices), [`statefulset`] and [`daemonset`] (apps/v1
+//! workloads with revision history in ControllerRevisions, [`history`]) — started together
+//! by [`manager`]; and
 //! [`scheduler`], which assigns
 //! pending pods to nodes like kube-scheduler's default profile (start at
 //! [`scheduler::run`]).
@@ -17,11 +19,13 @@
 //!   so a missed or repeated event costs a reconcile, never a wrong result.
 //! - Every queue and buffer is bounded by a named limit.
 
+pub mod daemonset;
 pub mod deployment;
 pub mod discovery;
 pub mod endpoints;
 pub mod endpointslice;
 pub mod gc;
+pub mod history;
 pub mod manager;
 pub mod namespace;
 pub mod pods;
@@ -30,3 +34,4 @@ pub mod runtime;
 pub mod scheduler;
 pub mod selector;
 pub mod serviceaccount;
+pub mod statefulset;
