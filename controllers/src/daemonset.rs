@@ -148,7 +148,10 @@ pub fn should_run(spec: &PodSpec, node: &Node) -> (bool, bool) {
         .affinity
         .as_ref()
         .and_then(|a| a.node_affinity.as_ref())
-        .and_then(|na| na.required_during_scheduling_ignored_during_execution.as_ref())
+        .and_then(|na| {
+            na.required_during_scheduling_ignored_during_execution
+                .as_ref()
+        })
         && !node_selector_terms_match(&req.node_selector_terms, name, labels)
     {
         return (false, false);
@@ -227,7 +230,9 @@ pub fn new_pod(ds: &DaemonSet, hash: &str, node: &str) -> Pod {
         }]),
     };
     let affinity = spec.affinity.get_or_insert_with(Affinity::default);
-    let na = affinity.node_affinity.get_or_insert_with(NodeAffinity::default);
+    let na = affinity
+        .node_affinity
+        .get_or_insert_with(NodeAffinity::default);
     na.required_during_scheduling_ignored_during_execution = Some(NodeSelector {
         node_selector_terms: vec![term],
     });
@@ -288,13 +293,20 @@ fn created(p: &Pod) -> (i64, String) {
 
 /// The new and the old pod on a node, ignoring terminating ones; `None` when there are more
 /// than one of either (the manage step cleans that up first).
-fn updated_and_old<'a>(node_pods: &[&'a Arc<Pod>], hash: &str) -> Option<(Option<&'a Arc<Pod>>, Option<&'a Arc<Pod>>)> {
+fn updated_and_old<'a>(
+    node_pods: &[&'a Arc<Pod>],
+    hash: &str,
+) -> Option<(Option<&'a Arc<Pod>>, Option<&'a Arc<Pod>>)> {
     let (mut new, mut old) = (None, None);
     for p in node_pods {
         if p.metadata.deletion_timestamp.is_some() {
             continue;
         }
-        let slot = if pod_hash(p) == hash { &mut new } else { &mut old };
+        let slot = if pod_hash(p) == hash {
+            &mut new
+        } else {
+            &mut old
+        };
         if slot.is_some() {
             return None;
         }
@@ -483,7 +495,11 @@ impl DaemonSetController {
             // Surging: one old and one new may overlap while the new one is not available.
             let (mut oldest_new, mut oldest_old) = (None, None);
             for p in running {
-                let slot = if pod_hash(p) == hash { &mut oldest_new } else { &mut oldest_old };
+                let slot = if pod_hash(p) == hash {
+                    &mut oldest_new
+                } else {
+                    &mut oldest_old
+                };
                 if slot.is_none() {
                     *slot = Some(p);
                 } else {
@@ -764,7 +780,11 @@ impl Reconciler for DaemonSetController {
             return Ok(Action::Done);
         };
         if ds.metadata.deletion_timestamp.is_some()
-            || (dspec.selector.match_labels.as_ref().is_none_or(BTreeMap::is_empty)
+            || (dspec
+                .selector
+                .match_labels
+                .as_ref()
+                .is_none_or(BTreeMap::is_empty)
                 && dspec
                     .selector
                     .match_expressions
@@ -779,7 +799,12 @@ impl Reconciler for DaemonSetController {
 
         let revs: Vec<ControllerRevision> = self
             .revisions
-            .get_many(self.revisions_by_owner.owned_by(&uid).iter().map(AsRef::as_ref))
+            .get_many(
+                self.revisions_by_owner
+                    .owned_by(&uid)
+                    .iter()
+                    .map(AsRef::as_ref),
+            )
             .into_iter()
             .map(|r| (*r).clone())
             .collect();
@@ -880,7 +905,8 @@ impl Reconciler for DaemonSetController {
             .map(|p| pod_hash(p))
             .chain([hash.as_str()])
             .collect();
-        let limit = usize::try_from(dspec.revision_history_limit.unwrap_or(10).max(0)).unwrap_or(10);
+        let limit =
+            usize::try_from(dspec.revision_history_limit.unwrap_or(10).max(0)).unwrap_or(10);
         let is_live = |r: &ControllerRevision| live.contains(history::hash_of(r).as_str());
         for r in history::to_prune(&settled.all, &is_live, limit) {
             history::delete(&self.client, r).await?;
@@ -952,7 +978,10 @@ mod tests {
         let s = spec(json!({"containers": [], "hostNetwork": true}));
         let t = s.tolerations.unwrap_or_default();
         assert_eq!(t.len(), 7);
-        assert!(t.iter().any(|t| t.key.as_deref() == Some(HOST_NETWORK_TOLERATION.0)));
+        assert!(
+            t.iter()
+                .any(|t| t.key.as_deref() == Some(HOST_NETWORK_TOLERATION.0))
+        );
         let again = {
             let mut s2 = spec(json!({"containers": []}));
             add_default_tolerations(&mut s2);
@@ -977,7 +1006,11 @@ mod tests {
         assert_eq!(target_node(&p).as_deref(), Some("n7"));
         assert_eq!(p.metadata.generate_name.as_deref(), Some("agent-"));
         assert_eq!(
-            p.metadata.labels.as_ref().and_then(|l| l.get(history::HASH_LABEL)).map(String::as_str),
+            p.metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(history::HASH_LABEL))
+                .map(String::as_str),
             Some("abc")
         );
         let terms = p
@@ -999,11 +1032,34 @@ mod tests {
         };
         let cases = [
             (None, 10, (0, 1)),
-            (Some(ru(IntOrString::Int(0), IntOrString::Int(2))), 10, (0, 2)),
-            (Some(ru(IntOrString::String("25%".into()), IntOrString::Int(0))), 10, (3, 0)),
-            (Some(ru(IntOrString::Int(0), IntOrString::String("10%".into()))), 3, (0, 1)),
-            (Some(ru(IntOrString::String("0%".into()), IntOrString::String("0%".into()))), 4, (0, 1)),
-            (Some(ru(IntOrString::String("50%".into()), IntOrString::Int(0))), 0, (0, 1)),
+            (
+                Some(ru(IntOrString::Int(0), IntOrString::Int(2))),
+                10,
+                (0, 2),
+            ),
+            (
+                Some(ru(IntOrString::String("25%".into()), IntOrString::Int(0))),
+                10,
+                (3, 0),
+            ),
+            (
+                Some(ru(IntOrString::Int(0), IntOrString::String("10%".into()))),
+                3,
+                (0, 1),
+            ),
+            (
+                Some(ru(
+                    IntOrString::String("0%".into()),
+                    IntOrString::String("0%".into()),
+                )),
+                4,
+                (0, 1),
+            ),
+            (
+                Some(ru(IntOrString::String("50%".into()), IntOrString::Int(0))),
+                0,
+                (0, 1),
+            ),
         ];
         for (i, (r, desired, want)) in cases.into_iter().enumerate() {
             assert_eq!(surge_and_unavailable(r.as_ref(), desired), want, "case {i}");

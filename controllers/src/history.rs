@@ -312,7 +312,10 @@ mod tests {
             .map(|i| new_revision(&owner(), "default", &template(&format!("i:{i}")), i, None))
             .collect();
         let live = |r: &ControllerRevision| r.revision == 1 || r.revision == 5;
-        let gone: Vec<i64> = to_prune(&revs, &live, 1).iter().map(|r| r.revision).collect();
+        let gone: Vec<i64> = to_prune(&revs, &live, 1)
+            .iter()
+            .map(|r| r.revision)
+            .collect();
         assert_eq!(gone, vec![2, 3]);
         assert!(to_prune(&revs, &live, 3).is_empty());
     }

@@ -182,8 +182,7 @@ pub fn claim_owner_refs(
                 .unwrap_or_else(|| p.clone()),
         );
     }
-    let changed = want_set != has(&set_ref.uid)
-        || pod_ref.is_some_and(|p| want_pod != has(&p.uid));
+    let changed = want_set != has(&set_ref.uid) || pod_ref.is_some_and(|p| want_pod != has(&p.uid));
     changed.then_some(out)
 }
 
@@ -200,12 +199,7 @@ pub fn max_unavailable(v: &IntOrString, total: i32) -> i32 {
 }
 
 /// The pod for `ordinal` from `template` at `revision` (kube's `newVersionedStatefulSetPod`).
-pub fn new_pod(
-    set: &StatefulSet,
-    template: &PodTemplateSpec,
-    revision: &str,
-    ordinal: i32,
-) -> Pod {
+pub fn new_pod(set: &StatefulSet, template: &PodTemplateSpec, revision: &str, ordinal: i32) -> Pod {
     let set_name = set.metadata.name.clone().unwrap_or_default();
     let name = format!("{set_name}-{ordinal}");
     let tm = template.metadata.clone().unwrap_or_default();
@@ -452,11 +446,7 @@ impl StatefulSetController {
         }
         let (tpl, rev) = v.template_for(ordinal);
         let pod = new_pod(&v.set, tpl, rev, ordinal);
-        match self
-            .pod_api(&ns)
-            .create(&PostParams::default(), &pod)
-            .await
-        {
+        match self.pod_api(&ns).create(&PostParams::default(), &pod).await {
             Ok(_) => Ok(()),
             // Made already; the cache has not seen it yet.
             Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
@@ -507,11 +497,8 @@ impl StatefulSetController {
         for (ordinal, pod, in_range) in pods {
             let pod_ref = plain_ref("v1", "Pod", &pod.metadata);
             for t in &templates {
-                let cname = claim_name(
-                    t.metadata.name.as_deref().unwrap_or(""),
-                    &set_name,
-                    ordinal,
-                );
+                let cname =
+                    claim_name(t.metadata.name.as_deref().unwrap_or(""), &set_name, ordinal);
                 let Some(claim) = self.claims.get(&format!("{ns}/{cname}")) else {
                     continue;
                 };
@@ -622,9 +609,8 @@ impl StatefulSetController {
             return Ok(wait);
         }
         let update_min = v.start + partition.max(0);
-        let outdated = |p: &Pod| {
-            revision_of_pod(p) != v.update_rev && p.metadata.deletion_timestamp.is_none()
-        };
+        let outdated =
+            |p: &Pod| revision_of_pod(p) != v.update_rev && p.metadata.deletion_timestamp.is_none();
         match max_unavail {
             None => {
                 // One at a time, from the highest ordinal, each healthy before the next.
@@ -733,8 +719,16 @@ impl Reconciler for StatefulSetController {
             return Ok(Action::Done);
         }
         let sel = Selector::from_label_selector(&spec.selector);
-        if spec.selector.match_labels.as_ref().is_none_or(BTreeMap::is_empty)
-            && spec.selector.match_expressions.as_ref().is_none_or(Vec::is_empty)
+        if spec
+            .selector
+            .match_labels
+            .as_ref()
+            .is_none_or(BTreeMap::is_empty)
+            && spec
+                .selector
+                .match_expressions
+                .as_ref()
+                .is_none_or(Vec::is_empty)
         {
             return Ok(Action::Done);
         }
@@ -746,7 +740,12 @@ impl Reconciler for StatefulSetController {
         // Revisions.
         let revs: Vec<ControllerRevision> = self
             .revisions
-            .get_many(self.revisions_by_owner.owned_by(&uid).iter().map(AsRef::as_ref))
+            .get_many(
+                self.revisions_by_owner
+                    .owned_by(&uid)
+                    .iter()
+                    .map(AsRef::as_ref),
+            )
             .into_iter()
             .map(|r| (*r).clone())
             .collect();
@@ -795,13 +794,20 @@ impl Reconciler for StatefulSetController {
         let all: Vec<Arc<Pod>> = self
             .pods
             .get_many(self.pods_by_owner.owned_by(&uid).iter().map(AsRef::as_ref));
-        let start = spec.ordinals.as_ref().and_then(|o| o.start).unwrap_or(0).max(0);
+        let start = spec
+            .ordinals
+            .as_ref()
+            .and_then(|o| o.start)
+            .unwrap_or(0)
+            .max(0);
         let replicas = spec.replicas.unwrap_or(1).max(0);
         let mut members = BTreeMap::new();
         let mut condemned = Vec::new();
         let mut mine = Vec::new();
         for p in all {
-            let Some(o) = ordinal_in(&name, &p) else { continue };
+            let Some(o) = ordinal_in(&name, &p) else {
+                continue;
+            };
             mine.push(p.clone());
             if o >= start && o < start + replicas {
                 members.insert(o, p);
@@ -910,20 +916,34 @@ mod tests {
     #[test]
     fn a_pod_gets_its_identity_and_its_claims_as_volumes() {
         let s = web();
-        let tpl = s.spec.as_ref().map(|s| s.template.clone()).unwrap_or_default();
+        let tpl = s
+            .spec
+            .as_ref()
+            .map(|s| s.template.clone())
+            .unwrap_or_default();
         let p = new_pod(&s, &tpl, "web-abc", 2);
         assert_eq!(p.metadata.name.as_deref(), Some("web-2"));
         let l = p.metadata.labels.clone().unwrap_or_default();
         assert_eq!(l.get(POD_NAME_LABEL).map(String::as_str), Some("web-2"));
         assert_eq!(l.get(POD_INDEX_LABEL).map(String::as_str), Some("2"));
-        assert_eq!(l.get(history::HASH_LABEL).map(String::as_str), Some("web-abc"));
+        assert_eq!(
+            l.get(history::HASH_LABEL).map(String::as_str),
+            Some("web-abc")
+        );
         let spec = p.spec.unwrap_or_default();
         assert_eq!(spec.hostname.as_deref(), Some("web-2"));
         assert_eq!(spec.subdomain.as_deref(), Some("nginx"));
         let vols = spec.volumes.unwrap_or_default();
-        assert_eq!(vols.len(), 1, "the claim replaces the template's volume of that name");
         assert_eq!(
-            vols[0].persistent_volume_claim.as_ref().map(|c| c.claim_name.as_str()),
+            vols.len(),
+            1,
+            "the claim replaces the template's volume of that name"
+        );
+        assert_eq!(
+            vols[0]
+                .persistent_volume_claim
+                .as_ref()
+                .map(|c| c.claim_name.as_str()),
             Some("data-web-2")
         );
         let claims = new_claims(&s, 2);
@@ -959,7 +979,13 @@ mod tests {
             (vec![pod_ref.clone()], true, (true, true), Some(vec!["s1"])),
         ];
         for (i, (now, in_range, policy, want)) in cases.into_iter().enumerate() {
-            let got = uids(claim_owner_refs(&now, &set_ref, Some(&pod_ref), in_range, policy));
+            let got = uids(claim_owner_refs(
+                &now,
+                &set_ref,
+                Some(&pod_ref),
+                in_range,
+                policy,
+            ));
             let want = want.map(|w| w.into_iter().map(String::from).collect::<Vec<_>>());
             assert_eq!(got, want, "case {i}");
         }
