@@ -293,10 +293,9 @@ fn created(p: &Pod) -> (i64, String) {
 
 /// The new and the old pod on a node, ignoring terminating ones; `None` when there are more
 /// than one of either (the manage step cleans that up first).
-fn updated_and_old<'a>(
-    node_pods: &[&'a Arc<Pod>],
-    hash: &str,
-) -> Option<(Option<&'a Arc<Pod>>, Option<&'a Arc<Pod>>)> {
+type NewAndOld<'a> = (Option<&'a Arc<Pod>>, Option<&'a Arc<Pod>>);
+
+fn updated_and_old<'a>(node_pods: &[&'a Arc<Pod>], hash: &str) -> Option<NewAndOld<'a>> {
     let (mut new, mut old) = (None, None);
     for p in node_pods {
         if p.metadata.deletion_timestamp.is_some() {
@@ -523,99 +522,6 @@ impl DaemonSetController {
         plan
     }
 
-    /// kube's `rollingUpdate`: which old pods to delete and where to surge.
-    #[allow(clippy::too_many_arguments)] // one reconcile's view, passed apart
-    fn rolling_update(
-        &self,
-        spec: &PodSpec,
-        nodes: &[Arc<Node>],
-        by_node: &HashMap<String, Vec<&Arc<Pod>>>,
-        hash: &str,
-        (max_surge, max_unavailable): (i32, i32),
-        min_ready: i64,
-        now: Timestamp,
-    ) -> Plan {
-        let mut plan = Plan::default();
-        let avail = |p: &Pod| pods::is_available(p, min_ready, now);
-        let mut names: Vec<&String> = by_node.keys().collect();
-        names.sort();
-        if max_surge == 0 {
-            let mut unavailable = 0;
-            let mut replace = Vec::new();
-            let mut candidates = Vec::new();
-            for n in names {
-                let Some((new, old)) = updated_and_old(&by_node[n], hash) else {
-                    unavailable += 1;
-                    continue;
-                };
-                match (new, old) {
-                    (None, None) | (Some(_), Some(_)) => unavailable += 1,
-                    (Some(p), None) => {
-                        if !avail(p) {
-                            unavailable += 1;
-                        }
-                    }
-                    (None, Some(o)) => {
-                        if !avail(o) {
-                            replace.push(o.clone());
-                        } else if unavailable < max_unavailable {
-                            candidates.push(o.clone());
-                        }
-                    }
-                }
-            }
-            let room = usize::try_from((max_unavailable - unavailable).max(0)).unwrap_or(0);
-            candidates.truncate(room);
-            plan.delete = replace
-                .into_iter()
-                .chain(candidates)
-                .map(|p| (p, None))
-                .collect();
-            return plan;
-        }
-        let node_by_name: HashMap<&str, &Arc<Node>> = nodes
-            .iter()
-            .map(|n| (n.metadata.name.as_deref().unwrap_or(""), n))
-            .collect();
-        let mut surged = 0;
-        let mut allowed = Vec::new();
-        let mut candidates = Vec::new();
-        for n in names {
-            let Some((new, old)) = updated_and_old(&by_node[n], hash) else {
-                surged += 1;
-                continue;
-            };
-            match (new, old) {
-                (_, None) => {}
-                (None, Some(o)) => {
-                    if !avail(o) {
-                        let eligible = node_by_name
-                            .get(n.as_str())
-                            .is_some_and(|node| should_run(spec, node).0);
-                        if eligible {
-                            allowed.push(n.clone());
-                        } else {
-                            plan.delete.push((o.clone(), None));
-                        }
-                    } else if surged < max_surge {
-                        candidates.push(n.clone());
-                    }
-                }
-                (Some(p), Some(o)) => {
-                    if avail(p) {
-                        plan.delete.push((o.clone(), None));
-                    } else {
-                        surged += 1;
-                    }
-                }
-            }
-        }
-        let room = usize::try_from((max_surge - surged).max(0)).unwrap_or(0);
-        candidates.truncate(room);
-        plan.create = allowed.into_iter().chain(candidates).collect();
-        plan
-    }
-
     /// Carries a plan out: deletes, then creates in slow-start batches, both under
     /// expectations.
     async fn execute(
@@ -706,6 +612,97 @@ impl DaemonSetController {
             None => Ok(()),
         }
     }
+}
+
+/// kube's `rollingUpdate`: which old pods to delete and where to surge.
+fn rolling_update(
+    spec: &PodSpec,
+    nodes: &[Arc<Node>],
+    by_node: &HashMap<String, Vec<&Arc<Pod>>>,
+    hash: &str,
+    (max_surge, max_unavailable): (i32, i32),
+    min_ready: i64,
+    now: Timestamp,
+) -> Plan {
+    let mut plan = Plan::default();
+    let avail = |p: &Pod| pods::is_available(p, min_ready, now);
+    let mut names: Vec<&String> = by_node.keys().collect();
+    names.sort();
+    if max_surge == 0 {
+        let mut unavailable = 0;
+        let mut replace = Vec::new();
+        let mut candidates = Vec::new();
+        for n in names {
+            let Some((new, old)) = updated_and_old(&by_node[n], hash) else {
+                unavailable += 1;
+                continue;
+            };
+            match (new, old) {
+                (None, None) | (Some(_), Some(_)) => unavailable += 1,
+                (Some(p), None) => {
+                    if !avail(p) {
+                        unavailable += 1;
+                    }
+                }
+                (None, Some(o)) => {
+                    if !avail(o) {
+                        replace.push(o.clone());
+                    } else if unavailable < max_unavailable {
+                        candidates.push(o.clone());
+                    }
+                }
+            }
+        }
+        let room = usize::try_from((max_unavailable - unavailable).max(0)).unwrap_or(0);
+        candidates.truncate(room);
+        plan.delete = replace
+            .into_iter()
+            .chain(candidates)
+            .map(|p| (p, None))
+            .collect();
+        return plan;
+    }
+    let node_by_name: HashMap<&str, &Arc<Node>> = nodes
+        .iter()
+        .map(|n| (n.metadata.name.as_deref().unwrap_or(""), n))
+        .collect();
+    let mut surged = 0;
+    let mut allowed = Vec::new();
+    let mut candidates = Vec::new();
+    for n in names {
+        let Some((new, old)) = updated_and_old(&by_node[n], hash) else {
+            surged += 1;
+            continue;
+        };
+        match (new, old) {
+            (_, None) => {}
+            (None, Some(o)) => {
+                if !avail(o) {
+                    let eligible = node_by_name
+                        .get(n.as_str())
+                        .is_some_and(|node| should_run(spec, node).0);
+                    if eligible {
+                        allowed.push(n.clone());
+                    } else {
+                        plan.delete.push((o.clone(), None));
+                    }
+                } else if surged < max_surge {
+                    candidates.push(n.clone());
+                }
+            }
+            (Some(p), Some(o)) => {
+                if avail(p) {
+                    plan.delete.push((o.clone(), None));
+                } else {
+                    surged += 1;
+                }
+            }
+        }
+    }
+    let room = usize::try_from((max_surge - surged).max(0)).unwrap_or(0);
+    candidates.truncate(room);
+    plan.create = allowed.into_iter().chain(candidates).collect();
+    plan
 }
 
 /// The status over every node (kube's `updateDaemonSetStatus`).
@@ -878,7 +875,7 @@ impl Reconciler for DaemonSetController {
             );
             wait = plan.wait;
             let plan = if plan.delete.is_empty() && plan.create.is_empty() && !on_delete {
-                self.rolling_update(&spec, &nodes, &by_node, &hash, budget, min_ready, now)
+                rolling_update(&spec, &nodes, &by_node, &hash, budget, min_ready, now)
             } else {
                 plan
             };
@@ -1064,5 +1061,102 @@ mod tests {
         for (i, (r, desired, want)) in cases.into_iter().enumerate() {
             assert_eq!(surge_and_unavailable(r.as_ref(), desired), want, "case {i}");
         }
+    }
+
+    fn daemon_pod(name: &str, node: &str, hash: &str, ready: bool) -> Arc<Pod> {
+        Arc::new(
+            serde_json::from_value(json!({
+                "metadata": {"name": name, "labels": {history::HASH_LABEL: hash}},
+                "spec": {"nodeName": node, "containers": []},
+                "status": {"phase": "Running", "conditions": [
+                    {"type": "Ready", "status": if ready { "True" } else { "False" }}]},
+            }))
+            .unwrap_or_default(),
+        )
+    }
+
+    /// Runs the rolling-update step over `(node, [(hash, ready)])` and returns the names of
+    /// the pods it deletes and the nodes it creates on, sorted.
+    fn plan_for(
+        layout: &[(&str, &[(&str, bool)])],
+        budget: (i32, i32),
+    ) -> (Vec<String>, Vec<String>) {
+        let pods: Vec<(String, Arc<Pod>)> = layout
+            .iter()
+            .flat_map(|(node, ps)| {
+                ps.iter().enumerate().map(move |(i, (h, r))| {
+                    (
+                        node.to_string(),
+                        daemon_pod(&format!("{node}-{h}-{i}"), node, h, *r),
+                    )
+                })
+            })
+            .collect();
+        let mut by_node: HashMap<String, Vec<&Arc<Pod>>> = HashMap::new();
+        for (n, p) in &pods {
+            by_node.entry(n.clone()).or_default().push(p);
+        }
+        let nodes: Vec<Arc<Node>> = layout
+            .iter()
+            .map(|(n, _)| Arc::new(node(json!({"metadata": {"name": n}}))))
+            .collect();
+        let spec = spec(json!({"containers": []}));
+        let plan = rolling_update(&spec, &nodes, &by_node, "new", budget, 0, Timestamp::now());
+        let mut deleted: Vec<String> = plan
+            .delete
+            .iter()
+            .map(|(p, _)| p.metadata.name.clone().unwrap_or_default())
+            .collect();
+        deleted.sort();
+        let mut created = plan.create;
+        created.sort();
+        (deleted, created)
+    }
+
+    #[test]
+    fn without_surge_old_pods_go_within_max_unavailable_and_unavailable_ones_go_first() {
+        let old = [("old", true)];
+        let layout: [(&str, &[(&str, bool)]); 4] =
+            [("a", &old), ("b", &old), ("c", &old), ("d", &old)];
+        assert_eq!(plan_for(&layout, (0, 1)).0, ["a-old-0"]);
+        assert_eq!(
+            plan_for(&layout, (0, 3)).0,
+            ["a-old-0", "b-old-0", "c-old-0"]
+        );
+        // A new pod not yet available uses up the budget...
+        let waiting: [(&str, &[(&str, bool)]); 3] =
+            [("a", &[("new", false)]), ("b", &old), ("c", &old)];
+        assert!(plan_for(&waiting, (0, 1)).0.is_empty());
+        // ...but an unavailable old pod is replaced whatever the budget.
+        let broken: [(&str, &[(&str, bool)]); 3] = [
+            ("a", &[("new", false)]),
+            ("b", &[("old", false)]),
+            ("c", &old),
+        ];
+        assert_eq!(plan_for(&broken, (0, 1)).0, ["b-old-0"]);
+    }
+
+    #[test]
+    fn with_surge_new_pods_start_beside_old_ones_which_go_once_the_new_are_available() {
+        let old = [("old", true)];
+        let layout: [(&str, &[(&str, bool)]); 3] = [("a", &old), ("b", &old), ("c", &old)];
+        assert_eq!(plan_for(&layout, (1, 0)), (vec![], vec!["a".to_string()]));
+        assert_eq!(plan_for(&layout, (2, 0)).1, ["a", "b"]);
+        // A surge pod not yet available holds the budget; an available one retires its old pod.
+        let surging: [(&str, &[(&str, bool)]); 3] = [
+            ("a", &[("old", true), ("new", false)]),
+            ("b", &[("old", true), ("new", true)]),
+            ("c", &old),
+        ];
+        assert_eq!(
+            plan_for(&surging, (1, 0)),
+            (vec!["b-old-0".to_string()], vec![])
+        );
+        // An unavailable old pod gets its replacement beside it at once.
+        let broken: [(&str, &[(&str, bool)]); 2] = [
+            ("a", &[("old", true), ("new", false)]),
+            ("b", &[("old", false)]),
+        ];
+        assert_eq!(plan_for(&broken, (1, 0)).1, ["b"]);
     }
 }

@@ -968,7 +968,13 @@ mod tests {
             v.map(|v| v.into_iter().map(|r| r.uid).collect::<Vec<_>>())
         };
         // (refs now, in range, (whenDeleted, whenScaled)) -> new refs (None: unchanged)
-        let cases: Vec<(Vec<OwnerReference>, bool, (bool, bool), Option<Vec<&str>>)> = vec![
+        type Case<'a> = (
+            Vec<OwnerReference>,
+            bool,
+            (bool, bool),
+            Option<Vec<&'a str>>,
+        );
+        let cases: Vec<Case> = vec![
             (vec![], true, (false, false), None),
             (vec![set_ref.clone()], true, (false, false), Some(vec![])),
             (vec![], true, (true, false), Some(vec!["s1"])),
