@@ -410,26 +410,7 @@ impl DaemonSetController {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         };
-        let now = Instant::now();
-        let max = Duration::from_millis(FAILED_POD_BACKOFF_MAX_MS);
-        if m.len() >= FAILED_POD_BACKOFF_ENTRIES_MAX {
-            m.retain(|_, (_, at)| now.duration_since(*at) < max * 2);
-        }
-        match m.get_mut(key) {
-            Some((d, at)) if now.duration_since(*at) < *d => Err(*d - now.duration_since(*at)),
-            Some((d, at)) => {
-                *d = (*d * 2).min(max);
-                *at = now;
-                Ok(())
-            }
-            None => {
-                m.insert(
-                    key.to_string(),
-                    (Duration::from_millis(FAILED_POD_BACKOFF_BASE_MS), now),
-                );
-                Ok(())
-            }
-        }
+        next_backoff(&mut m, key, Instant::now())
     }
 
     /// kube's `podsShouldBeOnNode` over every node, and pods on nodes that are gone.
@@ -610,6 +591,41 @@ impl DaemonSetController {
         match first_err {
             Some(e) => Err(e.into()),
             None => Ok(()),
+        }
+    }
+}
+
+/// client-go's `Backoff` as the DaemonSet controller uses it for failed pods: in back-off
+/// while less than the current delay has passed since the last replacement, else the
+/// replacement may go ahead and the delay doubles (back to the base after twice the max
+/// idle). Stale entries are dropped once [`FAILED_POD_BACKOFF_ENTRIES_MAX`] is reached.
+fn next_backoff(
+    m: &mut HashMap<String, (Duration, Instant)>,
+    key: &str,
+    now: Instant,
+) -> Result<(), Duration> {
+    let base = Duration::from_millis(FAILED_POD_BACKOFF_BASE_MS);
+    let max = Duration::from_millis(FAILED_POD_BACKOFF_MAX_MS);
+    if m.len() >= FAILED_POD_BACKOFF_ENTRIES_MAX {
+        m.retain(|_, (_, at)| now.saturating_duration_since(*at) < max * 2);
+    }
+    match m.get_mut(key) {
+        Some((d, at)) => {
+            let since = now.saturating_duration_since(*at);
+            if since < *d {
+                return Err(*d - since);
+            }
+            *d = if since > max * 2 {
+                base
+            } else {
+                (*d * 2).min(max)
+            };
+            *at = now;
+            Ok(())
+        }
+        None => {
+            m.insert(key.to_string(), (base, now));
+            Ok(())
         }
     }
 }
@@ -1158,5 +1174,41 @@ mod tests {
             ("b", &[("old", false)]),
         ];
         assert_eq!(plan_for(&broken, (1, 0)).1, ["b"]);
+    }
+
+    #[test]
+    fn failed_pods_are_replaced_with_a_doubling_back_off_per_node() {
+        let mut m = HashMap::new();
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        assert_eq!(next_backoff(&mut m, "ds/n1", t0), Ok(()));
+        assert_eq!(
+            next_backoff(&mut m, "ds/n1", t0 + Duration::from_millis(400)),
+            Err(Duration::from_millis(600))
+        );
+        assert_eq!(
+            next_backoff(&mut m, "ds/n2", t0),
+            Ok(()),
+            "nodes back off apart"
+        );
+        assert_eq!(next_backoff(&mut m, "ds/n1", t0 + s(1)), Ok(()));
+        assert_eq!(
+            next_backoff(&mut m, "ds/n1", t0 + s(2)),
+            Err(s(1)),
+            "now 2 s"
+        );
+        assert_eq!(next_backoff(&mut m, "ds/n1", t0 + s(3)), Ok(()));
+        assert_eq!(
+            next_backoff(&mut m, "ds/n1", t0 + s(4)),
+            Err(s(3)),
+            "now 4 s"
+        );
+        let later = t0 + s(3) + Duration::from_millis(FAILED_POD_BACKOFF_MAX_MS * 2) + s(1);
+        assert_eq!(next_backoff(&mut m, "ds/n1", later), Ok(()));
+        assert_eq!(
+            next_backoff(&mut m, "ds/n1", later + s(1)),
+            Ok(()),
+            "reset to 1 s after idling"
+        );
     }
 }

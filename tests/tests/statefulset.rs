@@ -330,7 +330,8 @@ async fn claims_from_volume_claim_templates_are_deleted_on_scale_down_only_when_
                 3,
                 "nginx",
                 json!({"podManagementPolicy": "Parallel", "volumeClaimTemplates": claim,
-                       "persistentVolumeClaimRetentionPolicy": {"whenScaled": "Delete"}}),
+                       "persistentVolumeClaimRetentionPolicy":
+                           {"whenScaled": "Delete", "whenDeleted": "Delete"}}),
             ),
         )?;
         apply(
@@ -373,6 +374,69 @@ async fn claims_from_volume_claim_templates_are_deleted_on_scale_down_only_when_
             ["data-del-0", "data-keep-0", "data-keep-1", "data-keep-2"],
             "Retain keeps every claim"
         );
+
+        // whenDeleted: Delete takes the remaining claim with the set; Retain keeps them.
+        s.kubectl(&["delete", "statefulset", "del", "keep"])?;
+        eventually(90, "del's last claim deleted with its set", || {
+            Ok(claims(&s)? == ["data-keep-0", "data-keep-1", "data-keep-2"])
+        })
+        .await;
+        eventually(60, "every pod of both sets gone", || {
+            Ok(get_json(&s, &["get", "pods"])?["items"].as_array().map(Vec::len) == Some(0))
+        })
+        .await;
+        assert_eq!(claims(&s)?, ["data-keep-0", "data-keep-1", "data-keep-2"]);
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_delete_replaces_a_pod_only_when_it_is_deleted_and_ordinals_can_start_above_zero()
+-> Result<()> {
+    within(180, "the OnDelete workflow did not finish", async {
+        let s = Server::start_with(&["--simulate-nodes", "2"])?;
+        apply(
+            &s,
+            "db",
+            &statefulset(
+                "db",
+                2,
+                "postgres:16",
+                json!({"ordinals": {"start": 5}, "updateStrategy": {"type": "OnDelete"}}),
+            ),
+        )?;
+        eventually(60, "db-5 and db-6 running", || {
+            let im = images(&s, "db")?;
+            Ok(im.len() == 2 && im.contains_key("db-5") && im.contains_key("db-6"))
+        })
+        .await;
+        s.kubectl(&["set", "image", "statefulset/db", "nginx=postgres:17"])?;
+        eventually(30, "the update revision is observed", || {
+            let st = get_json(&s, &["get", "statefulset", "db"])?;
+            Ok(
+                st["status"]["observedGeneration"] == st["metadata"]["generation"]
+                    && st["status"]["updateRevision"] != st["status"]["currentRevision"],
+            )
+        })
+        .await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let im = images(&s, "db")?;
+        assert!(
+            im.values().all(|i| i == "postgres:16"),
+            "OnDelete replaced a pod by itself: {im:?}"
+        );
+
+        s.kubectl(&["delete", "pod", "db-6"])?;
+        eventually(60, "db-6 recreated on the new template", || {
+            let im = images(&s, "db")?;
+            Ok(im.get("db-6").map(String::as_str) == Some("postgres:17")
+                && im.get("db-5").map(String::as_str) == Some("postgres:16"))
+        })
+        .await;
+        let st = get_json(&s, &["get", "statefulset", "db"])?;
+        assert_eq!(st["status"]["updatedReplicas"], 1, "{st}");
+        assert_eq!(st["status"]["currentReplicas"], 1, "{st}");
         Ok(())
     })
     .await
