@@ -11,7 +11,8 @@
 //! A node with an untolerated NoSchedule taint keeps a pod it already runs; an untolerated
 //! NoExecute taint, a selector that stops matching, or the node's deletion removes it (pods of
 //! a deleted node are deleted at once, grace 0, as the pod garbage collector would). Failed
-//! daemon pods are replaced, with a per-node back-off.
+//! daemon pods are replaced, with a per-node back-off. Orphan pods the selector matches are
+//! adopted.
 //!
 //! Creates use generated names, so they wait on [`Expectations`] like the ReplicaSet
 //! controller's: a lagging cache never puts two pods on a node.
@@ -43,6 +44,7 @@ use crate::runtime::{
 };
 use crate::scheduler::filters::tolerated;
 use crate::scheduler::labels::node_selector_terms_match;
+use crate::selector::Selector;
 
 /// Most pods created by one reconcile of one DaemonSet (kube: burstReplicas).
 pub const BURST_PODS: usize = 250;
@@ -347,8 +349,24 @@ impl DaemonSetController {
         {
             let q = queue.clone();
             let e = expectations.clone();
+            let sets2 = sets.clone();
             pods.on_change(move |old, new| {
                 let Some(p) = new.or(old) else { return };
+                // An orphan: a DaemonSet whose selector matches adopts it.
+                if let Some(n) = new
+                    && controller_of(n).is_none()
+                {
+                    let ns = n.metadata.namespace.as_deref().unwrap_or("");
+                    let labels = n.metadata.labels.clone().unwrap_or_default();
+                    for d in sets2.filter(|d| {
+                        d.metadata.namespace.as_deref() == Some(ns)
+                            && d.spec.as_ref().is_some_and(|s| {
+                                Selector::from_label_selector(&s.selector).matches(&labels)
+                            })
+                    }) {
+                        q.add(&key_of(d.as_ref()));
+                    }
+                }
                 let Some(owner) = ds_key_of_owner(p) else {
                     return;
                 };
@@ -402,6 +420,39 @@ impl DaemonSetController {
             expectations,
             backoff: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Active orphans the selector matches become the DaemonSet's (409s: someone was faster).
+    async fn adopt(&self, ds: &DaemonSet) -> Result<(), ReconcileError> {
+        let Some(spec) = ds.spec.as_ref() else {
+            return Ok(());
+        };
+        let sel = Selector::from_label_selector(&spec.selector);
+        let ns = ds.metadata.namespace.as_deref().unwrap_or("");
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), ns);
+        let empty = BTreeMap::new();
+        for k in self.pods_by_owner.orphans_in(ns) {
+            let Some(p) = self.pods.get(&k) else { continue };
+            if !pods::is_active(&p) || !sel.matches(p.metadata.labels.as_ref().unwrap_or(&empty)) {
+                continue;
+            }
+            let mut refs = p.metadata.owner_references.clone().unwrap_or_default();
+            refs.push(owner_ref(ds));
+            let patch = json!({"metadata": {"ownerReferences": refs, "uid": p.metadata.uid}});
+            match api
+                .patch(
+                    p.metadata.name.as_deref().unwrap_or(""),
+                    &PatchParams::default(),
+                    &Patch::Strategic(patch),
+                )
+                .await
+            {
+                Ok(_) => {}
+                Err(kube::Error::Api(s)) if matches!(s.code, 404 | 409 | 422) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
     }
 
     /// Whether a failed pod on this node may be replaced now; `Err(wait)` while backing off.
@@ -809,8 +860,9 @@ impl Reconciler for DaemonSetController {
         let ns = ds.metadata.namespace.clone().unwrap_or_default();
         let name = ds.metadata.name.clone().unwrap_or_default();
         let uid = ds.metadata.uid.clone().unwrap_or_default();
+        self.adopt(&ds).await?;
 
-        let revs: Vec<ControllerRevision> = self
+        let mut revs: Vec<ControllerRevision> = self
             .revisions
             .get_many(
                 self.revisions_by_owner
@@ -821,6 +873,18 @@ impl Reconciler for DaemonSetController {
             .into_iter()
             .map(|r| (*r).clone())
             .collect();
+        let orphans = self.revisions.get_many(
+            self.revisions_by_owner
+                .orphans_in(&ns)
+                .iter()
+                .map(AsRef::as_ref),
+        );
+        if !orphans.is_empty() {
+            let rsel = Selector::from_label_selector(&dspec.selector);
+            revs.extend(
+                history::adopt_orphans(&self.client, &owner_ref(&ds), orphans, &rsel).await?,
+            );
+        }
         let collisions = ds.status.as_ref().and_then(|s| s.collision_count);
         let settled = match history::ensure_update_revision(
             &self.client,

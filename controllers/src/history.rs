@@ -11,6 +11,7 @@
 //! `revisionHistoryLimit`.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::ControllerRevision;
 use k8s_openapi::api::core::v1::PodTemplateSpec;
@@ -21,6 +22,7 @@ use kube::{Api, Client};
 use serde_json::{Value, json};
 
 use crate::runtime::{ReconcileError, controller_of};
+use crate::selector::Selector;
 
 /// The label naming a revision's hash (on revisions, and on the pods made from them).
 pub const HASH_LABEL: &str = "controller-revision-hash";
@@ -210,6 +212,49 @@ pub async fn ensure_update_revision(
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// Adopts orphaned revisions (e.g. left by a DaemonSet deleted with `--cascade=orphan`)
+/// whose labels the owner's selector matches, as kube's `ClaimControllerRevisions` does, so a new owner
+/// with the same template reuses their hashes instead of colliding; returns the adopted ones.
+///
+/// # Errors
+/// API errors other than the object being gone or changed meanwhile.
+pub async fn adopt_orphans(
+    client: &Client,
+    owner: &OwnerReference,
+    orphans: Vec<Arc<ControllerRevision>>,
+    selector: &Selector,
+) -> Result<Vec<ControllerRevision>, ReconcileError> {
+    let mut out = Vec::new();
+    let empty = BTreeMap::new();
+    for r in orphans {
+        if r.metadata.deletion_timestamp.is_some()
+            || !selector.matches(r.metadata.labels.as_ref().unwrap_or(&empty))
+        {
+            continue;
+        }
+        let api: Api<ControllerRevision> = Api::namespaced(
+            client.clone(),
+            r.metadata.namespace.as_deref().unwrap_or(""),
+        );
+        let mut refs = r.metadata.owner_references.clone().unwrap_or_default();
+        refs.push(owner.clone());
+        let patch = json!({"metadata": {"ownerReferences": refs, "uid": r.metadata.uid}});
+        match api
+            .patch(
+                r.metadata.name.as_deref().unwrap_or(""),
+                &PatchParams::default(),
+                &Patch::Merge(patch),
+            )
+            .await
+        {
+            Ok(adopted) => out.push(adopted),
+            Err(kube::Error::Api(s)) if matches!(s.code, 404 | 409 | 422) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(out)
 }
 
 /// The revisions to delete to keep `limit` unused ones: the oldest revisions that are not

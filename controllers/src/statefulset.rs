@@ -512,12 +512,14 @@ impl StatefulSetController {
                     "ownerReferences": refs,
                     "resourceVersion": claim.metadata.resource_version,
                 }});
+                // A conflict fails the reconcile: a scaled-down pod must not be deleted before
+                // its claims carry its reference, or they would outlive it.
                 match api
                     .patch(&cname, &PatchParams::default(), &Patch::Merge(patch))
                     .await
                 {
                     Ok(_) => {}
-                    Err(kube::Error::Api(s)) if matches!(s.code, 404 | 409) => {}
+                    Err(kube::Error::Api(s)) if s.code == 404 => {}
                     Err(e) => return Err(e.into()),
                 }
             }
@@ -738,7 +740,7 @@ impl Reconciler for StatefulSetController {
         self.adopt(&set, &sel).await?;
 
         // Revisions.
-        let revs: Vec<ControllerRevision> = self
+        let mut revs: Vec<ControllerRevision> = self
             .revisions
             .get_many(
                 self.revisions_by_owner
@@ -749,6 +751,18 @@ impl Reconciler for StatefulSetController {
             .into_iter()
             .map(|r| (*r).clone())
             .collect();
+        let orphans = self.revisions.get_many(
+            self.revisions_by_owner
+                .orphans_in(&ns)
+                .iter()
+                .map(AsRef::as_ref),
+        );
+        if !orphans.is_empty() {
+            let rsel = Selector::from_label_selector(&spec.selector);
+            revs.extend(
+                history::adopt_orphans(&self.client, &owner_ref(&set), orphans, &rsel).await?,
+            );
+        }
         let collisions = set.status.as_ref().and_then(|s| s.collision_count);
         let settled = match history::ensure_update_revision(
             &self.client,

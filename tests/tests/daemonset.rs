@@ -247,3 +247,46 @@ async fn daemonset_rolling_updates_complete_under_rollout_status_and_undo() -> R
     })
     .await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daemon_pods_orphaned_by_their_daemonset_are_adopted_by_a_new_one() -> Result<()> {
+    within(120, "the orphaned pods were not adopted", async {
+        let s = Server::start_with(&["--simulate-nodes", "2"])?;
+        apply(&s, "agent", &daemonset("agent", "nginx", json!({})))?;
+        s.kubectl(&["rollout", "status", "daemonset/agent", "--timeout=60s"])?;
+        let names = |s: &Server| -> Result<Vec<String>> {
+            let v = get_json(s, &["get", "pods", "-l", "app=agent"])?;
+            let mut n: Vec<String> = v["items"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .iter()
+                .map(|p| p["metadata"]["name"].as_str().unwrap_or("").to_string())
+                .collect();
+            n.sort();
+            Ok(n)
+        };
+        let before = names(&s)?;
+        assert_eq!(before.len(), 2);
+        s.kubectl(&["delete", "daemonset", "agent", "--cascade=orphan"])?;
+        apply(&s, "agent", &daemonset("agent", "nginx", json!({})))?;
+        let uid = get_json(&s, &["get", "daemonset", "agent"])?["metadata"]["uid"].clone();
+        eventually(60, "both pods owned by the new daemonset", || {
+            let v = get_json(&s, &["get", "pods", "-l", "app=agent"])?;
+            let items = v["items"].as_array().cloned().unwrap_or_default();
+            Ok(items.len() == 2
+                && items
+                    .iter()
+                    .all(|p| p["metadata"]["ownerReferences"][0]["uid"] == uid))
+        })
+        .await;
+        s.kubectl(&["rollout", "status", "daemonset/agent", "--timeout=60s"])?;
+        assert_eq!(
+            names(&s)?,
+            before,
+            "the pods were replaced instead of adopted"
+        );
+        Ok(())
+    })
+    .await
+}
