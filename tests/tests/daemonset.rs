@@ -1,8 +1,8 @@
 //! DaemonSets as users drive them with kubectl against the real binary, with the controllers
 //! and scheduler in-process and simulated nodes running the pods: one pod per node as nodes
 //! join (a second `logbook node` process) and leave (`kubectl delete node`), taints the pods
-//! do not tolerate, and rolling updates (maxUnavailable and maxSurge) that `kubectl rollout
-//! status` follows, then `kubectl rollout undo`.
+//! do not tolerate, rolling updates (maxUnavailable and maxSurge) that `kubectl rollout
+//! status` follows, then `kubectl rollout undo`; failed pods replaced, orphans adopted.
 
 #![allow(clippy::unwrap_used)] // a test that panics has failed; the message says where
 
@@ -286,6 +286,60 @@ async fn daemon_pods_orphaned_by_their_daemonset_are_adopted_by_a_new_one() -> R
             before,
             "the pods were replaced instead of adopted"
         );
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_daemon_pod_is_replaced_on_its_node() -> Result<()> {
+    within(120, "the failed daemon pod was not replaced", async {
+        let s = Server::start_with(&["--simulate-nodes", "2"])?;
+        apply(&s, "agent", &daemonset("agent", "nginx", json!({})))?;
+        s.kubectl(&["rollout", "status", "daemonset/agent", "--timeout=60s"])?;
+        let on_node0 = |s: &Server| -> Result<Vec<String>> {
+            let v = get_json(
+                s,
+                &[
+                    "get",
+                    "pods",
+                    "-l",
+                    "app=agent",
+                    "--field-selector",
+                    "spec.nodeName=sim-node-0000",
+                ],
+            )?;
+            Ok(v["items"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .iter()
+                .filter(|p| p["status"]["phase"] == "Running")
+                .map(|p| p["metadata"]["name"].as_str().unwrap_or("").to_string())
+                .collect())
+        };
+        let before = on_node0(&s)?;
+        assert_eq!(before.len(), 1, "{before:?}");
+        // The pod's containers fail (as its kubelet would report).
+        s.kubectl(&[
+            "patch",
+            "pod",
+            &before[0],
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            r#"{"status":{"phase":"Failed"}}"#,
+        ])?;
+        eventually(60, "another pod running on sim-node-0000", || {
+            let now = on_node0(&s)?;
+            Ok(now.len() == 1 && now != before)
+        })
+        .await;
+        eventually(30, "the failed pod deleted", || {
+            let v = get_json(&s, &["get", "pods", "-l", "app=agent"])?;
+            Ok(v["items"].as_array().map(Vec::len) == Some(2))
+        })
+        .await;
         Ok(())
     })
     .await

@@ -1,8 +1,9 @@
 //! StatefulSets as users drive them with kubectl against the real binary, with the
 //! controllers and scheduler in-process and simulated nodes running the pods: ordered
 //! creation and scale-down observed through a watch, a partitioned rolling update,
-//! `kubectl rollout status/history/undo`, and claims from volumeClaimTemplates kept or
-//! deleted on scale-down per `persistentVolumeClaimRetentionPolicy`.
+//! `kubectl rollout status/history/undo`, OnDelete with `ordinals.start`, failed pods made
+//! again, and claims from volumeClaimTemplates kept or deleted on scale-down and with the set
+//! per `persistentVolumeClaimRetentionPolicy`.
 
 #![allow(clippy::unwrap_used)] // a test that panics has failed; the message says where
 
@@ -392,7 +393,7 @@ async fn claims_from_volume_claim_templates_are_deleted_on_scale_down_only_when_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn on_delete_replaces_a_pod_only_when_it_is_deleted_and_ordinals_can_start_above_zero()
+async fn on_delete_replaces_a_pod_only_when_it_is_deleted_or_fails_and_ordinals_can_start_above_zero()
 -> Result<()> {
     within(180, "the OnDelete workflow did not finish", async {
         let s = Server::start_with(&["--simulate-nodes", "2"])?;
@@ -437,6 +438,23 @@ async fn on_delete_replaces_a_pod_only_when_it_is_deleted_and_ordinals_can_start
         let st = get_json(&s, &["get", "statefulset", "db"])?;
         assert_eq!(st["status"]["updatedReplicas"], 1, "{st}");
         assert_eq!(st["status"]["currentReplicas"], 1, "{st}");
+
+        // A failed pod is deleted and made again under its name (OnDelete or not).
+        let uid = get_json(&s, &["get", "pod", "db-5"])?["metadata"]["uid"].clone();
+        s.kubectl(&[
+            "patch",
+            "pod",
+            "db-5",
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            r#"{"status":{"phase":"Failed"}}"#,
+        ])?;
+        eventually(60, "db-5 recreated after failing", || {
+            let p = get_json(&s, &["get", "pod", "db-5"])?;
+            Ok(p["metadata"]["uid"] != uid && p["status"]["phase"] == "Running")
+        })
+        .await;
         Ok(())
     })
     .await
