@@ -459,3 +459,62 @@ async fn on_delete_replaces_a_pod_only_when_it_is_deleted_or_fails_and_ordinals_
     })
     .await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_update_with_max_unavailable_replaces_that_many_pods_at_once() -> Result<()> {
+    within(180, "the maxUnavailable rolling update did not finish", async {
+        let s = Server::start_with(&["--simulate-nodes", "2"])?;
+        let log = record(s.client().await?, "app=web");
+        apply(
+            &s,
+            "web",
+            &statefulset(
+                "web",
+                4,
+                "nginx:1.25",
+                json!({"podManagementPolicy": "Parallel", "updateStrategy": {"type": "RollingUpdate",
+                    "rollingUpdate": {"partition": 0, "maxUnavailable": 2}}}),
+            ),
+        )?;
+        s.kubectl(&["rollout", "status", "statefulset/web", "--timeout=90s"])?;
+        let start = log.lock().unwrap().len();
+        s.kubectl(&["set", "image", "statefulset/web", "nginx=nginx:1.26"])?;
+        s.kubectl(&["rollout", "status", "statefulset/web", "--timeout=90s"])?;
+        eventually(60, "every pod on nginx:1.26", || {
+            let im = images(&s, "web")?;
+            Ok(im.len() == 4 && im.values().all(|i| i == "nginx:1.26"))
+        })
+        .await;
+        // Replay the watch: how many pods were ready at the lowest point of the update.
+        let l = log.lock().unwrap().clone();
+        let mut ready: std::collections::HashSet<String> = std::collections::HashSet::new();
+        for e in &l[..start] {
+            match e {
+                Seen::Ready(n) => {
+                    ready.insert(n.clone());
+                }
+                Seen::Terminating(n) | Seen::Gone(n) => {
+                    ready.remove(n);
+                }
+                Seen::Created(_) => {}
+            }
+        }
+        assert_eq!(ready.len(), 4, "{l:?}");
+        let mut lowest = ready.len();
+        for e in &l[start..] {
+            match e {
+                Seen::Ready(n) => {
+                    ready.insert(n.clone());
+                }
+                Seen::Terminating(n) | Seen::Gone(n) => {
+                    ready.remove(n);
+                }
+                Seen::Created(_) => {}
+            }
+            lowest = lowest.min(ready.len());
+        }
+        assert_eq!(lowest, 2, "maxUnavailable 2 of 4 should leave exactly 2 ready at the lowest: {l:?}");
+        Ok(())
+    })
+    .await
+}
