@@ -527,138 +527,150 @@ impl StatefulSetController {
         Ok(())
     }
 
-    /// One step of kube's `updateStatefulSet`; returns how long until a pod becomes
-    /// available, when something waits on that.
+    /// Carries out one [`plan_step`]: claims and pods created, pods deleted; returns how
+    /// long until a pod becomes available, when something waits on that.
     async fn sync_pods(&self, v: &View, now: Timestamp) -> Result<Option<i64>, ReconcileError> {
-        let monotonic = v.monotonic();
-        let mut wait: Option<i64> = None;
-        // Members: replace failed pods, create missing ones, wait for each in order.
-        let mut creates = Vec::new();
-        for ordinal in v.start..v.start + v.replicas {
-            match v.members.get(&ordinal) {
-                Some(p) if matches!(pods::phase(p), "Failed" | "Succeeded") => {
-                    if p.metadata.deletion_timestamp.is_none() {
-                        self.delete(p).await?;
-                    }
-                    if monotonic {
-                        return Ok(wait);
-                    }
-                }
-                Some(p) => {
-                    if !monotonic {
-                        continue;
-                    }
-                    if p.metadata.deletion_timestamp.is_some() {
-                        return Ok(wait);
-                    }
-                    match v.available(p, now) {
-                        Ok(()) => {}
-                        Err(w) => return Ok(w.or(wait)),
-                    }
-                }
-                None if monotonic => {
-                    self.create(v, ordinal).await?;
-                    return Ok(wait);
-                }
-                None => creates.push(ordinal),
-            }
-        }
-        if !creates.is_empty() {
-            let results: Vec<Result<(), ReconcileError>> = futures::stream::iter(creates)
-                .map(|o| self.create(v, o))
-                .buffer_unordered(POD_WRITES_INFLIGHT_MAX)
-                .collect()
-                .await;
-            results.into_iter().collect::<Result<Vec<()>, _>>()?;
-        }
-        // Condemned: from the highest ordinal down, once the rest is healthy.
-        let first_unhealthy = v
-            .members
-            .values()
-            .chain(v.condemned.iter().rev().map(|(_, p)| p))
-            .find(|p| !is_healthy(p))
-            .map(|p| key_of(p.as_ref()));
-        let mut deletes = Vec::new();
-        for (_, p) in &v.condemned {
-            if p.metadata.deletion_timestamp.is_some() {
-                if monotonic {
-                    return Ok(wait);
-                }
-                continue;
-            }
-            if monotonic
-                && v.available(p, now).is_err()
-                && first_unhealthy.as_deref() != Some(key_of(p.as_ref()).as_str())
-            {
-                return Ok(wait);
-            }
-            if monotonic {
-                self.delete(p).await?;
-                return Ok(wait);
-            }
-            deletes.push(p.clone());
-        }
-        if !deletes.is_empty() {
-            let results: Vec<Result<(), ReconcileError>> = futures::stream::iter(deletes)
-                .map(|p| async move { self.delete(&p).await })
-                .buffer_unordered(POD_WRITES_INFLIGHT_MAX)
-                .collect()
-                .await;
-            results.into_iter().collect::<Result<Vec<()>, _>>()?;
-        }
-        let (on_delete, partition, max_unavail) = v.strategy();
-        if on_delete {
-            return Ok(wait);
-        }
-        let update_min = v.start + partition.max(0);
-        let outdated =
-            |p: &Pod| revision_of_pod(p) != v.update_rev && p.metadata.deletion_timestamp.is_none();
-        match max_unavail {
-            None => {
-                // One at a time, from the highest ordinal, each healthy before the next.
-                for ordinal in (update_min..v.start + v.replicas).rev() {
-                    let Some(p) = v.members.get(&ordinal) else {
-                        return Ok(wait);
-                    };
-                    if outdated(p) {
-                        self.delete(p).await?;
-                        return Ok(wait);
-                    }
-                    if let Err(w) = v.available(p, now) {
-                        if let Some(s) = w {
-                            wait = Some(s);
-                        }
-                        return Ok(wait);
-                    }
-                }
-            }
-            Some(mu) => {
-                let budget = max_unavailable(&mu, v.replicas);
-                let unavailable = (v.start..v.start + v.replicas)
-                    .filter(|o| {
-                        v.members
-                            .get(o)
-                            .is_none_or(|p| v.available(p, now).is_err())
-                    })
-                    .count();
-                let mut left = usize::try_from(budget)
-                    .unwrap_or(0)
-                    .saturating_sub(unavailable);
-                for ordinal in (update_min..v.start + v.replicas).rev() {
-                    if left == 0 {
-                        break;
-                    }
-                    if let Some(p) = v.members.get(&ordinal)
-                        && outdated(p)
-                    {
-                        self.delete(p).await?;
-                        left -= 1;
-                    }
-                }
-            }
-        }
-        Ok(wait)
+        let step = plan_step(v, now);
+        let creates: Vec<Result<(), ReconcileError>> = futures::stream::iter(step.create)
+            .map(|o| self.create(v, o))
+            .buffer_unordered(POD_WRITES_INFLIGHT_MAX)
+            .collect()
+            .await;
+        creates.into_iter().collect::<Result<Vec<()>, _>>()?;
+        let deletes: Vec<Result<(), ReconcileError>> = futures::stream::iter(step.delete)
+            .map(|p| async move { self.delete(&p).await })
+            .buffer_unordered(POD_WRITES_INFLIGHT_MAX)
+            .collect()
+            .await;
+        deletes.into_iter().collect::<Result<Vec<()>, _>>()?;
+        Ok(step.wait)
     }
+}
+
+/// What one pass over a StatefulSet does.
+#[derive(Debug, Default)]
+struct Step {
+    /// Ordinals to create (claims first, then the pod).
+    create: Vec<i32>,
+    delete: Vec<Arc<Pod>>,
+    /// Seconds until a pod that is ready becomes available (minReadySeconds).
+    wait: Option<i64>,
+}
+
+/// One pass of kube's `updateStatefulSet` as a pure function: replace failed members, create
+/// missing ones, remove condemned ones from the highest ordinal, then roll. OrderedReady
+/// (`monotonic`) does at most one thing per pass and stops at the first member that is not
+/// yet available; Parallel does everything at once.
+fn plan_step(v: &View, now: Timestamp) -> Step {
+    let monotonic = v.monotonic();
+    let mut step = Step::default();
+    // Members: replace failed pods, create missing ones, wait for each in order.
+    for ordinal in v.start..v.start + v.replicas {
+        match v.members.get(&ordinal) {
+            Some(p) if matches!(pods::phase(p), "Failed" | "Succeeded") => {
+                if p.metadata.deletion_timestamp.is_none() {
+                    step.delete.push(p.clone());
+                }
+                if monotonic {
+                    return step;
+                }
+            }
+            Some(p) => {
+                if !monotonic {
+                    continue;
+                }
+                if p.metadata.deletion_timestamp.is_some() {
+                    return step;
+                }
+                if let Err(w) = v.available(p, now) {
+                    step.wait = w;
+                    return step;
+                }
+            }
+            None => {
+                step.create.push(ordinal);
+                if monotonic {
+                    return step;
+                }
+            }
+        }
+    }
+    // Condemned: from the highest ordinal down, once the rest is healthy.
+    let first_unhealthy = v
+        .members
+        .values()
+        .chain(v.condemned.iter().rev().map(|(_, p)| p))
+        .find(|p| !is_healthy(p))
+        .map(|p| key_of(p.as_ref()));
+    for (_, p) in &v.condemned {
+        if p.metadata.deletion_timestamp.is_some() {
+            if monotonic {
+                return step;
+            }
+            continue;
+        }
+        if monotonic
+            && v.available(p, now).is_err()
+            && first_unhealthy.as_deref() != Some(key_of(p.as_ref()).as_str())
+        {
+            return step;
+        }
+        step.delete.push(p.clone());
+        if monotonic {
+            return step;
+        }
+    }
+    let (on_delete, partition, max_unavail) = v.strategy();
+    if on_delete {
+        return step;
+    }
+    let update_min = v.start + partition.max(0);
+    let outdated =
+        |p: &Pod| revision_of_pod(p) != v.update_rev && p.metadata.deletion_timestamp.is_none();
+    match max_unavail {
+        None => {
+            // One at a time, from the highest ordinal, each available before the next.
+            for ordinal in (update_min..v.start + v.replicas).rev() {
+                let Some(p) = v.members.get(&ordinal) else {
+                    return step;
+                };
+                if outdated(p) {
+                    step.delete.push(p.clone());
+                    return step;
+                }
+                if let Err(w) = v.available(p, now) {
+                    step.wait = step.wait.or(w);
+                    return step;
+                }
+            }
+        }
+        Some(mu) => {
+            // Up to maxUnavailable at once, counting members already unavailable.
+            let budget = max_unavailable(&mu, v.replicas);
+            let unavailable = (v.start..v.start + v.replicas)
+                .filter(|o| {
+                    v.members
+                        .get(o)
+                        .is_none_or(|p| v.available(p, now).is_err())
+                })
+                .count();
+            let mut left = usize::try_from(budget)
+                .unwrap_or(0)
+                .saturating_sub(unavailable);
+            for ordinal in (update_min..v.start + v.replicas).rev() {
+                if left == 0 {
+                    break;
+                }
+                if let Some(p) = v.members.get(&ordinal)
+                    && outdated(p)
+                {
+                    step.delete.push(p.clone());
+                    left -= 1;
+                }
+            }
+        }
+    }
+    step
 }
 
 /// The status of the set's pods (kube's `updateStatefulSet` counting, then
@@ -1017,5 +1029,267 @@ mod tests {
         assert_eq!(max_unavailable(&IntOrString::String("50%".into()), 5), 2);
         assert_eq!(max_unavailable(&IntOrString::String("10%".into()), 5), 1);
         assert_eq!(max_unavailable(&IntOrString::Int(0), 5), 1);
+    }
+
+    /// A member pod: `state` is one of ready, unready, terminating, failed.
+    fn member(ordinal: i32, rev: &str, state: &str, ready_since: &str) -> (i32, Arc<Pod>) {
+        let mut v = json!({
+            "metadata": {"name": format!("web-{ordinal}"), "namespace": "default",
+                         "labels": {history::HASH_LABEL: rev}},
+            "spec": {"containers": []},
+            "status": {"phase": if state == "failed" { "Failed" } else { "Running" },
+                       "conditions": [{"type": "Ready",
+                                       "status": if state == "unready" { "False" } else { "True" },
+                                       "lastTransitionTime": ready_since}]},
+        });
+        if state == "terminating" {
+            v["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
+        }
+        (
+            ordinal,
+            Arc::new(serde_json::from_value(v).unwrap_or_default()),
+        )
+    }
+
+    fn view(spec: serde_json::Value, pods: Vec<(i32, Arc<Pod>)>) -> View {
+        let mut base = json!({"metadata": {"name": "web", "namespace": "default", "uid": "s1"},
+            "spec": {"selector": {"matchLabels": {"app": "web"}}, "template": {}}});
+        if let (Some(o), Some(e)) = (base["spec"].as_object_mut(), spec.as_object()) {
+            o.extend(e.clone());
+        }
+        let set = super::tests::set(base);
+        let sp = set.spec.clone().unwrap_or_default();
+        let start = sp.ordinals.as_ref().and_then(|o| o.start).unwrap_or(0);
+        let replicas = sp.replicas.unwrap_or(1);
+        let mut members = BTreeMap::new();
+        let mut condemned = Vec::new();
+        for (o, p) in pods {
+            if o >= start && o < start + replicas {
+                members.insert(o, p);
+            } else {
+                condemned.push((o, p));
+            }
+        }
+        condemned.sort_by_key(|(o, _)| std::cmp::Reverse(*o));
+        View {
+            min_ready_seconds: i64::from(sp.min_ready_seconds.unwrap_or(0)),
+            set,
+            start,
+            replicas,
+            members,
+            condemned,
+            current_rev: "r1".into(),
+            update_rev: "r2".into(),
+            current_tpl: PodTemplateSpec::default(),
+            update_tpl: PodTemplateSpec::default(),
+        }
+    }
+
+    #[test]
+    fn each_pass_takes_the_step_kube_would() {
+        let t = "2026-01-01T00:00:00Z";
+        let now: Timestamp = "2026-01-01T00:01:00Z".parse().unwrap_or_default();
+        let ordered = |r: i32| json!({"replicas": r});
+        let parallel = |r: i32| json!({"replicas": r, "podManagementPolicy": "Parallel"});
+        let partition = |p: i32| json!({"replicas": 3, "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"partition": p}}});
+        let m = |o: i32, rev: &str, state: &str| member(o, rev, state, t);
+        // (what, spec, pods, creates, deletes, wait)
+        type Case<'a> = (
+            &'a str,
+            serde_json::Value,
+            Vec<(i32, Arc<Pod>)>,
+            Vec<i32>,
+            Vec<&'a str>,
+            Option<i64>,
+        );
+        let cases: Vec<Case> = vec![
+            (
+                "ordered: the first ordinal alone",
+                ordered(3),
+                vec![],
+                vec![0],
+                vec![],
+                None,
+            ),
+            (
+                "ordered: the next once the previous is ready",
+                ordered(3),
+                vec![m(0, "r2", "ready")],
+                vec![1],
+                vec![],
+                None,
+            ),
+            (
+                "ordered: nothing while a member is unready",
+                ordered(3),
+                vec![m(0, "r2", "unready")],
+                vec![],
+                vec![],
+                None,
+            ),
+            (
+                "parallel: all at once",
+                parallel(3),
+                vec![],
+                vec![0, 1, 2],
+                vec![],
+                None,
+            ),
+            (
+                "ordered: the highest ordinal goes first",
+                ordered(1),
+                vec![
+                    m(0, "r2", "ready"),
+                    m(1, "r2", "ready"),
+                    m(2, "r2", "ready"),
+                ],
+                vec![],
+                vec!["web-2"],
+                None,
+            ),
+            (
+                "ordered: one at a time",
+                ordered(1),
+                vec![
+                    m(0, "r2", "ready"),
+                    m(1, "r2", "ready"),
+                    m(2, "r2", "terminating"),
+                ],
+                vec![],
+                vec![],
+                None,
+            ),
+            (
+                "ordered: no scale-down while a member is unready",
+                ordered(1),
+                vec![
+                    m(0, "r2", "unready"),
+                    m(1, "r2", "ready"),
+                    m(2, "r2", "ready"),
+                ],
+                vec![],
+                vec![],
+                None,
+            ),
+            (
+                "parallel: every condemned pod at once",
+                parallel(1),
+                vec![
+                    m(0, "r2", "ready"),
+                    m(1, "r2", "ready"),
+                    m(2, "r2", "ready"),
+                ],
+                vec![],
+                vec!["web-2", "web-1"],
+                None,
+            ),
+            (
+                "rolling: the highest outdated ordinal",
+                partition(1),
+                vec![
+                    m(0, "r1", "ready"),
+                    m(1, "r1", "ready"),
+                    m(2, "r1", "ready"),
+                ],
+                vec![],
+                vec!["web-2"],
+                None,
+            ),
+            (
+                "rolling: then the next",
+                partition(1),
+                vec![
+                    m(0, "r1", "ready"),
+                    m(1, "r1", "ready"),
+                    m(2, "r2", "ready"),
+                ],
+                vec![],
+                vec!["web-1"],
+                None,
+            ),
+            (
+                "rolling: never below the partition",
+                partition(1),
+                vec![
+                    m(0, "r1", "ready"),
+                    m(1, "r2", "ready"),
+                    m(2, "r2", "ready"),
+                ],
+                vec![],
+                vec![],
+                None,
+            ),
+            (
+                "on delete: nothing rolls",
+                json!({"replicas": 2, "updateStrategy": {"type": "OnDelete"}}),
+                vec![m(0, "r1", "ready"), m(1, "r1", "ready")],
+                vec![],
+                vec![],
+                None,
+            ),
+            (
+                "maxUnavailable: two at once",
+                json!({"replicas": 4, "podManagementPolicy": "Parallel",
+                "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"partition": 0, "maxUnavailable": 2}}}),
+                vec![
+                    m(0, "r1", "ready"),
+                    m(1, "r1", "ready"),
+                    m(2, "r1", "ready"),
+                    m(3, "r1", "ready"),
+                ],
+                vec![],
+                vec!["web-3", "web-2"],
+                None,
+            ),
+            (
+                "maxUnavailable: the unavailable count against it",
+                json!({"replicas": 4, "podManagementPolicy": "Parallel",
+                "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"partition": 0, "maxUnavailable": 2}}}),
+                vec![
+                    m(0, "r1", "ready"),
+                    m(1, "r1", "ready"),
+                    m(2, "r1", "ready"),
+                    m(3, "r2", "unready"),
+                ],
+                vec![],
+                vec!["web-2"],
+                None,
+            ),
+            (
+                "a failed member is deleted to be made again",
+                ordered(2),
+                vec![m(0, "r2", "failed"), m(1, "r2", "ready")],
+                vec![],
+                vec!["web-0"],
+                None,
+            ),
+            (
+                "ordinals start where asked",
+                json!({"replicas": 2, "ordinals": {"start": 5}}),
+                vec![],
+                vec![5],
+                vec![],
+                None,
+            ),
+            (
+                "minReadySeconds holds the next ordinal back",
+                json!({"replicas": 2, "minReadySeconds": 90}),
+                vec![m(0, "r2", "ready")],
+                vec![],
+                vec![],
+                Some(30),
+            ),
+        ];
+        for (what, spec, pods, creates, deletes, wait) in cases {
+            let step = plan_step(&view(spec, pods), now);
+            let deleted: Vec<String> = step
+                .delete
+                .iter()
+                .map(|p| p.metadata.name.clone().unwrap_or_default())
+                .collect();
+            assert_eq!(step.create, creates, "{what}");
+            assert_eq!(deleted, deletes, "{what}");
+            assert_eq!(step.wait, wait, "{what}");
+        }
     }
 }
