@@ -56,6 +56,10 @@ pub const FAILED_POD_BACKOFF_BASE_MS: u64 = 1_000;
 pub const FAILED_POD_BACKOFF_MAX_MS: u64 = 900_000;
 /// Back-off entries kept before stale ones (idle for twice the max) are dropped.
 pub const FAILED_POD_BACKOFF_ENTRIES_MAX: usize = 10_000;
+/// How long pod changes that are neither creates nor deletes (status: running, ready) are
+/// gathered before the DaemonSet is looked at again: one look covers every node, so a
+/// rollout over thousands of nodes does not recompute it once per pod status write.
+pub const STATUS_BATCH_MS: u64 = 250;
 
 /// The tolerations every daemon pod gets (kube's `AddOrUpdateDaemonPodTolerations`), as
 /// (key, effect); `network-unavailable` is added for hostNetwork pods only.
@@ -371,18 +375,29 @@ impl DaemonSetController {
                     return;
                 };
                 let key = key_of(p);
-                match (old, new) {
-                    (None, Some(_)) => e.creation_observed(&owner),
-                    (Some(_), None) => e.deletion_observed(&owner, &key),
+                let now = match (old, new) {
+                    (None, Some(_)) => {
+                        e.creation_observed(&owner);
+                        true
+                    }
+                    (Some(_), None) => {
+                        e.deletion_observed(&owner, &key);
+                        true
+                    }
                     (Some(o), Some(n))
                         if o.metadata.deletion_timestamp.is_none()
                             && n.metadata.deletion_timestamp.is_some() =>
                     {
                         e.deletion_observed(&owner, &key);
+                        true
                     }
-                    _ => {}
+                    _ => false,
+                };
+                if now {
+                    q.add(&owner);
+                } else {
+                    q.add_after(&owner, Duration::from_millis(STATUS_BATCH_MS));
                 }
-                q.add(&owner);
             });
         }
         {
