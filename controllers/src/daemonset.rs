@@ -895,9 +895,9 @@ impl Reconciler for DaemonSetController {
                 .map(AsRef::as_ref),
         );
         if !orphans.is_empty() {
-            let rsel = Selector::from_label_selector(&dspec.selector);
+            let sel = Selector::from_label_selector(&dspec.selector);
             revs.extend(
-                history::adopt_orphans(&self.client, &owner_ref(&ds), orphans, &rsel).await?,
+                history::adopt_orphans(&self.client, &owner_ref(&ds), orphans, &sel).await?,
             );
         }
         let collisions = ds.status.as_ref().and_then(|s| s.collision_count);

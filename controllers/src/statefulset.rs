@@ -770,9 +770,8 @@ impl Reconciler for StatefulSetController {
                 .map(AsRef::as_ref),
         );
         if !orphans.is_empty() {
-            let rsel = Selector::from_label_selector(&spec.selector);
             revs.extend(
-                history::adopt_orphans(&self.client, &owner_ref(&set), orphans, &rsel).await?,
+                history::adopt_orphans(&self.client, &owner_ref(&set), orphans, &sel).await?,
             );
         }
         let collisions = set.status.as_ref().and_then(|s| s.collision_count);
