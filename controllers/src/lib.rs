@@ -5,7 +5,8 @@
 //! queues with back-off; workers calling reconcilers); the controllers that make intent
 //! true — [`replicaset`], [`deployment`], [`namespace`], [`gc`] (ownerReferences),
 //! [`serviceaccount`], [`endpoints`] and [`endpointslice`] (a selector's pods published as a
-//! Service's Endpoints and EndpointSlices), [`job`] and [`cronjob`] (batch/v1: pods run
+//! Service's Endpoints and EndpointSlices), [`statefulset`] and [`daemonset`] (apps/v1
+//! workloads with revision history in ControllerRevisions, [`history`]), [`job`] and [`cronjob`] (batch/v1: pods run
 //! to completion, Jobs created on a [`cron`] schedule), [`nodelifecycle`] (silent nodes → Unknown,
 //! taints, rate-limited taint-based eviction), [`disruption`] (PodDisruptionBudget status)
 //! and [`podgc`] — started together by [`manager`], elected through a Lease
@@ -23,12 +24,14 @@
 
 pub mod cron;
 pub mod cronjob;
+pub mod daemonset;
 pub mod deployment;
 pub mod discovery;
 pub mod disruption;
 pub mod endpoints;
 pub mod endpointslice;
 pub mod gc;
+pub mod history;
 pub mod job;
 pub mod manager;
 pub mod namespace;
@@ -40,3 +43,4 @@ pub mod runtime;
 pub mod scheduler;
 pub mod selector;
 pub mod serviceaccount;
+pub mod statefulset;

@@ -3,16 +3,21 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::apps::v1::{
+    ControllerRevision, DaemonSet, Deployment, ReplicaSet, StatefulSet,
+};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
-use k8s_openapi::api::core::v1::{Endpoints, Namespace, Node, Pod, Service, ServiceAccount};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{
+    Endpoints, Namespace, Node, PersistentVolumeClaim, Pod, Service, ServiceAccount,
+};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::{Api, Client};
 use tokio::sync::watch;
 
 use crate::cronjob::CronJobController;
+use crate::daemonset::DaemonSetController;
 use crate::deployment::DeploymentController;
 use crate::discovery::Resources;
 use crate::disruption::DisruptionController;
@@ -26,6 +31,7 @@ use crate::podgc::PodGc;
 use crate::replicaset::ReplicaSetController;
 use crate::runtime::{Informer, OwnerIndex, WorkQueue, spawn_workers};
 use crate::serviceaccount::ServiceAccountController;
+use crate::statefulset::StatefulSetController;
 
 /// Workers per controller (reconciles of different objects in parallel).
 pub const WORKERS_PER_CONTROLLER: usize = 8;
@@ -143,6 +149,9 @@ pub fn start(client: Client, cfg: &ControllersConfig, shutdown: watch::Receiver<
         rs_by_owner,
         pods_by_owner.clone(),
     );
+    // --- StatefulSets and DaemonSets (apps/v1): their own informers, the shared pods
+    // informer and `pods_by_owner`, one ControllerRevision index for both. ---
+    let apps = AppsWorkloads::new(&client, dir, &pods, &pods_by_owner, &nodes);
     let nsc = NamespaceController::new(client.clone(), resources.clone(), namespaces.clone());
     let sac = ServiceAccountController::new(
         client.clone(),
@@ -192,6 +201,7 @@ pub fn start(client: Client, cfg: &ControllersConfig, shutdown: watch::Receiver<
     nodes.start(shutdown.clone());
     node_leases.start(shutdown.clone());
     pdbs.start(shutdown.clone());
+    apps.start(&shutdown);
     // Workers start once the caches are whole, so nothing acts on a partial view.
     let running = Running {
         pods,
@@ -221,6 +231,7 @@ pub fn start(client: Client, cfg: &ControllersConfig, shutdown: watch::Receiver<
         );
         tokio::spawn(nlc.run(sd.clone()));
         tokio::spawn(pgc.run(sd.clone()));
+        apps.wait_synced().await;
         let queues: Vec<Arc<WorkQueue>> = vec![
             rsc.queue.clone(),
             dc.queue.clone(),
@@ -231,6 +242,8 @@ pub fn start(client: Client, cfg: &ControllersConfig, shutdown: watch::Receiver<
             drc.queue.clone(),
             jc.queue.clone(),
             cjc.queue.clone(),
+            apps.sts.queue.clone(),
+            apps.ds.queue.clone(),
         ];
         spawn_workers(rsc.queue.clone(), rsc, WORKERS_PER_CONTROLLER);
         spawn_workers(dc.queue.clone(), dc, WORKERS_PER_CONTROLLER);
@@ -241,10 +254,95 @@ pub fn start(client: Client, cfg: &ControllersConfig, shutdown: watch::Receiver<
         spawn_workers(drc.queue.clone(), drc, 2);
         spawn_workers(jc.queue.clone(), jc, WORKERS_PER_CONTROLLER);
         spawn_workers(cjc.queue.clone(), cjc, WORKERS_PER_CONTROLLER);
+        spawn_workers(apps.sts.queue.clone(), apps.sts, WORKERS_PER_CONTROLLER);
+        spawn_workers(apps.ds.queue.clone(), apps.ds, WORKERS_PER_CONTROLLER);
         let _ = sd.wait_for(|s| *s).await;
         for q in queues {
             q.shut_down();
         }
     });
     running
+}
+
+/// The StatefulSet and DaemonSet controllers with the informers only they use
+/// (StatefulSets, DaemonSets, ControllerRevisions, PersistentVolumeClaims) and the shared
+/// Node informer.
+struct AppsWorkloads {
+    sts: Arc<StatefulSetController>,
+    ds: Arc<DaemonSetController>,
+    nodes: Arc<Informer<Node>>,
+    revisions: Arc<Informer<ControllerRevision>>,
+    claims: Arc<Informer<PersistentVolumeClaim>>,
+}
+
+impl AppsWorkloads {
+    fn new(
+        client: &Client,
+        dir: Option<&std::path::Path>,
+        pods: &Arc<Informer<Pod>>,
+        pods_by_owner: &Arc<OwnerIndex>,
+        nodes: &Arc<Informer<Node>>,
+    ) -> Self {
+        let sets = Informer::new(Api::<StatefulSet>::all(client.clone()), "statefulsets", dir);
+        let daemons = Informer::new(Api::<DaemonSet>::all(client.clone()), "daemonsets", dir);
+        let nodes = nodes.clone();
+        let revisions = Informer::new(
+            Api::<ControllerRevision>::all(client.clone()),
+            "controllerrevisions",
+            dir,
+        );
+        let claims = Informer::new(
+            Api::<PersistentVolumeClaim>::all(client.clone()),
+            "persistentvolumeclaims",
+            dir,
+        );
+        let revisions_by_owner = Arc::new(OwnerIndex::default());
+        {
+            let i = revisions_by_owner.clone();
+            revisions.on_change(move |o, n| i.update(o, n));
+        }
+        let sts = StatefulSetController::new(
+            client.clone(),
+            sets,
+            pods.clone(),
+            pods_by_owner.clone(),
+            revisions.clone(),
+            revisions_by_owner.clone(),
+            claims.clone(),
+        );
+        let ds = DaemonSetController::new(
+            client.clone(),
+            daemons,
+            pods.clone(),
+            pods_by_owner.clone(),
+            nodes.clone(),
+            revisions.clone(),
+            revisions_by_owner,
+        );
+        AppsWorkloads {
+            sts,
+            ds,
+            nodes,
+            revisions,
+            claims,
+        }
+    }
+
+    fn start(&self, shutdown: &watch::Receiver<bool>) {
+        self.sts.sets.start(shutdown.clone());
+        self.ds.sets.start(shutdown.clone());
+        // (The Node informer is shared with node lifecycle, which starts it.)
+        self.revisions.start(shutdown.clone());
+        self.claims.start(shutdown.clone());
+    }
+
+    async fn wait_synced(&self) {
+        tokio::join!(
+            self.sts.sets.wait_synced(),
+            self.ds.sets.wait_synced(),
+            self.nodes.wait_synced(),
+            self.revisions.wait_synced(),
+            self.claims.wait_synced(),
+        );
+    }
 }
