@@ -32,6 +32,28 @@ async fn eventually(secs: u64, what: &str, mut f: impl FnMut() -> Result<bool>) 
     .await;
 }
 
+/// Waits until `n` nodes are Ready: a DaemonSet created before its nodes register would
+/// be "rolled out" at zero pods.
+async fn nodes_ready(s: &Server, n: usize) {
+    eventually(60, "the simulated nodes are Ready", || {
+        let v = get_json(s, &["get", "nodes"])?;
+        let ready = v["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|n| {
+                n["status"]["conditions"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
+            })
+            .count();
+        Ok(ready >= n)
+    })
+    .await;
+}
+
 fn apply(s: &Server, name: &str, manifest: &Value) -> Result<String> {
     let path = s.data_dir.join(format!("{name}.json"));
     std::fs::write(&path, serde_json::to_vec(manifest)?)?;
@@ -78,6 +100,7 @@ fn nodes_of(m: &BTreeMap<String, String>) -> Vec<&str> {
 async fn a_daemonset_follows_a_node_added_and_removed() -> Result<()> {
     within(240, "the daemonset did not follow its nodes", async {
         let s = Server::start_with(&["--simulate-nodes", "2"])?;
+        nodes_ready(&s, 2).await;
         apply(&s, "agent", &daemonset("agent", "nginx:1.25", json!({})))?;
         eventually(60, "one agent pod on each of the two nodes", || {
             Ok(nodes_of(&placed(&s, "agent")?) == ["sim-node-0000", "sim-node-0001"])
@@ -142,6 +165,7 @@ async fn a_daemonset_follows_a_node_added_and_removed() -> Result<()> {
 async fn a_node_with_a_taint_the_pod_does_not_tolerate_gets_no_daemon_pod() -> Result<()> {
     within(180, "taints were not honoured", async {
         let s = Server::start_with(&["--simulate-nodes", "3"])?;
+        nodes_ready(&s, 3).await;
         eventually(30, "three nodes", || {
             Ok(get_json(&s, &["get", "nodes"])?["items"]
                 .as_array()
@@ -190,6 +214,7 @@ async fn a_node_with_a_taint_the_pod_does_not_tolerate_gets_no_daemon_pod() -> R
 async fn daemonset_rolling_updates_complete_under_rollout_status_and_undo() -> Result<()> {
     within(240, "the daemonset rolling updates did not finish", async {
         let s = Server::start_with(&["--simulate-nodes", "3"])?;
+        nodes_ready(&s, 3).await;
         apply(
             &s,
             "unavail",
@@ -252,6 +277,7 @@ async fn daemonset_rolling_updates_complete_under_rollout_status_and_undo() -> R
 async fn daemon_pods_orphaned_by_their_daemonset_are_adopted_by_a_new_one() -> Result<()> {
     within(120, "the orphaned pods were not adopted", async {
         let s = Server::start_with(&["--simulate-nodes", "2"])?;
+        nodes_ready(&s, 2).await;
         apply(&s, "agent", &daemonset("agent", "nginx", json!({})))?;
         s.kubectl(&["rollout", "status", "daemonset/agent", "--timeout=60s"])?;
         let names = |s: &Server| -> Result<Vec<String>> {
@@ -295,6 +321,7 @@ async fn daemon_pods_orphaned_by_their_daemonset_are_adopted_by_a_new_one() -> R
 async fn a_failed_daemon_pod_is_replaced_on_its_node() -> Result<()> {
     within(120, "the failed daemon pod was not replaced", async {
         let s = Server::start_with(&["--simulate-nodes", "2"])?;
+        nodes_ready(&s, 2).await;
         apply(&s, "agent", &daemonset("agent", "nginx", json!({})))?;
         s.kubectl(&["rollout", "status", "daemonset/agent", "--timeout=60s"])?;
         let on_node0 = |s: &Server| -> Result<Vec<String>> {
