@@ -9,7 +9,7 @@
 //! workloads with revision history in ControllerRevisions, [`history`]), [`job`] and [`cronjob`] (batch/v1: pods run
 //! to completion, Jobs created on a [`cron`] schedule), [`nodelifecycle`] (silent nodes → Unknown,
 //! taints, rate-limited taint-based eviction), [`disruption`] (PodDisruptionBudget status)
-//! and [`podgc`] — started together by [`manager`], elected through a Lease
+//! [`podgc`] and [`resourcequota`] (quota status) — started together by [`manager`], elected through a Lease
 //! ([`runtime::leader`]) when more than one copy runs; and
 //! [`scheduler`], which assigns
 //! pending pods to nodes like kube-scheduler's default profile (start at
@@ -39,6 +39,7 @@ pub mod nodelifecycle;
 pub mod podgc;
 pub mod pods;
 pub mod replicaset;
+pub mod resourcequota;
 pub mod runtime;
 pub mod scheduler;
 pub mod selector;

@@ -9,7 +9,7 @@ use k8s_openapi::api::apps::v1::{
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{
-    Endpoints, Namespace, Node, PersistentVolumeClaim, Pod, Service, ServiceAccount,
+    Endpoints, Namespace, Node, PersistentVolumeClaim, Pod, ResourceQuota, Service, ServiceAccount,
 };
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -29,6 +29,7 @@ use crate::namespace::NamespaceController;
 use crate::nodelifecycle::{NodeLifecycleConfig, NodeLifecycleController};
 use crate::podgc::PodGc;
 use crate::replicaset::ReplicaSetController;
+use crate::resourcequota::ResourceQuotaController;
 use crate::runtime::{Informer, OwnerIndex, WorkQueue, spawn_workers};
 use crate::serviceaccount::ServiceAccountController;
 use crate::statefulset::StatefulSetController;
@@ -135,6 +136,13 @@ pub fn start(client: Client, cfg: &ControllersConfig, shutdown: watch::Receiver<
         replicasets.on_change(move |o, n| i.update(o, n));
     }
     let resources = Resources::new(client.clone());
+    let quotas = Informer::new(
+        Api::<ResourceQuota>::all(client.clone()),
+        "resourcequotas",
+        dir,
+    );
+    let rqc =
+        ResourceQuotaController::new(client.clone(), quotas.clone(), &pods, resources.clone());
     let rsc = ReplicaSetController::new(
         client.clone(),
         replicasets.clone(),
@@ -201,6 +209,7 @@ pub fn start(client: Client, cfg: &ControllersConfig, shutdown: watch::Receiver<
     nodes.start(shutdown.clone());
     node_leases.start(shutdown.clone());
     pdbs.start(shutdown.clone());
+    quotas.start(shutdown.clone());
     apps.start(&shutdown);
     // Workers start once the caches are whole, so nothing acts on a partial view.
     let running = Running {
@@ -226,6 +235,7 @@ pub fn start(client: Client, cfg: &ControllersConfig, shutdown: watch::Receiver<
             nodes.wait_synced(),
             node_leases.wait_synced(),
             pdbs.wait_synced(),
+            quotas.wait_synced(),
             batch_synced.0.wait_synced(),
             batch_synced.1.wait_synced(),
         );
@@ -240,6 +250,7 @@ pub fn start(client: Client, cfg: &ControllersConfig, shutdown: watch::Receiver<
             epc.queue.clone(),
             esc.queue.clone(),
             drc.queue.clone(),
+            rqc.queue.clone(),
             jc.queue.clone(),
             cjc.queue.clone(),
             apps.sts.queue.clone(),
@@ -252,6 +263,7 @@ pub fn start(client: Client, cfg: &ControllersConfig, shutdown: watch::Receiver<
         spawn_workers(epc.queue.clone(), epc, WORKERS_PER_CONTROLLER);
         spawn_workers(esc.queue.clone(), esc, WORKERS_PER_CONTROLLER);
         spawn_workers(drc.queue.clone(), drc, 2);
+        spawn_workers(rqc.queue.clone(), rqc, 2);
         spawn_workers(jc.queue.clone(), jc, WORKERS_PER_CONTROLLER);
         spawn_workers(cjc.queue.clone(), cjc, WORKERS_PER_CONTROLLER);
         spawn_workers(apps.sts.queue.clone(), apps.sts, WORKERS_PER_CONTROLLER);

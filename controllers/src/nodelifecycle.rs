@@ -25,6 +25,7 @@
 //!   (`DeletionByTaintManager`). Its controller then replaces it on a healthy node.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -205,6 +206,8 @@ pub struct NodeLifecycleController {
     zones: Mutex<HashMap<String, ZoneLimiter>>,
     /// Pods whose eviction has been sent (until they are gone from the cache).
     evicting: Mutex<HashSet<String>>,
+    /// Whether a task marking pods not Ready is running.
+    marking_pods: AtomicBool,
 }
 
 fn pod_node(p: &Pod) -> Option<&str> {
@@ -234,6 +237,7 @@ impl NodeLifecycleController {
             pods_by_node: Mutex::new(HashMap::new()),
             zones: Mutex::new(HashMap::new()),
             evicting: Mutex::new(HashSet::new()),
+            marking_pods: AtomicBool::new(false),
         });
         {
             let w = Arc::downgrade(&c);
@@ -329,7 +333,7 @@ impl NodeLifecycleController {
                 _ = shutdown.changed() => {
                     if *shutdown.borrow() { return; }
                 }
-                _ = monitor.tick() => self.monitor_nodes().await,
+                _ = monitor.tick() => self.clone().monitor_nodes().await,
                 _ = evict.tick() => self.evict_due_pods().await,
             }
         }
@@ -349,9 +353,10 @@ impl NodeLifecycleController {
     }
 
     /// One pass of kube's `monitorNodeHealth`.
-    async fn monitor_nodes(&self) {
+    async fn monitor_nodes(self: Arc<Self>) {
         let nodes = self.nodes.filter(|_| true);
         let mut writes: Vec<futures::future::BoxFuture<'_, ()>> = Vec::new();
+        let mut not_ready_pods: Vec<Arc<Pod>> = Vec::new();
         // Zone sizes and unhealthy counts.
         let mut zone_counts: BTreeMap<String, (usize, usize)> = BTreeMap::new();
         let mut health_of: HashMap<String, Health> = HashMap::new();
@@ -427,11 +432,9 @@ impl NodeLifecycleController {
             }
             // Pods on an unhealthy node stop being Ready (kube's MarkPodsNotReady).
             if h == Health::Unknown {
-                for p in self.pods_on(&name) {
-                    if crate::pods::is_ready(&p) && p.metadata.deletion_timestamp.is_none() {
-                        writes.push(Box::pin(self.mark_pod_not_ready(p)));
-                    }
-                }
+                not_ready_pods.extend(self.pods_on(&name).into_iter().filter(|p| {
+                    crate::pods::is_ready(p) && p.metadata.deletion_timestamp.is_none()
+                }));
             }
         }
         // Forget queued nodes that recovered or left.
@@ -441,6 +444,19 @@ impl NodeLifecycleController {
                 z.waiting
                     .retain(|n| health_of.get(n).is_some_and(|h| *h != Health::Ready));
             }
+        }
+        // Pods are marked by a task of their own, so that thousands of pod writes never
+        // hold up the next pass (which notices the next silent nodes); one such task at a
+        // time, and what it has not done yet the next pass finds again.
+        if !not_ready_pods.is_empty() && !self.marking_pods.swap(true, Ordering::AcqRel) {
+            let c = self.clone();
+            tokio::spawn(async move {
+                futures::stream::iter(not_ready_pods.into_iter().map(|p| c.mark_pod_not_ready(p)))
+                    .buffer_unordered(WRITES_INFLIGHT_MAX)
+                    .collect::<Vec<()>>()
+                    .await;
+                c.marking_pods.store(false, Ordering::Release);
+            });
         }
         futures::stream::iter(writes)
             .buffer_unordered(WRITES_INFLIGHT_MAX)

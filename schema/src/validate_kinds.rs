@@ -1310,10 +1310,87 @@ fn job_update(old: &Value, new: &Value, causes: &mut Vec<Cause>) {
     }
 }
 
+/// A CronJob's name at most (its Jobs append `-<minutes since epoch>`, 11 characters, and
+/// must stay a 63-character label value).
+pub const CRONJOB_NAME_CHARS_MAX: usize = 52;
+
+/// Whether `schedule` has the shape of a standard cron schedule: five fields of digits,
+/// names, `*`, `?`, `,`, `-`, `/`, or one of the `@` macros (the controller parses it fully).
+fn cron_schedule_shape(schedule: &str) -> Result<(), &'static str> {
+    if schedule.contains("TZ") {
+        return Err("cannot use TZ or CRON_TZ in schedule, use timeZone field instead");
+    }
+    let s = schedule.trim();
+    if s.starts_with('@') {
+        return match s {
+            "@yearly" | "@annually" | "@monthly" | "@weekly" | "@daily" | "@midnight"
+            | "@hourly" => Ok(()),
+            _ => Err("unrecognized descriptor"),
+        };
+    }
+    let fields: Vec<&str> = s.split_whitespace().collect();
+    if fields.len() != 5 {
+        return Err("expected exactly 5 fields");
+    }
+    let ok = fields.iter().all(|f| {
+        f.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '*' | '?' | ',' | '-' | '/'))
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err("invalid character in schedule")
+    }
+}
+
+/// An IANA time zone name the server can load (kube's `time.LoadLocation`, minus `Local`).
+fn time_zone_known(tz: &str) -> bool {
+    let shape = !tz.is_empty()
+        && tz != "Local"
+        && !tz.starts_with('/')
+        && !tz.split('/').any(|p| p == ".." || p == "." || p.is_empty())
+        && tz
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '_' | '-' | '+'));
+    shape
+        && (tz == "UTC"
+            || [
+                "/usr/share/zoneinfo",
+                "/usr/lib/zoneinfo",
+                "/usr/share/lib/zoneinfo",
+            ]
+            .iter()
+            .any(|d| std::path::Path::new(d).join(tz).is_file()))
+}
+
 fn cron_job(obj: &Value, f: &mut Findings) {
     let spec = obj.get("spec");
-    if str_of(spec, "schedule").is_empty() {
+    let schedule = str_of(spec, "schedule");
+    if schedule.is_empty() {
         f.causes.push(Cause::required("spec.schedule", ""));
+    } else if let Err(why) = cron_schedule_shape(schedule) {
+        f.causes
+            .push(Cause::invalid("spec.schedule", &go_quote(schedule), why));
+    }
+    if let Some(tz) = spec.and_then(|s| s.get("timeZone")).and_then(Value::as_str)
+        && !time_zone_known(tz)
+    {
+        f.causes.push(Cause::invalid(
+            "spec.timeZone",
+            &go_quote(tz),
+            "unknown time zone",
+        ));
+    }
+    let name = obj
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    if name.len() > CRONJOB_NAME_CHARS_MAX {
+        f.causes.push(Cause::invalid(
+            "metadata.name",
+            &go_quote(name),
+            "must be no more than 52 characters",
+        ));
     }
     one_of(
         spec.and_then(|s| s.get("concurrencyPolicy")),

@@ -369,7 +369,8 @@ where
         let position = loop {
             self.stats.lists.fetch_add(1, Ordering::Relaxed);
             let page = self.source.list(&lp).await?;
-            for o in page.items {
+            for mut o in page.items {
+                strip(&mut o);
                 objects.insert(key_of(&o), Arc::new(o));
             }
             match page.metadata.continue_.filter(|c| !c.is_empty()) {
@@ -442,8 +443,9 @@ where
         self.write().position = None;
     }
 
-    fn apply(&self, o: K) {
+    fn apply(&self, mut o: K) {
         self.stats.events.fetch_add(1, Ordering::Relaxed);
+        strip(&mut o);
         let key = key_of(&o);
         let new = Arc::new(o);
         let old = {
@@ -542,6 +544,13 @@ where
 }
 
 /// The object's namespace ("" when cluster-scoped).
+/// Drops what no controller reads from a cached object: `managedFields` (server-side
+/// apply's bookkeeping, often the largest part of a pod's metadata), as client-go informers
+/// are commonly set to (`TransformFunc`).
+fn strip<K: Resource>(o: &mut K) {
+    o.meta_mut().managed_fields = None;
+}
+
 pub fn ns_of<K: Resource>(o: &K) -> &str {
     o.meta().namespace.as_deref().unwrap_or("")
 }

@@ -256,6 +256,26 @@ fn invalid_objects_get_kube_apiservers_causes() {
             vec!["spec.schedule: Required value".into()],
         ),
         (
+            "a cronjob with TZ in its schedule, an unknown zone and a long name",
+            "batch",
+            "cronjobs",
+            json!({"metadata": {"name": "a".repeat(53)}, "spec": {"schedule": "TZ=UTC */5 * * * *", "timeZone": "Mars/Olympus",
+                "jobTemplate": {"spec": {"template": {"spec": {"restartPolicy": "OnFailure", "containers": [{"name": "c", "image": "x"}]}}}}}}),
+            vec![
+                "spec.schedule: Invalid value: \"TZ=UTC */5 * * * *\": cannot use TZ or CRON_TZ in schedule, use timeZone field instead".into(),
+                "spec.timeZone: Invalid value: \"Mars/Olympus\": unknown time zone".into(),
+                format!("metadata.name: Invalid value: \"{}\": must be no more than 52 characters", "a".repeat(53)),
+            ],
+        ),
+        (
+            "a cronjob with four fields",
+            "batch",
+            "cronjobs",
+            json!({"metadata": {"name": "cj"}, "spec": {"schedule": "* * * *", "timeZone": "Etc/UTC",
+                "jobTemplate": {"spec": {"template": {"spec": {"restartPolicy": "OnFailure", "containers": [{"name": "c", "image": "x"}]}}}}}}),
+            vec!["spec.schedule: Invalid value: \"* * * *\": expected exactly 5 fields".into()],
+        ),
+        (
             "a valid service",
             "",
             "services",
