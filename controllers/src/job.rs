@@ -25,7 +25,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::batch::v1::{
     Job, JobCondition, JobStatus, PodFailurePolicy, PodFailurePolicyRule,
@@ -37,6 +36,7 @@ use kube::{Api, Client};
 use serde_json::{Value, json};
 
 use crate::pods;
+use crate::podwrites;
 use crate::runtime::expectations::Expectations;
 use crate::runtime::{
     Action, Informer, OwnerIndex, ReconcileError, Reconciler, WorkQueue, controller_of, key_of,
@@ -175,89 +175,31 @@ impl JobController {
     /// batches (1, 2, 4, …); stops at the first failed batch. Returns the first error.
     async fn create_pods(&self, key: &str, job: &Job, indexes: Vec<Option<i32>>) -> Option<String> {
         let ns = job.metadata.namespace.clone().unwrap_or_default();
-        let api: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
-        self.expectations.expect_creations(key, indexes.len());
-        let mut rest = indexes.into_iter();
-        let mut batch = 1usize;
-        let mut failure = None;
-        loop {
-            let chunk: Vec<Option<i32>> = rest.by_ref().take(batch).collect();
-            if chunk.is_empty() {
-                break;
-            }
-            let results: Vec<Result<Pod, kube::Error>> = futures::stream::iter(chunk)
-                .map(|i| {
-                    let api = api.clone();
-                    let pod = pod_from_template(job, i);
-                    async move { api.create(&PostParams::default(), &pod).await }
-                })
-                .buffer_unordered(JOB_POD_WRITES_INFLIGHT_MAX)
-                .collect()
-                .await;
-            let mut failed = 0;
-            for r in results {
-                if let Err(e) = r {
-                    failed += 1;
-                    failure = Some(e.to_string());
-                }
-            }
-            for _ in 0..failed {
-                self.expectations.creation_observed(key);
-            }
-            if failed > 0 {
-                // Creates not attempted now will never be observed either.
-                for _ in rest.by_ref() {
-                    self.expectations.creation_observed(key);
-                }
-                break;
-            }
-            batch *= 2;
-        }
-        failure
+        let pods = indexes
+            .into_iter()
+            .map(|i| pod_from_template(job, i))
+            .collect();
+        podwrites::create_slow_start(
+            &self.client,
+            &ns,
+            pods,
+            &self.expectations,
+            key,
+            JOB_POD_WRITES_INFLIGHT_MAX,
+        )
+        .await
     }
 
     async fn delete_pods(&self, key: &str, victims: Vec<Arc<Pod>>) -> Result<(), ReconcileError> {
-        if victims.is_empty() {
-            return Ok(());
-        }
-        self.expectations
-            .expect_deletions(key, victims.iter().map(|p| key_of(p.as_ref())));
-        let results: Vec<(String, Result<(), kube::Error>)> = futures::stream::iter(victims)
-            .map(|p| {
-                let client = self.client.clone();
-                async move {
-                    let ns = p.metadata.namespace.clone().unwrap_or_default();
-                    let api: Api<Pod> = Api::namespaced(client, &ns);
-                    let dp = DeleteParams {
-                        preconditions: Some(Preconditions {
-                            uid: p.metadata.uid.clone(),
-                            resource_version: None,
-                        }),
-                        ..DeleteParams::default()
-                    };
-                    let name = p.metadata.name.clone().unwrap_or_default();
-                    let r = match api.delete(&name, &dp).await {
-                        Ok(_) => Ok(()),
-                        Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(()),
-                        Err(e) => Err(e),
-                    };
-                    (key_of(p.as_ref()), r)
-                }
-            })
-            .buffer_unordered(JOB_POD_WRITES_INFLIGHT_MAX)
-            .collect()
-            .await;
-        let mut first_err = None;
-        for (pod, r) in results {
-            if let Err(e) = r {
-                self.expectations.deletion_observed(key, &pod);
-                first_err.get_or_insert(e);
-            }
-        }
-        match first_err {
-            Some(e) => Err(e.into()),
-            None => Ok(()),
-        }
+        podwrites::delete_expected(
+            &self.client,
+            victims,
+            &self.expectations,
+            key,
+            JOB_POD_WRITES_INFLIGHT_MAX,
+        )
+        .await
+        .map_err(Into::into)
     }
 
     /// A finished Job: deleted once `ttlSecondsAfterFinished` has passed since it finished.

@@ -38,6 +38,7 @@ pub mod namespace;
 pub mod nodelifecycle;
 pub mod podgc;
 pub mod pods;
+pub mod podwrites;
 pub mod replicaset;
 pub mod resourcequota;
 pub mod runtime;

@@ -8,16 +8,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetCondition, ReplicaSetStatus};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::api::{Patch, PatchParams};
 use kube::{Api, Client};
 use serde_json::json;
 
 use crate::pods;
+use crate::podwrites;
 use crate::runtime::expectations::Expectations;
 use crate::runtime::{
     Action, Informer, OwnerIndex, ReconcileError, Reconciler, WorkQueue, controller_of, key_of,
@@ -192,85 +192,28 @@ impl ReplicaSetController {
 
     async fn create_pods(&self, key: &str, rs: &ReplicaSet, n: usize) -> Option<String> {
         let ns = rs.metadata.namespace.clone().unwrap_or_default();
-        let api: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
-        let pod = pod_from_template(rs);
-        self.expectations.expect_creations(key, n);
-        let mut left = n;
-        let mut batch = 1usize;
-        let mut failure = None;
-        while left > 0 {
-            let size = batch.min(left);
-            let results: Vec<Result<Pod, kube::Error>> = futures::stream::iter(0..size)
-                .map(|_| {
-                    let api = api.clone();
-                    let pod = pod.clone();
-                    async move { api.create(&PostParams::default(), &pod).await }
-                })
-                .buffer_unordered(POD_WRITES_INFLIGHT_MAX)
-                .collect()
-                .await;
-            left -= size;
-            let mut failed = 0;
-            for r in results {
-                if let Err(e) = r {
-                    failed += 1;
-                    failure = Some(e.to_string());
-                }
-            }
-            for _ in 0..failed {
-                self.expectations.creation_observed(key);
-            }
-            if failed > 0 {
-                // Creates that will not be attempted now will never be observed either.
-                for _ in 0..left {
-                    self.expectations.creation_observed(key);
-                }
-                break;
-            }
-            batch *= 2;
-        }
-        failure
+        let pods = vec![pod_from_template(rs); n];
+        podwrites::create_slow_start(
+            &self.client,
+            &ns,
+            pods,
+            &self.expectations,
+            key,
+            POD_WRITES_INFLIGHT_MAX,
+        )
+        .await
     }
 
     async fn delete_pods(&self, key: &str, victims: Vec<Arc<Pod>>) -> Result<(), ReconcileError> {
-        self.expectations
-            .expect_deletions(key, victims.iter().map(|p| key_of(p.as_ref())));
-        let results: Vec<(String, Result<(), kube::Error>)> = futures::stream::iter(victims)
-            .map(|p| {
-                let client = self.client.clone();
-                async move {
-                    let ns = p.metadata.namespace.clone().unwrap_or_default();
-                    let api: Api<Pod> = Api::namespaced(client, &ns);
-                    let dp = DeleteParams {
-                        preconditions: Some(Preconditions {
-                            uid: p.metadata.uid.clone(),
-                            resource_version: None,
-                        }),
-                        ..DeleteParams::default()
-                    };
-                    let name = p.metadata.name.clone().unwrap_or_default();
-                    let r = match api.delete(&name, &dp).await {
-                        Ok(_) => Ok(()),
-                        Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(()),
-                        Err(e) => Err(e),
-                    };
-                    (key_of(p.as_ref()), r)
-                }
-            })
-            .buffer_unordered(POD_WRITES_INFLIGHT_MAX)
-            .collect()
-            .await;
-        let mut first_err = None;
-        for (pod, r) in results {
-            if let Err(e) = r {
-                self.expectations.deletion_observed(key, &pod);
-                first_err.get_or_insert(e);
-            }
-        }
-        match first_err {
-            Some(e) => Err(e.into()),
-            None => Ok(()),
-        }
+        podwrites::delete_expected(
+            &self.client,
+            victims,
+            &self.expectations,
+            key,
+            POD_WRITES_INFLIGHT_MAX,
+        )
+        .await
+        .map_err(Into::into)
     }
 }
 

@@ -383,6 +383,29 @@ impl Server {
     }
 }
 
+/// Polls `f` every 200 ms until it returns true (an error counts as not yet), within
+/// `secs`; the message names what did not happen.
+pub async fn eventually(secs: u64, what: &str, mut f: impl FnMut() -> Result<bool>) {
+    within(secs, what, async {
+        loop {
+            if f().unwrap_or(false) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+}
+
+impl Server {
+    /// `kubectl <args> -o json`, parsed.
+    pub fn kubectl_json(&self, args: &[&str]) -> Result<serde_json::Value> {
+        let mut a = args.to_vec();
+        a.extend(["-o", "json"]);
+        Ok(serde_json::from_str(&self.kubectl(&a)?)?)
+    }
+}
+
 /// Bounds an async test step; the message names what did not happen.
 pub async fn within<T>(secs: u64, what: &str, f: impl std::future::Future<Output = T>) -> T {
     match tokio::time::timeout(Duration::from_secs(secs), f).await {

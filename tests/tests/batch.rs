@@ -12,26 +12,11 @@
 use std::time::Duration;
 
 use anyhow::Result;
-use logbook_e2e::{Server, within};
+use logbook_e2e::{Server, eventually, within};
 use serde_json::{Value, json};
 
 fn json_of(s: &Server, args: &[&str]) -> Result<Value> {
-    let mut a = args.to_vec();
-    a.extend(["-o", "json"]);
-    Ok(serde_json::from_str(&s.kubectl(&a)?)?)
-}
-
-/// Polls `f` every 200 ms until it returns true.
-async fn eventually(secs: u64, what: &str, mut f: impl FnMut() -> Result<bool>) {
-    within(secs, what, async {
-        loop {
-            if f().unwrap_or(false) {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    })
-    .await;
+    s.kubectl_json(args)
 }
 
 fn create(s: &Server, name: &str, manifest: &Value) -> Result<String> {

@@ -9,26 +9,11 @@
 use std::time::Duration;
 
 use anyhow::Result;
-use logbook_e2e::{Server, within};
+use logbook_e2e::{Server, eventually, within};
 use serde_json::Value;
 
 fn json(s: &Server, args: &[&str]) -> Result<Value> {
-    let mut a = args.to_vec();
-    a.extend(["-o", "json"]);
-    Ok(serde_json::from_str(&s.kubectl(&a)?)?)
-}
-
-/// Polls `f` every 250 ms until it returns true.
-async fn eventually(secs: u64, what: &str, mut f: impl FnMut() -> Result<bool>) {
-    within(secs, what, async {
-        loop {
-            if f().unwrap_or(false) {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
-    })
-    .await;
+    s.kubectl_json(args)
 }
 
 /// Running, not deleting pods with `selector`: (name, node).

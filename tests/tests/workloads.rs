@@ -16,26 +16,11 @@ use futures::TryStreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use kube::runtime::watcher;
-use logbook_e2e::{Server, within};
+use logbook_e2e::{Server, eventually, within};
 use serde_json::Value;
 
 fn json(s: &Server, args: &[&str]) -> Result<Value> {
-    let mut a = args.to_vec();
-    a.extend(["-o", "json"]);
-    Ok(serde_json::from_str(&s.kubectl(&a)?)?)
-}
-
-/// Polls `f` every 200 ms until it returns true.
-async fn eventually(secs: u64, what: &str, mut f: impl FnMut() -> Result<bool>) {
-    within(secs, what, async {
-        loop {
-            if f().unwrap_or(false) {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    })
-    .await;
+    s.kubectl_json(args)
 }
 
 fn running_pods(s: &Server, ns: &str, selector: &str) -> Result<Vec<Value>> {

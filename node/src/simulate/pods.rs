@@ -43,6 +43,11 @@ const WRITE_RETRY_DELAY_FIRST_MS: u64 = 50;
 const TIMERS_FIRED_PER_WAKE_MAX: usize = 4_096;
 /// After a write gave up, the pod's status is written again this much later.
 const FAILED_WRITE_RETRY_S: u64 = 5;
+/// How long a deleted pod's containers take to stop once the deletion is seen. Real ones
+/// take a moment to act on SIGTERM; an instant stop also let a replacement pod of the same
+/// name (a StatefulSet's) appear before a client that deletes and then waits — kubectl
+/// delete — had even started watching, and it waited for a deletion it could no longer see.
+pub const CONTAINER_STOP_MS: u64 = 500;
 
 enum WriteState {
     Idle,
@@ -64,6 +69,8 @@ struct Tracked {
     timer_at: Option<Timestamp>,
     /// A write gave up: write again at this time.
     retry_at: Option<Timestamp>,
+    /// The pod is being deleted: its containers will have stopped at this time.
+    stop_at: Option<Timestamp>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -245,9 +252,8 @@ impl Kubelet {
         let now = Timestamp::now();
         if let Some(t) = self.pods.get_mut(&key) {
             if t.sim.shape.uid == uid {
-                if deleting && !t.sim.terminating {
-                    t.sim.terminate(now);
-                    self.mark(&key);
+                if deleting && !t.sim.terminating && t.stop_at.is_none() {
+                    t.stop_at = Some(after(now, Duration::from_millis(CONTAINER_STOP_MS)));
                     self.schedule(&key);
                 }
                 return;
@@ -264,8 +270,7 @@ impl Kubelet {
         let first_container = status
             .and_then(|s| s.container_statuses.as_ref())
             .and_then(|cs| cs.first());
-        let (mut sim, mut ip_host, mut needs_write) = match status.and_then(|s| s.phase.as_deref())
-        {
+        let (sim, mut ip_host, needs_write) = match status.and_then(|s| s.phase.as_deref()) {
             Some(phase @ ("Succeeded" | "Failed")) => (
                 SimPod::finished(shape, started.unwrap_or(now), i32::from(phase == "Failed")),
                 None,
@@ -298,10 +303,7 @@ impl Kubelet {
                 );
             }
         }
-        if deleting {
-            sim.terminate(now);
-            needs_write = true;
-        }
+        let stop_at = deleting.then(|| after(now, Duration::from_millis(CONTAINER_STOP_MS)));
         self.pods.insert(
             key.clone(),
             Tracked {
@@ -316,6 +318,7 @@ impl Kubelet {
                 write: WriteState::Idle,
                 timer_at: None,
                 retry_at: None,
+                stop_at,
             },
         );
         if needs_write {
@@ -356,10 +359,10 @@ impl Kubelet {
         };
         let floor = (!matches!(t.write, WriteState::Idle)).then(Timestamp::now);
         let retry = t.retry_at.filter(|r| floor.is_none_or(|f| *r > f));
-        let next = match (t.sim.next_deadline_after(floor), retry) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        let next = [t.sim.next_deadline_after(floor), retry, t.stop_at]
+            .into_iter()
+            .flatten()
+            .min();
         if next != t.timer_at {
             t.timer_at = next;
             if let Some(at) = next {
@@ -387,6 +390,11 @@ impl Kubelet {
             }
             t.timer_at = None;
             let mut changed = t.sim.step(now);
+            if t.stop_at.is_some_and(|s| s <= now) {
+                t.stop_at = None;
+                t.sim.terminate(now);
+                changed = true;
+            }
             if t.retry_at.is_some_and(|r| r <= now) {
                 t.retry_at = None;
                 changed = true;
@@ -574,6 +582,10 @@ mod tests {
             Timestamp::now(),
         ));
         k.on_event(Event::Apply(p));
+        let t = &k.pods["default/a"];
+        assert!(!t.sim.terminating, "the containers take a moment to stop");
+        let stop = t.stop_at.unwrap();
+        k.fire_timers(stop);
         let t = &k.pods["default/a"];
         assert!(t.sim.terminating);
         assert!(
