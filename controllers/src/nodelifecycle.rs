@@ -8,6 +8,8 @@
 //!   MemoryPressure, DiskPressure and PIDPressure conditions set to `Unknown`
 //!   (`NodeStatusUnknown`, "Kubelet stopped posting node status."), and the pods on it are
 //!   marked not Ready, so Services stop sending them traffic.
+//! - **Registering nodes.** A Node without a Ready condition yet is neither tainted nor
+//!   counted in its zone's health (kube's taints follow the conditions a node reported).
 //! - **Taints.** A node whose Ready is `Unknown` gets `node.kubernetes.io/unreachable`, one
 //!   whose Ready is `False` gets `node.kubernetes.io/not-ready`: the `NoSchedule` taint at
 //!   once (nothing new lands there) and the `NoExecute` taint through a per-zone rate
@@ -75,6 +77,9 @@ pub enum Health {
     Ready,
     NotReady,
     Unknown,
+    /// No Ready condition yet: a node still registering. Neither tainted nor counted in its
+    /// zone's health until it reports or stays silent past the grace period.
+    Pending,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,7 +125,8 @@ pub fn stated_health(n: &Node) -> Health {
     match ready_condition(n).map(|c| c.status.as_str()) {
         Some("True") => Health::Ready,
         Some("False") => Health::NotReady,
-        _ => Health::Unknown,
+        Some(_) => Health::Unknown,
+        None => Health::Pending,
     }
 }
 
@@ -208,6 +214,8 @@ pub struct NodeLifecycleController {
     evicting: Mutex<HashSet<String>>,
     /// Whether a task marking pods not Ready is running.
     marking_pods: AtomicBool,
+    /// Wakes the monitor early: a node reported Ready while still carrying our taints.
+    wake: tokio::sync::Notify,
 }
 
 fn pod_node(p: &Pod) -> Option<&str> {
@@ -238,6 +246,7 @@ impl NodeLifecycleController {
             zones: Mutex::new(HashMap::new()),
             evicting: Mutex::new(HashSet::new()),
             marking_pods: AtomicBool::new(false),
+            wake: tokio::sync::Notify::new(),
         });
         {
             let w = Arc::downgrade(&c);
@@ -267,6 +276,13 @@ impl NodeLifecycleController {
                             && stated_health(n) != Health::Unknown
                         {
                             c.probe(n.metadata.name.as_deref().unwrap_or_default());
+                        }
+                        // Recovered: lift the taints now, not at the next pass.
+                        let ours = taints(n)
+                            .iter()
+                            .any(|t| t.key == TAINT_UNREACHABLE || t.key == TAINT_NOT_READY);
+                        if ours && stated_health(n) == Health::Ready {
+                            c.wake.notify_one();
                         }
                     }
                     None => {
@@ -334,6 +350,7 @@ impl NodeLifecycleController {
                     if *shutdown.borrow() { return; }
                 }
                 _ = monitor.tick() => self.clone().monitor_nodes().await,
+                () = self.wake.notified() => self.clone().monitor_nodes().await,
                 _ = evict.tick() => self.evict_due_pods().await,
             }
         }
@@ -363,11 +380,12 @@ impl NodeLifecycleController {
         for n in &nodes {
             let name = n.metadata.name.clone().unwrap_or_default();
             let h = self.health(n);
-            let zone = zone_of(n);
-            let e = zone_counts.entry(zone).or_default();
-            e.0 += 1;
-            if h != Health::Ready {
-                e.1 += 1;
+            if h != Health::Pending {
+                let e = zone_counts.entry(zone_of(n)).or_default();
+                e.0 += 1;
+                if h != Health::Ready {
+                    e.1 += 1;
+                }
             }
             if h == Health::Unknown && stated_health(n) != Health::Unknown {
                 writes.push(Box::pin(self.set_unknown(n.clone())));
@@ -400,7 +418,7 @@ impl NodeLifecycleController {
             let name = n.metadata.name.clone().unwrap_or_default();
             let h = health_of.get(&name).copied().unwrap_or(Health::Ready);
             let want_key = match h {
-                Health::Ready => None,
+                Health::Ready | Health::Pending => None,
                 Health::NotReady => Some(TAINT_NOT_READY),
                 Health::Unknown => Some(TAINT_UNREACHABLE),
             };
@@ -441,8 +459,11 @@ impl NodeLifecycleController {
         {
             let mut zones = lock(&self.zones);
             for z in zones.values_mut() {
-                z.waiting
-                    .retain(|n| health_of.get(n).is_some_and(|h| *h != Health::Ready));
+                z.waiting.retain(|n| {
+                    health_of
+                        .get(n)
+                        .is_some_and(|h| matches!(h, Health::NotReady | Health::Unknown))
+                });
             }
         }
         // Pods are marked by a task of their own, so that thousands of pod writes never
@@ -762,6 +783,12 @@ mod tests {
             eviction_time(&p, &[taint(TAINT_UNREACHABLE, now)], now),
             None
         );
+    }
+
+    #[test]
+    fn a_node_that_has_not_reported_yet_is_pending_not_unknown() {
+        let n = Node::default();
+        assert_eq!(stated_health(&n), Health::Pending);
     }
 
     #[test]

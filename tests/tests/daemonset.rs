@@ -233,11 +233,13 @@ async fn daemonset_rolling_updates_complete_under_rollout_status_and_undo() -> R
                 "--timeout=90s",
             ])?;
             assert!(out.contains("successfully rolled out"), "{out}");
-            let p = placed(&s, d)?;
-            assert!(
-                p.len() == 3 && p.values().all(|i| i == "nginx:1.26"),
-                "{d}: {p:?}"
-            );
+            // `rollout status` is done once the new pods are available; with maxSurge the
+            // old ones may still be on their way out (as on any cluster), so converge.
+            eventually(30, "one new pod per node", || {
+                let p = placed(&s, d)?;
+                Ok(p.len() == 3 && p.values().all(|i| i == "nginx:1.26"))
+            })
+            .await;
         }
         let d = get_json(&s, &["get", "daemonset", "unavail"])?;
         assert_eq!(d["status"]["updatedNumberScheduled"], 3, "{d}");
