@@ -371,28 +371,10 @@ fn copied_annotations(d: &Deployment) -> BTreeMap<String, String> {
 }
 
 /// FNV-1a, 32 bits (what kube hashes pod templates with).
-fn fnv32a(bytes: &[u8]) -> u32 {
-    let mut h: u32 = 0x811c_9dc5;
-    for b in bytes {
-        h ^= u32::from(*b);
-        h = h.wrapping_mul(0x0100_0193);
-    }
-    h
-}
-
 /// The `pod-template-hash` of a template: FNV-1a of its JSON (and the collision count),
-/// written with kube's safe alphabet (no vowels, no look-alike digits).
+/// written with kube's safe alphabet.
 pub fn template_hash(t: &PodTemplateSpec, collisions: Option<i32>) -> String {
-    const SAFE: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-    let mut bytes = serde_json::to_vec(t).unwrap_or_default();
-    if let Some(c) = collisions {
-        bytes.extend_from_slice(&c.to_le_bytes());
-    }
-    fnv32a(&bytes)
-        .to_string()
-        .bytes()
-        .map(|b| char::from(SAFE[usize::from(b) % SAFE.len()]))
-        .collect()
+    crate::history::safe_hash(serde_json::to_vec(t).unwrap_or_default(), collisions)
 }
 
 /// Whether a ReplicaSet runs this template (its own hash label aside).

@@ -57,11 +57,10 @@ fn fnv32a(bytes: &[u8]) -> u32 {
     h
 }
 
-/// The hash of revision data and a collision count, in kube's safe alphabet (no vowels, no
-/// look-alike digits).
-pub fn hash(data: &Value, collision_count: Option<i32>) -> String {
+/// FNV-1a of `bytes` and a collision count, in kube's safe alphabet (no vowels, no
+/// look-alike digits): ControllerRevision names and a Deployment's `pod-template-hash`.
+pub fn safe_hash(mut bytes: Vec<u8>, collision_count: Option<i32>) -> String {
     const SAFE: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-    let mut bytes = serde_json::to_vec(data).unwrap_or_default();
     if let Some(c) = collision_count {
         bytes.extend_from_slice(&c.to_le_bytes());
     }
@@ -70,6 +69,14 @@ pub fn hash(data: &Value, collision_count: Option<i32>) -> String {
         .bytes()
         .map(|b| char::from(SAFE[usize::from(b) % SAFE.len()]))
         .collect()
+}
+
+/// The hash of revision data and a collision count.
+pub fn hash(data: &Value, collision_count: Option<i32>) -> String {
+    safe_hash(
+        serde_json::to_vec(data).unwrap_or_default(),
+        collision_count,
+    )
 }
 
 /// `<owner>-<hash>`, the owner's name shortened so the whole stays a valid name.
