@@ -38,6 +38,7 @@ use serde_json::json;
 
 use crate::history;
 use crate::pods;
+use crate::runtime::adopt;
 use crate::runtime::expectations::Expectations;
 use crate::runtime::{
     Action, Informer, OwnerIndex, ReconcileError, Reconciler, WorkQueue, controller_of, key_of,
@@ -437,37 +438,25 @@ impl DaemonSetController {
         })
     }
 
-    /// Active orphans the selector matches become the DaemonSet's (409s: someone was faster).
-    async fn adopt(&self, ds: &DaemonSet) -> Result<(), ReconcileError> {
+    /// Active orphans the selector matches become the DaemonSet's; whether any did.
+    async fn adopt(&self, ds: &DaemonSet) -> Result<bool, ReconcileError> {
         let Some(spec) = ds.spec.as_ref() else {
-            return Ok(());
+            return Ok(false);
         };
         let sel = Selector::from_label_selector(&spec.selector);
         let ns = ds.metadata.namespace.as_deref().unwrap_or("");
-        let api: Api<Pod> = Api::namespaced(self.client.clone(), ns);
         let empty = BTreeMap::new();
-        for k in self.pods_by_owner.orphans_in(ns) {
-            let Some(p) = self.pods.get(&k) else { continue };
-            if !pods::is_active(&p) || !sel.matches(p.metadata.labels.as_ref().unwrap_or(&empty)) {
-                continue;
-            }
-            let mut refs = p.metadata.owner_references.clone().unwrap_or_default();
-            refs.push(owner_ref(ds));
-            let patch = json!({"metadata": {"ownerReferences": refs, "uid": p.metadata.uid}});
-            match api
-                .patch(
-                    p.metadata.name.as_deref().unwrap_or(""),
-                    &PatchParams::default(),
-                    &Patch::Strategic(patch),
-                )
-                .await
-            {
-                Ok(_) => {}
-                Err(kube::Error::Api(s)) if matches!(s.code, 404 | 409 | 422) => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Ok(())
+        let orphans = self
+            .pods
+            .get_many(self.pods_by_owner.orphans_in(ns).iter().map(AsRef::as_ref))
+            .into_iter()
+            .filter(|p| {
+                pods::is_active(p) && sel.matches(p.metadata.labels.as_ref().unwrap_or(&empty))
+            });
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), ns);
+        Ok(!adopt::adopt(&api, &owner_ref(ds), orphans)
+            .await?
+            .is_empty())
     }
 
     /// Whether a failed pod on this node may be replaced now; `Err(wait)` while backing off.
@@ -875,7 +864,9 @@ impl Reconciler for DaemonSetController {
         let ns = ds.metadata.namespace.clone().unwrap_or_default();
         let name = ds.metadata.name.clone().unwrap_or_default();
         let uid = ds.metadata.uid.clone().unwrap_or_default();
-        self.adopt(&ds).await?;
+        if self.adopt(&ds).await? {
+            return Ok(adopt::settle_after());
+        }
 
         let mut revs: Vec<ControllerRevision> = self
             .revisions

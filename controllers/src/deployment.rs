@@ -24,6 +24,7 @@ use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::{Api, Client};
 use serde_json::{Value, json};
 
+use crate::runtime::adopt;
 use crate::runtime::{
     Action, Informer, OwnerIndex, ReconcileError, Reconciler, WorkQueue, controller_of, key_of,
 };
@@ -167,36 +168,24 @@ impl DeploymentController {
         v
     }
 
-    async fn adopt(&self, d: &Deployment, sel: &Selector) -> Result<(), ReconcileError> {
+    /// Orphaned ReplicaSets the selector matches become the Deployment's; whether any did.
+    async fn adopt(&self, d: &Deployment, sel: &Selector) -> Result<bool, ReconcileError> {
         if d.metadata.deletion_timestamp.is_some() {
-            return Ok(());
+            return Ok(false);
         }
         let ns = d.metadata.namespace.as_deref().unwrap_or("");
-        let api = self.rs_api(ns);
-        for k in self.rs_by_owner.orphans_in(ns) {
-            let Some(r) = self.rs.get(&k) else { continue };
-            if r.metadata.deletion_timestamp.is_some()
-                || !sel.matches(&r.metadata.labels.clone().unwrap_or_default())
-            {
-                continue;
-            }
-            let mut refs = r.metadata.owner_references.clone().unwrap_or_default();
-            refs.push(owner_ref(d));
-            let patch = json!({"metadata": {"ownerReferences": refs, "uid": r.metadata.uid}});
-            match api
-                .patch(
-                    r.metadata.name.as_deref().unwrap_or(""),
-                    &PatchParams::default(),
-                    &Patch::Strategic(patch),
-                )
-                .await
-            {
-                Ok(_) => {}
-                Err(kube::Error::Api(s)) if matches!(s.code, 404 | 409 | 422) => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Ok(())
+        let empty = BTreeMap::new();
+        let orphans = self
+            .rs
+            .get_many(self.rs_by_owner.orphans_in(ns).iter().map(AsRef::as_ref))
+            .into_iter()
+            .filter(|r| {
+                r.metadata.deletion_timestamp.is_none()
+                    && sel.matches(r.metadata.labels.as_ref().unwrap_or(&empty))
+            });
+        Ok(!adopt::adopt(&self.rs_api(ns), &owner_ref(d), orphans)
+            .await?
+            .is_empty())
     }
 
     fn rs_api(&self, ns: &str) -> Api<ReplicaSet> {
@@ -544,7 +533,9 @@ impl Reconciler for DeploymentController {
             // An empty selector would take every pod in the namespace; kube refuses to act.
             return Ok(Action::Done);
         }
-        self.adopt(&d, &sel).await?;
+        if self.adopt(&d, &sel).await? {
+            return Ok(adopt::settle_after());
+        }
         let mut all = self.owned_rs(&d);
         let want = spec.replicas.unwrap_or(1);
         let paused = spec.paused == Some(true);

@@ -21,7 +21,7 @@ use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::{Api, Client};
 use serde_json::{Value, json};
 
-use crate::runtime::{ReconcileError, controller_of};
+use crate::runtime::{ReconcileError, adopt, controller_of};
 use crate::selector::Selector;
 
 /// The label naming a revision's hash (on revisions, and on the pods made from them).
@@ -195,10 +195,26 @@ pub async fn ensure_update_revision(
             }))
         }
         Err(kube::Error::Api(s)) if s.code == 409 => {
-            // Ours, made by a reconcile the cache has not caught up with: use it.
+            // Ours, made by a reconcile the cache has not caught up with, or an equal orphan
+            // the cache does not show as one yet (left by an owner deleted with
+            // `--cascade=orphan`): use it. Only a different template is a collision — bumping
+            // the collisionCount for an equal one would roll every pod for nothing.
             let existing = api.get(&name).await?;
-            let ours = controller_of(&existing).map(|r| r.uid.as_str()) == Some(owner.uid.as_str());
-            if ours && equal(&existing, &candidate) {
+            let controller = controller_of(&existing).map(|r| r.uid.clone());
+            if equal(&existing, &candidate) && controller.is_none() {
+                let adopted = adopt::adopt(&api, owner, [Arc::new(existing)]).await?;
+                let Some(existing) = adopted.into_iter().next() else {
+                    return Err(ReconcileError::Other(format!(
+                        "revision {name} was claimed or changed while being adopted"
+                    )));
+                };
+                revs.push(existing.clone());
+                return Ok(Ok(Settled {
+                    update: existing,
+                    all: revs,
+                }));
+            }
+            if controller.as_deref() == Some(owner.uid.as_str()) && equal(&existing, &candidate) {
                 let mut existing = existing;
                 if existing.revision < next - 1 {
                     existing = api
@@ -233,35 +249,19 @@ pub async fn adopt_orphans(
     orphans: Vec<Arc<ControllerRevision>>,
     selector: &Selector,
 ) -> Result<Vec<ControllerRevision>, ReconcileError> {
-    let mut out = Vec::new();
     let empty = BTreeMap::new();
-    for r in orphans {
-        if r.metadata.deletion_timestamp.is_some()
-            || !selector.matches(r.metadata.labels.as_ref().unwrap_or(&empty))
-        {
-            continue;
-        }
-        let api: Api<ControllerRevision> = Api::namespaced(
-            client.clone(),
-            r.metadata.namespace.as_deref().unwrap_or(""),
-        );
-        let mut refs = r.metadata.owner_references.clone().unwrap_or_default();
-        refs.push(owner.clone());
-        let patch = json!({"metadata": {"ownerReferences": refs, "uid": r.metadata.uid}});
-        match api
-            .patch(
-                r.metadata.name.as_deref().unwrap_or(""),
-                &PatchParams::default(),
-                &Patch::Merge(patch),
-            )
-            .await
-        {
-            Ok(adopted) => out.push(adopted),
-            Err(kube::Error::Api(s)) if matches!(s.code, 404 | 409 | 422) => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Ok(out)
+    let Some(ns) = orphans
+        .first()
+        .map(|r| r.metadata.namespace.clone().unwrap_or_default())
+    else {
+        return Ok(Vec::new());
+    };
+    let api: Api<ControllerRevision> = Api::namespaced(client.clone(), &ns);
+    let matching = orphans.into_iter().filter(|r| {
+        r.metadata.deletion_timestamp.is_none()
+            && selector.matches(r.metadata.labels.as_ref().unwrap_or(&empty))
+    });
+    adopt::adopt(&api, owner, matching).await
 }
 
 /// The revisions to delete to keep `limit` unused ones: the oldest revisions that are not

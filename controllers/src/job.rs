@@ -16,8 +16,9 @@
 //!
 //! Simplifications against kube-controller-manager: no `batch.kubernetes.io/job-tracking`
 //! finalizer on pods (and so no `uncountedTerminatedPods`): `succeeded` and `failed` are
-//! counted from the pods that exist, never going below what the status already says, and
-//! active pods the controller deletes when a Job fails are not counted as failed. No
+//! counted from the pods that exist, never going below what the status already says. As in
+//! kube, the pods still running when a Job fails (and which it then deletes) count as failed,
+//! from the status write that sets FailureTarget on. No
 //! `backoffLimitPerIndex`, `successPolicy` or `managedBy` (FailIndex rules count as Count).
 //! Events only for condition changes (kube also records one per pod created or deleted).
 
@@ -714,7 +715,7 @@ pub fn plan(job: &Job, owned: &[Arc<Pod>], now: Timestamp, may_act: bool) -> Pla
         counted_failed += 1;
         last_failure = last_failure.max(finished_at(p));
     }
-    let failed = counted_failed.max(i64::from(old.failed.unwrap_or(0)));
+    let mut failed = counted_failed.max(i64::from(old.failed.unwrap_or(0)));
 
     // Successes.
     let mut completed = BTreeSet::new();
@@ -785,6 +786,14 @@ pub fn plan(job: &Job, owned: &[Arc<Pod>], now: Timestamp, may_act: bool) -> Pla
                 out.requeue = Some(secs(l));
             }
         }
+    }
+
+    if failing {
+        // kube counts every pod that had not finished when the Job failed as failed; counting
+        // them now, while they still exist, makes the number independent of whether their
+        // Failed phase is seen before they are removed.
+        let unfinished = i64::try_from(active.len() + terminating.len()).unwrap_or(i64::MAX);
+        failed = failed.max(counted_failed.saturating_add(unfinished));
     }
 
     let mut deleting: Vec<Arc<Pod>> = Vec::new();
@@ -1261,7 +1270,9 @@ mod tests {
             "{:?}",
             p.status
         );
-        assert_eq!(p.status.failed, Some(2));
+        // Two failed pods plus the running one the failure deleted (kube: "when the job is
+        // considered finished, every non-terminated pod is considered failed").
+        assert_eq!(p.status.failed, Some(3));
         assert!(p.status.completion_time.is_none());
     }
 
@@ -1301,6 +1312,8 @@ mod tests {
             out.status
         );
         assert_eq!(out.delete.len(), 1);
+        // The running pod the failure deletes counts as failed, before it is gone.
+        assert_eq!(out.status.failed, Some(1));
     }
 
     #[test]
@@ -1316,6 +1329,7 @@ mod tests {
             REASON_DEADLINE
         ));
         assert_eq!(after.delete.len(), 1);
+        assert_eq!(after.status.failed, Some(1));
     }
 
     #[test]

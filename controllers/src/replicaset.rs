@@ -18,6 +18,7 @@ use serde_json::json;
 
 use crate::pods;
 use crate::podwrites;
+use crate::runtime::adopt;
 use crate::runtime::expectations::Expectations;
 use crate::runtime::{
     Action, Informer, OwnerIndex, ReconcileError, Reconciler, WorkQueue, controller_of, key_of,
@@ -157,37 +158,23 @@ impl ReplicaSetController {
     }
 
     /// Orphans in the namespace that the selector matches: adopted by setting this
-    /// ReplicaSet as their controller (409s mean someone else was faster).
-    async fn adopt(&self, rs: &ReplicaSet, sel: &Selector) -> Result<(), ReconcileError> {
+    /// ReplicaSet as their controller. Whether any was adopted (see [`adopt`]).
+    async fn adopt(&self, rs: &ReplicaSet, sel: &Selector) -> Result<bool, ReconcileError> {
         if rs.metadata.deletion_timestamp.is_some() {
-            return Ok(());
+            return Ok(false);
         }
         let ns = rs.metadata.namespace.as_deref().unwrap_or("");
+        let orphans = self
+            .pods
+            .get_many(self.pods_by_owner.orphans_in(ns).iter().map(AsRef::as_ref))
+            .into_iter()
+            .filter(|p| {
+                pods::is_active(p) && sel.matches(p.metadata.labels.as_ref().unwrap_or(&NO_LABELS))
+            });
         let api: Api<Pod> = Api::namespaced(self.client.clone(), ns);
-        for k in self.pods_by_owner.orphans_in(ns) {
-            let Some(p) = self.pods.get(&k) else { continue };
-            if !pods::is_active(&p)
-                || !sel.matches(p.metadata.labels.as_ref().unwrap_or(&NO_LABELS))
-            {
-                continue;
-            }
-            let mut refs = p.metadata.owner_references.clone().unwrap_or_default();
-            refs.push(owner_ref(rs));
-            let patch = json!({"metadata": {
-                "ownerReferences": refs,
-                "uid": p.metadata.uid,
-            }});
-            let name = p.metadata.name.clone().unwrap_or_default();
-            match api
-                .patch(&name, &PatchParams::default(), &Patch::Strategic(patch))
-                .await
-            {
-                Ok(_) => {}
-                Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 || s.code == 422 => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Ok(())
+        Ok(!adopt::adopt(&api, &owner_ref(rs), orphans)
+            .await?
+            .is_empty())
     }
 
     async fn create_pods(&self, key: &str, rs: &ReplicaSet, n: usize) -> Option<String> {
@@ -359,7 +346,9 @@ impl Reconciler for ReplicaSetController {
         let Some(sel) = Selector::of_rs(&rs) else {
             return Ok(Action::Done);
         };
-        self.adopt(&rs, &sel).await?;
+        if self.adopt(&rs, &sel).await? {
+            return Ok(adopt::settle_after());
+        }
         let timer = std::time::Instant::now();
         let owned = self.owned_pods(&rs);
         let mut failure = None;

@@ -37,6 +37,7 @@ use serde_json::json;
 
 use crate::history;
 use crate::pods;
+use crate::runtime::adopt;
 use crate::runtime::{
     Action, Informer, OwnerIndex, ReconcileError, Reconciler, WorkQueue, controller_of, key_of,
 };
@@ -397,36 +398,22 @@ impl StatefulSetController {
         Api::namespaced(self.client.clone(), ns)
     }
 
-    /// Orphans named `<set>-<n>` that the selector matches become the set's.
-    async fn adopt(&self, set: &StatefulSet, sel: &Selector) -> Result<(), ReconcileError> {
+    /// Orphans named `<set>-<n>` that the selector matches become the set's; whether any did.
+    async fn adopt(&self, set: &StatefulSet, sel: &Selector) -> Result<bool, ReconcileError> {
         let ns = set.metadata.namespace.as_deref().unwrap_or("");
         let name = set.metadata.name.as_deref().unwrap_or("");
-        for k in self.pods_by_owner.orphans_in(ns) {
-            let Some(p) = self.pods.get(&k) else { continue };
-            if p.metadata.deletion_timestamp.is_some()
-                || ordinal_in(name, &p).is_none()
-                || !sel.matches(p.metadata.labels.as_ref().unwrap_or(&NO_LABELS))
-            {
-                continue;
-            }
-            let mut refs = p.metadata.owner_references.clone().unwrap_or_default();
-            refs.push(owner_ref(set));
-            let patch = json!({"metadata": {"ownerReferences": refs, "uid": p.metadata.uid}});
-            match self
-                .pod_api(ns)
-                .patch(
-                    p.metadata.name.as_deref().unwrap_or(""),
-                    &PatchParams::default(),
-                    &Patch::Strategic(patch),
-                )
-                .await
-            {
-                Ok(_) => {}
-                Err(kube::Error::Api(s)) if matches!(s.code, 404 | 409 | 422) => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Ok(())
+        let orphans = self
+            .pods
+            .get_many(self.pods_by_owner.orphans_in(ns).iter().map(AsRef::as_ref))
+            .into_iter()
+            .filter(|p| {
+                p.metadata.deletion_timestamp.is_none()
+                    && ordinal_in(name, p).is_some()
+                    && sel.matches(p.metadata.labels.as_ref().unwrap_or(&NO_LABELS))
+            });
+        Ok(!adopt::adopt(&self.pod_api(ns), &owner_ref(set), orphans)
+            .await?
+            .is_empty())
     }
 
     /// Creates the ordinal's missing claims, then its pod.
@@ -749,7 +736,9 @@ impl Reconciler for StatefulSetController {
         let ns = set.metadata.namespace.clone().unwrap_or_default();
         let name = set.metadata.name.clone().unwrap_or_default();
         let uid = set.metadata.uid.clone().unwrap_or_default();
-        self.adopt(&set, &sel).await?;
+        if self.adopt(&set, &sel).await? {
+            return Ok(adopt::settle_after());
+        }
 
         // Revisions.
         let mut revs: Vec<ControllerRevision> = self

@@ -279,7 +279,7 @@ async fn daemon_pods_orphaned_by_their_daemonset_are_adopted_by_a_new_one() -> R
             Ok(n)
         };
         let before = names(&s)?;
-        assert_eq!(before.len(), 2);
+        assert_eq!(before.len(), 2, "{before:?}");
         s.kubectl(&["delete", "daemonset", "agent", "--cascade=orphan"])?;
         apply(&s, "agent", &daemonset("agent", "nginx", json!({})))?;
         let uid = get_json(&s, &["get", "daemonset", "agent"])?["metadata"]["uid"].clone();

@@ -2,6 +2,7 @@
 //! handlers) feed a work queue of object keys; workers take keys and call a reconciler,
 //! which answers with an [`Action`]; failures are retried with per-key back-off.
 
+pub mod adopt;
 pub mod expectations;
 pub mod index;
 pub mod informer;
