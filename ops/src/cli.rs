@@ -230,9 +230,28 @@ pub struct VerifyArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
-    /// The data directory: the store, the PKI (pki/) and the admin kubeconfig.
+    /// The data directory: the store (embedded), the PKI (pki/) and the admin kubeconfig.
+    /// With `--store fdb` it holds only the PKI and local state; replicas share the cluster
+    /// CA by holding the same `pki/ca.crt` and `pki/ca.key`.
     #[arg(long, default_value = "logbook-data")]
     pub data_dir: PathBuf,
+    /// Where the log lives: `embedded` (in the data directory) or `fdb` (a FoundationDB
+    /// cluster; needs a build with the `fdb` feature and libfdb_c).
+    #[arg(long, value_enum, default_value_t = StoreKind::Embedded)]
+    pub store: StoreKind,
+    /// The FoundationDB cluster file (`--store fdb`); default: `$FDB_CLUSTER_FILE`, then
+    /// `/etc/foundationdb/fdb.cluster`.
+    #[arg(long, value_name = "PATH")]
+    pub fdb_cluster_file: Option<PathBuf>,
+    /// The store's name in the cluster: its keys live in the directory `logbook/NAME`
+    /// (`--store fdb`). Every replica of one control plane uses the same name.
+    #[arg(long, default_value = "default", value_name = "NAME")]
+    pub fdb_directory: String,
+    /// Log partitions of a new FoundationDB store (`--store fdb`): appends spread over this
+    /// many key ranges so no storage server takes every commit. Fixed when the store is
+    /// created (see docs/fdb.md for choosing it).
+    #[arg(long, default_value_t = DEFAULT_FDB_LOG_PARTITIONS)]
+    pub fdb_log_partitions: u16,
     /// Address and port to serve HTTPS on.
     #[arg(long, default_value = "0.0.0.0:6443")]
     pub listen: std::net::SocketAddr,
@@ -278,6 +297,18 @@ pub struct ServeArgs {
     pub simulate_nodes: usize,
     #[command(flatten)]
     pub sim_shape: SimShape,
+}
+
+/// Log partitions of a new FoundationDB store unless `--fdb-log-partitions` says otherwise.
+pub const DEFAULT_FDB_LOG_PARTITIONS: u16 = 16;
+
+/// The storage backend of `logbook serve`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StoreKind {
+    /// redb plus a write-ahead log in the data directory.
+    Embedded,
+    /// A FoundationDB 7.3 cluster, shared by any number of replicas.
+    Fdb,
 }
 
 #[derive(Debug, Clone, Args)]

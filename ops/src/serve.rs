@@ -8,11 +8,73 @@ use logbook_api::Api;
 use logbook_schema::registry::Registry;
 use logbook_store::{EmbeddedConfig, HubConfig, VerifyScope, WatchHub};
 
-use crate::cli::ServeArgs;
+use crate::cli::{ServeArgs, StoreKind};
 use crate::pki;
 
 /// Newest events per partition checked at startup (a full check is `logbook verify`).
 const STARTUP_VERIFY_TAIL_EVENTS: usize = 10_000;
+
+/// Opens the store `--store` names and verifies the newest events of each partition.
+async fn open_store(
+    args: &ServeArgs,
+) -> Result<(logbook_store::EventLog, logbook_store::VerifyReport)> {
+    match args.store {
+        StoreKind::Embedded => {
+            let (_kv, log, report) = logbook_store::open_embedded(
+                EmbeddedConfig::new(&args.data_dir),
+                VerifyScope::Tail(STARTUP_VERIFY_TAIL_EVENTS),
+            )
+            .await
+            .with_context(|| format!("opening the store in {}", args.data_dir.display()))?;
+            Ok((log, report))
+        }
+        StoreKind::Fdb => open_fdb(args).await,
+    }
+}
+
+#[cfg(feature = "fdb")]
+async fn open_fdb(
+    args: &ServeArgs,
+) -> Result<(logbook_store::EventLog, logbook_store::VerifyReport)> {
+    use logbook_store::kv::fdb::{Fdb, FdbConfig};
+    let kv = Fdb::open(FdbConfig::new(
+        args.fdb_cluster_file.clone(),
+        args.fdb_directory.clone(),
+    ))
+    .await
+    .context("opening the FoundationDB store")?;
+    let log = logbook_store::EventLog::open(
+        Arc::new(kv) as Arc<dyn logbook_store::kv::Kv>,
+        logbook_store::LogConfig {
+            partitions: args.fdb_log_partitions.max(1),
+        },
+    )
+    .await
+    .context("opening the log in FoundationDB")?;
+    if log.partitions() != args.fdb_log_partitions.max(1) {
+        tracing::warn!(
+            stored = log.partitions(),
+            asked = args.fdb_log_partitions,
+            "the store keeps the partition count it was created with"
+        );
+    }
+    let report = log
+        .verify(VerifyScope::Tail(STARTUP_VERIFY_TAIL_EVENTS), |_| {})
+        .await
+        .context("verifying the newest events")?;
+    Ok((log, report))
+}
+
+#[cfg(not(feature = "fdb"))]
+async fn open_fdb(
+    _args: &ServeArgs,
+) -> Result<(logbook_store::EventLog, logbook_store::VerifyReport)> {
+    anyhow::bail!(
+        "--store fdb: this logbook was built without FoundationDB support; build it with \
+         `cargo build --release -p logbook --features fdb` (needs libclang-dev, and libfdb_c \
+         from a FoundationDB 7.3 client package to link)"
+    )
+}
 
 pub async fn run(args: ServeArgs) -> Result<()> {
     let policy = crate::retention::RetentionPolicy::from_args(&args.retention)?;
@@ -55,12 +117,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let pki = pki::ensure(&args.data_dir, &hosts)?;
     let tls = pki::server_config(&pki)?;
 
-    let (_kv, log, report) = logbook_store::open_embedded(
-        EmbeddedConfig::new(&args.data_dir),
-        VerifyScope::Tail(STARTUP_VERIFY_TAIL_EVENTS),
-    )
-    .await
-    .with_context(|| format!("opening the store in {}", args.data_dir.display()))?;
+    let (log, report) = open_store(&args).await?;
     let hub = WatchHub::start(log.clone(), HubConfig::default()).await?;
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let listener = tokio::net::TcpListener::bind(listen)

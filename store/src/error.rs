@@ -29,6 +29,17 @@ pub enum Error {
     #[error("transaction too old: its read version fell out of the conflict window")]
     TransactionTooOld,
 
+    /// The commit's outcome is unknown (FoundationDB's `commit_unknown_result`): it may or
+    /// may not have happened. Retryable only by writes that can tell (the log's appends look
+    /// for their request id first).
+    #[error("commit outcome unknown: the transaction may or may not have committed")]
+    CommitUnknown,
+
+    /// The backend is temporarily unable to serve (a retryable FoundationDB error such as
+    /// `process_behind` or a throttled transaction). Retry after a back-off.
+    #[error("store temporarily unavailable: {0}")]
+    Unavailable(String),
+
     /// An object or value exceeds a size bound.
     #[error("{what} is {size} bytes, above the limit of {limit} bytes")]
     TooLarge {
@@ -81,7 +92,13 @@ pub enum Error {
 impl Error {
     /// True for errors a caller should answer by retrying the whole transaction.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Error::TransactionConflict | Error::TransactionTooOld)
+        matches!(
+            self,
+            Error::TransactionConflict
+                | Error::TransactionTooOld
+                | Error::CommitUnknown
+                | Error::Unavailable(_)
+        )
     }
 
     pub(crate) fn backend(e: impl std::error::Error + Send + Sync + 'static) -> Self {

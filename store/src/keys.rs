@@ -44,8 +44,18 @@ pub const TIME: u8 = b'x';
 
 /// `m format`: the on-disk format version.
 pub const META_FORMAT: &[u8] = b"mformat";
-/// `m head`: the versionstamp of the last appended event (a versionstamped value).
+/// `m head`: prefix of the partition heads. Stores written before partition heads held one
+/// `m head` key (the whole log's head); it sorts inside the prefix and is still read.
 pub const META_HEAD: &[u8] = b"mhead";
+
+/// `m head <partition u16>`: the versionstamp of the newest event of one log partition (a
+/// versionstamped value written by every append to it). One head per partition, so on
+/// FoundationDB no single key takes every commit; the log's head is the largest of them.
+pub fn head(partition: u16) -> Vec<u8> {
+    let mut out = META_HEAD.to_vec();
+    out.extend_from_slice(&partition.to_be_bytes());
+    out
+}
 /// `m horizon`: positions at or below this have been compacted away.
 pub const META_HORIZON: &[u8] = b"mhorizon";
 /// `m horizon <res>`: one resource's retention horizon (see [`resource_horizon`]).

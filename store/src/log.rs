@@ -29,6 +29,11 @@ use crate::record::{
 pub const STORE_FORMAT_VERSION: u64 = 1;
 /// How often an append retries after a transaction conflict before giving up.
 pub const APPEND_RETRIES_MAX: u32 = 64;
+/// First back-off after a retryable error that is not a conflict (a commit with an unknown
+/// outcome, a busy FoundationDB), doubled per attempt, in milliseconds.
+pub const APPEND_BACKOFF_BASE_MS: u64 = 5;
+/// Longest back-off between append attempts, in milliseconds.
+pub const APPEND_BACKOFF_MAX_MS: u64 = 500;
 /// Keys fetched per range read when scanning (a page, not a limit on results).
 pub const SCAN_PAGE_KVS: usize = 2048;
 /// Most revisions one history page returns.
@@ -387,13 +392,57 @@ impl EventLog {
             });
         }
         let mut attempts = 0;
+        let mut maybe_committed = false;
         loop {
             attempts += 1;
+            if maybe_committed && let Some(e) = self.committed_already(req).await? {
+                return Ok(e);
+            }
             match self.try_append(req).await {
-                Err(e) if e.is_retryable() && attempts < APPEND_RETRIES_MAX => continue,
+                Err(e) if e.is_retryable() && attempts < APPEND_RETRIES_MAX => {
+                    if matches!(e, Error::CommitUnknown) {
+                        maybe_committed = true;
+                    }
+                    if matches!(e, Error::CommitUnknown | Error::Unavailable(_)) {
+                        let shift = attempts.min(7);
+                        tokio::time::sleep(std::time::Duration::from_millis(
+                            (APPEND_BACKOFF_BASE_MS << shift).min(APPEND_BACKOFF_MAX_MS),
+                        ))
+                        .await;
+                    }
+                    continue;
+                }
                 other => return other,
             }
         }
+    }
+
+    /// After a commit with an unknown outcome: the event that commit would have written, if
+    /// it is the object's newest revision (same request id, kind and object bytes). Request
+    /// ids are unique per API request, and one request never writes the same bytes to one
+    /// object twice, so a match is that commit.
+    async fn committed_already(&self, req: &AppendRequest) -> Result<Option<Event>> {
+        if req.request_id.is_empty() {
+            return Ok(None);
+        }
+        let mut tx = self.kv.begin().await?;
+        let (b, e) = rev_range(&req.key);
+        let newest = tx
+            .get_range(&RangeRequest::between(b, e).limit(1).reverse(true))
+            .await?;
+        let Some(vs) = newest
+            .kvs
+            .first()
+            .and_then(|kv| Versionstamp::from_slice(&kv.key[kv.key.len().saturating_sub(10)..]))
+        else {
+            return Ok(None);
+        };
+        let position = Position::from_versionstamp(vs);
+        let partition = req.key.partition(self.partitions);
+        let event = self.read_event_in(tx.as_mut(), partition, position).await?;
+        Ok(event.filter(|e| {
+            e.request_id == req.request_id && e.kind == req.kind && e.object == req.object
+        }))
     }
 
     async fn try_append(&self, req: &AppendRequest) -> Result<Event> {
@@ -483,7 +532,7 @@ impl EventLog {
         let res_vs_offset = res_key.len();
         res_key.extend_from_slice(&VERSIONSTAMP_PLACEHOLDER);
         tx.set_versionstamped_key(&res_key, res_vs_offset, &keys::res_log_value(&req.key));
-        tx.set_versionstamped_value(keys::META_HEAD, &VERSIONSTAMP_PLACEHOLDER, 0);
+        tx.set_versionstamped_value(&keys::head(partition), &VERSIONSTAMP_PLACEHOLDER, 0);
         // The history indexes: the user's log and the second this event was stamped in.
         let mut user_key = keys::user_log(&req.actor.user);
         let user_vs_offset = user_key.len();
@@ -617,16 +666,19 @@ impl EventLog {
     }
 
     pub(crate) async fn read_head(&self, tx: &mut dyn Transaction) -> Result<Position> {
-        match tx.get(keys::META_HEAD, true).await? {
-            None => Ok(Position::ZERO),
-            Some(v) => {
-                let vs = Versionstamp::from_slice(&v).ok_or_else(|| Error::Corrupt {
-                    location: "meta head".into(),
-                    detail: "not a versionstamp".into(),
-                })?;
-                Ok(Position::from_versionstamp(vs))
-            }
+        // Every partition's head (and a pre-partition-heads store's single head).
+        let heads = tx
+            .get_range(&RangeRequest::prefix(keys::META_HEAD).snapshot(true))
+            .await?;
+        let mut head = Position::ZERO;
+        for kv in heads.kvs {
+            let vs = Versionstamp::from_slice(&kv.value).ok_or_else(|| Error::Corrupt {
+                location: "meta head".into(),
+                detail: "not a versionstamp".into(),
+            })?;
+            head = head.max(Position::from_versionstamp(vs));
         }
+        Ok(head)
     }
 
     pub(crate) async fn read_horizon(&self, tx: &mut dyn Transaction) -> Result<Position> {

@@ -1,7 +1,8 @@
 //! The backend conformance suite: what every [`Kv`] backend must do, as plain async
 //! functions over a fresh, empty store. A backend's test file instantiates all of them with
 //! [`kv_conformance_tests!`](crate::kv_conformance_tests); the embedded backend does in
-//! `tests/conformance.rs`, the FoundationDB backend will do the same.
+//! `tests/conformance.rs`, the FoundationDB backend in `tests/fdb.rs` (when a cluster is
+//! configured).
 
 use std::sync::Arc;
 
@@ -295,6 +296,37 @@ macro_rules! kv_conformance_tests {
             oversized_values_are_refused,
             a_key_watch_fires_when_the_key_changes
         );
+    };
+    // `$make` yields `Option<Arc<dyn Kv>>`; `None` (no backend to test here) prints why on
+    // the given line and passes.
+    (optional $make:expr, $skip:expr) => {
+        $crate::kv_conformance_tests!(@each_optional $make, $skip;
+            reads_see_the_transactions_own_writes,
+            a_transaction_reads_one_snapshot,
+            range_reads_page_forward_and_backward,
+            conflicting_transactions_fail_with_a_retryable_error,
+            versionstamps_increase_and_are_substituted,
+            atomic_adds_from_concurrent_transactions_all_land,
+            oversized_values_are_refused,
+            a_key_watch_fires_when_the_key_changes
+        );
+    };
+    (@each_optional $make:expr, $skip:expr; $($name:ident),*) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let Some(kv) = $make.await else {
+                    println!("skipped {}: {}", stringify!($name), $skip);
+                    return;
+                };
+                let result = tokio::time::timeout(std::time::Duration::from_secs(60), $crate::testing::$name(kv))
+                    .await
+                    .expect(concat!(stringify!($name), " did not finish in 60 s: a commit or watch is stuck"));
+                if let Err(e) = result {
+                    panic!("{}: {}", stringify!($name), e);
+                }
+            }
+        )*
     };
     (@each $make:expr; $($name:ident),*) => {
         $(

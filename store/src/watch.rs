@@ -409,8 +409,9 @@ async fn tail(inner: Arc<HubInner>) {
     let min_interval = Duration::from_millis(inner.cfg.tail_interval_min_ms);
     let mut backoff_ms = 10u64;
     loop {
-        // Register the head watch before reading, so no commit slips between the two.
-        let head_watch = match inner.log.kv().watch(keys::META_HEAD).await {
+        // Register the head watches before reading, so no commit slips between the two: one
+        // per partition head, any of which wakes the tailer.
+        let head_watch = match watch_heads(&inner.log).await {
             Ok(w) => w,
             Err(e) => {
                 tracing::warn!(error = %e, "watch hub: cannot watch the log head; retrying");
@@ -446,6 +447,17 @@ async fn tail(inner: Arc<HubInner>) {
         }
         let _ = tokio::time::timeout(poll, head_watch).await;
     }
+}
+
+/// Resolves when any log partition's head changes.
+async fn watch_heads(log: &EventLog) -> Result<crate::kv::KeyWatch> {
+    let mut watches = Vec::with_capacity(usize::from(log.partitions()));
+    for p in 0..log.partitions() {
+        watches.push(log.kv().watch(&keys::head(p)).await?);
+    }
+    Ok(Box::pin(async move {
+        futures::future::select_all(watches).await.0
+    }))
 }
 
 fn publish(inner: &HubInner, events: Vec<Event>) {

@@ -49,11 +49,7 @@ pub const INIT_MARKER_FILE_NAME: &str = "logbook.initialized";
 /// The write-ahead log inside the data directory (see [`super::wal`]).
 pub const WAL_FILE_NAME: &str = "logbook.wal";
 
-/// Largest value the KV layer accepts, in bytes. FoundationDB's limit; enforcing it here
-/// makes the embedded backend catch what the FoundationDB backend would refuse.
-pub const KV_VALUE_BYTES_MAX: usize = 100_000;
-/// Largest key the KV layer accepts, in bytes (FoundationDB's limit).
-pub const KV_KEY_BYTES_MAX: usize = 10_000;
+pub use super::{KV_KEY_BYTES_MAX, KV_VALUE_BYTES_MAX};
 
 /// Tunables of the embedded backend. Every field is a bound with its unit in the name.
 #[derive(Clone, Debug)]

@@ -17,6 +17,8 @@
 //!   was registered.
 
 pub mod embedded;
+#[cfg(feature = "fdb")]
+pub mod fdb;
 pub mod wal;
 
 use std::future::Future;
@@ -26,6 +28,12 @@ use async_trait::async_trait;
 
 use crate::error::Result;
 use crate::position::Versionstamp;
+
+/// Largest value the KV layer accepts, in bytes. FoundationDB's limit; every backend
+/// enforces it, so the embedded store catches what FoundationDB would refuse.
+pub const KV_VALUE_BYTES_MAX: usize = 100_000;
+/// Largest key the KV layer accepts, in bytes (FoundationDB's limit).
+pub const KV_KEY_BYTES_MAX: usize = 10_000;
 
 /// One key and its value.
 #[derive(Clone, Debug, PartialEq, Eq)]
