@@ -22,7 +22,7 @@
 //! `backoffLimitPerIndex`, `successPolicy` or `managedBy` (FailIndex rules count as Count).
 //! Events only for condition changes (kube also records one per pod created or deleted).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -85,6 +85,31 @@ pub struct JobController {
     pods_by_owner: Arc<OwnerIndex>,
     pub queue: Arc<WorkQueue>,
     expectations: Arc<Expectations>,
+    /// The Job as this controller's last status write returned it, per key: used instead of
+    /// the informer's copy while that is older (a pass must not act on a status from before
+    /// its own last write — with FailureTarget unseen, it would replace the pods it just
+    /// deleted).
+    written: std::sync::Mutex<HashMap<String, Arc<Job>>>,
+}
+
+/// The newer of the cached Job and the one this controller last wrote, by resourceVersion
+/// (Logbook's are log positions: decimal and increasing).
+fn newer_of(cached: Arc<Job>, written: Option<&Arc<Job>>) -> Arc<Job> {
+    let rv = |j: &Job| {
+        j.metadata
+            .resource_version
+            .as_deref()
+            .and_then(|v| v.parse::<u64>().ok())
+    };
+    match written {
+        Some(w)
+            if w.metadata.uid == cached.metadata.uid
+                && matches!((rv(w), rv(&cached)), (Some(a), Some(b)) if a > b) =>
+        {
+            w.clone()
+        }
+        _ => cached,
+    }
 }
 
 fn job_key_of_owner(pod: &Pod) -> Option<String> {
@@ -163,7 +188,15 @@ impl JobController {
             pods_by_owner,
             queue,
             expectations,
+            written: std::sync::Mutex::new(HashMap::new()),
         })
+    }
+
+    fn written(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Job>>> {
+        match self.written.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
     }
 
     fn owned_pods(&self, job: &Job) -> Vec<Arc<Pod>> {
@@ -1003,9 +1036,18 @@ impl Reconciler for JobController {
     }
 
     async fn reconcile(&self, key: &str) -> Result<Action, ReconcileError> {
-        let Some(job) = self.jobs.get(key) else {
+        let Some(cached) = self.jobs.get(key) else {
             self.expectations.delete(key);
+            self.written().remove(key);
             return Ok(Action::Done);
+        };
+        let job = {
+            let mut w = self.written();
+            let job = newer_of(cached.clone(), w.get(key));
+            if Arc::ptr_eq(&job, &cached) {
+                w.remove(key);
+            }
+            job
         };
         let now = Timestamp::now();
         if is_finished(&job) {
@@ -1017,25 +1059,22 @@ impl Reconciler for JobController {
         let owned = self.owned_pods(&job);
         let may_act = self.expectations.satisfied(key);
         let plan = plan(&job, &owned, now, may_act);
-        let mut failure = None;
-        if !plan.delete.is_empty() {
-            self.delete_pods(key, plan.delete).await?;
-        }
-        if !plan.create.is_empty() {
-            failure = self.create_pods(key, &job, plan.create).await;
-        }
+        // The status first: a FailureTarget or SuccessCriteriaMet decided here is recorded
+        // before the pods it ends are deleted, so no later pass can forget the decision.
         let current = job.status.clone().unwrap_or_default();
         if !same_status(&current, &plan.status) {
             let api: Api<Job> = Api::namespaced(
                 self.client.clone(),
                 job.metadata.namespace.as_deref().unwrap_or(""),
             );
-            api.patch_status(
-                job.metadata.name.as_deref().unwrap_or(""),
-                &PatchParams::default(),
-                &Patch::Merge(status_patch(&plan.status)),
-            )
-            .await?;
+            let wrote = api
+                .patch_status(
+                    job.metadata.name.as_deref().unwrap_or(""),
+                    &PatchParams::default(),
+                    &Patch::Merge(status_patch(&plan.status)),
+                )
+                .await?;
+            self.written().insert(key.to_string(), Arc::new(wrote));
             for (type_, reason, message) in condition_events(&current, &plan.status) {
                 let about = ObjectReference {
                     api_version: Some("batch/v1".into()),
@@ -1055,6 +1094,13 @@ impl Reconciler for JobController {
                 )
                 .await;
             }
+        }
+        let mut failure = None;
+        if !plan.delete.is_empty() {
+            self.delete_pods(key, plan.delete).await?;
+        }
+        if !plan.create.is_empty() {
+            failure = self.create_pods(key, &job, plan.create).await;
         }
         if let Some(msg) = failure {
             return Err(ReconcileError::Other(format!("creating pods: {msg}")));

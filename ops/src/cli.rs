@@ -17,9 +17,10 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Start the control plane on the embedded store: HTTPS on --listen, data in
-    /// --data-dir. The first start generates a CA, certificates and <data-dir>/kubeconfig.
-    Serve(ServeArgs),
+    /// Start the control plane: HTTPS on --listen, the log on the embedded store in
+    /// --data-dir (or on FoundationDB with --store fdb). The first start generates a CA,
+    /// certificates and <data-dir>/kubeconfig.
+    Serve(Box<ServeArgs>),
     /// Move a stopped store's retention horizon to --to (default: the head): history below
     /// it is removed, every object's state there is kept; older resourceVersions get 410.
     Compact(CompactArgs),

@@ -79,7 +79,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Audit {
             action: AuditAction::Verify(args),
         } => verify::run(args).await,
-        Command::Serve(args) => serve::run(args).await,
+        Command::Serve(args) => serve::run(*args).await,
         Command::Controllers(args) => components::run_controllers(args).await,
         Command::Scheduler(args) => components::run_scheduler(args).await,
         Command::Node(args) => components::run_node(args).await,

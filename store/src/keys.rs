@@ -5,7 +5,8 @@
 //! o <res> <ns> <name> <chunk u16>                        -> current object chunk
 //! r <res> <ns> <name> <versionstamp 10>                  -> revision index entry
 //! t <res> <versionstamp 10>                              -> resource log entry (ns, name)
-//! m <name>                                               -> metadata (format, head, horizon)
+//! m <name>                                               -> metadata (format, horizon, partitions)
+//! m head <partition u16>                                 -> newest versionstamp of one partition
 //! m horizon <res>                                        -> one resource's retention horizon
 //! c <res> <ns>                                           -> object count (i64 LE, atomic add)
 //! u <user> <versionstamp 10>                             -> user log entry (res, ns, name)
@@ -345,5 +346,38 @@ mod tests {
         let key = with_chunk(&log_event(5, p.versionstamp()), 2);
         assert_eq!(parse_log_key(&key), Some((5, p, 2)));
         assert!(log_after(5, p) > key);
+    }
+
+    #[test]
+    fn partition_heads_and_the_older_single_head_share_one_prefix_apart_from_other_metadata() {
+        let range = (META_HEAD.to_vec(), crate::kv::prefix_end(META_HEAD));
+        for k in [META_HEAD.to_vec(), head(0), head(1), head(u16::MAX)] {
+            assert!(
+                range.0 <= k && k < range.1,
+                "{k:?} is inside the head prefix"
+            );
+        }
+        for other in [META_HORIZON, META_PARTITIONS, META_FORMAT] {
+            assert!(!(range.0.as_slice() <= other && other < range.1.as_slice()));
+        }
+        assert!(head(0) < head(1) && head(1) < head(256));
+    }
+
+    #[test]
+    fn an_objects_partition_is_stable_and_within_the_count() {
+        let k = ObjectKey::new("pods", "default", "web-0");
+        // FNV-1a of "pods\0default\0web-0" is 5406373708469862723 (computed apart, with
+        // Python); 5406373708469862723 mod 16 = 3. A change here would lose every stored
+        // event of a multi-partition store, since reads find events by this hash.
+        assert_eq!(k.partition(16), 3);
+        assert_eq!(k.partition(1), 0);
+        let spread: std::collections::BTreeSet<u16> = (0..200)
+            .map(|i| ObjectKey::new("pods", "default", format!("p-{i}")).partition(16))
+            .collect();
+        assert_eq!(
+            spread.len(),
+            16,
+            "200 names reach every one of 16 partitions"
+        );
     }
 }

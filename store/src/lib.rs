@@ -1,7 +1,7 @@
 //! logbook-store: the ground truth of Logbook.
 //!
 //! Owns the ordered transactional KV trait ([`kv::Kv`]) and its backends (embedded: redb
-//! plus a write-ahead log, today; FoundationDB behind the `fdb` feature later), the event log
+//! plus a write-ahead log; FoundationDB behind the `fdb` feature, in `kv::fdb`), the event log
 //! and its projections ([`EventLog`]: current-state pointers, revision index, per-resource
 //! log; reads as of any retained position; compaction), per-resource retention and
 //! checkpoint chains ([`retention`]), verification ([`audit`]), and the watch hub

@@ -114,6 +114,20 @@ impl Server {
         Ok(s)
     }
 
+    /// Starts a server on `data_dir` (which may already hold files, e.g. another replica's
+    /// cluster CA in `pki/`), with extra `logbook serve` flags.
+    pub fn start_in(data_dir: PathBuf, args: &[&str]) -> Result<Self> {
+        let mut s = Server {
+            data_dir,
+            port: free_port()?,
+            child: None,
+            extra_args: args.iter().map(|a| a.to_string()).collect(),
+            _tmp: None,
+        };
+        s.spawn()?;
+        Ok(s)
+    }
+
     fn spawn(&mut self) -> Result<()> {
         let bin = logbook_bin();
         if !bin.exists() {
