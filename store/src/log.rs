@@ -29,6 +29,11 @@ use crate::record::{
 pub const STORE_FORMAT_VERSION: u64 = 1;
 /// How often an append retries after a transaction conflict before giving up.
 pub const APPEND_RETRIES_MAX: u32 = 64;
+/// `read_log` over several partitions reads each up to this many times its even share of
+/// the limit, so an uneven spread still fills most of a batch in one pass.
+pub const READ_LOG_SHARE_FACTOR: usize = 2;
+/// ... and at least this many events per partition.
+pub const READ_LOG_SHARE_MIN_EVENTS: usize = 64;
 /// First back-off after a retryable error that is not a conflict (a commit with an unknown
 /// outcome, a busy FoundationDB), doubled per attempt, in milliseconds.
 pub const APPEND_BACKOFF_BASE_MS: u64 = 5;
@@ -1116,13 +1121,19 @@ impl EventLog {
     }
 
     /// Events after `after` (exclusive) up to `until` (inclusive, or the head), at most
-    /// `limit` (0 = no limit), in log order, merged across partitions.
+    /// `limit` (0 = no limit), in log order, merged across partitions, and whether more
+    /// follow. One read transaction, so the result is a gap-free prefix of what follows
+    /// `after`: on FoundationDB every commit at or below its read version is visible to it.
+    ///
+    /// With several partitions each is read up to a share of `limit` (not all of it, which
+    /// would read `partitions` times what is returned); the merge then ends at the lowest
+    /// last position among the partitions cut short, below which nothing can be missing.
     pub async fn read_log(
         &self,
         after: Position,
         until: Option<Position>,
         limit: usize,
-    ) -> Result<Vec<Event>> {
+    ) -> Result<(Vec<Event>, bool)> {
         let mut tx = self.kv.begin().await?;
         let horizon = self.read_horizon(tx.as_mut()).await?;
         if after < horizon {
@@ -1132,29 +1143,43 @@ impl EventLog {
             });
         }
         let max = if limit == 0 { usize::MAX } else { limit };
+        let n = usize::from(self.partitions.max(1));
+        let share = if n == 1 {
+            max
+        } else {
+            max.div_ceil(n)
+                .saturating_mul(READ_LOG_SHARE_FACTOR)
+                .max(READ_LOG_SHARE_MIN_EVENTS)
+                .min(max)
+        };
         let mut merged: Vec<Event> = Vec::new();
+        // The lowest last position of a partition that may hold more than was read.
+        let mut cutoff: Option<Position> = None;
         for partition in 0..self.partitions {
             let begin = keys::log_after(partition, after);
             let end = match until {
                 Some(u) => keys::log_after(partition, u),
                 None => prefix_end(&keys::log_partition(partition)),
             };
-            let mut taken = 0usize;
-            scan_groups(tx.as_mut(), begin, end, 2, true, |prefix, parts| {
-                if taken >= max {
-                    return Ok(false);
-                }
-                merged.push(event_from_parts(prefix, &parts)?);
-                taken += 1;
-                Ok(true)
-            })
-            .await?;
+            let (events, more) = scan_events(tx.as_mut(), begin, end, share).await?;
+            if more && let Some(last) = events.last() {
+                cutoff = Some(cutoff.map_or(last.position, |c| c.min(last.position)));
+            }
+            merged.extend(events);
         }
-        if self.partitions > 1 {
+        if n > 1 {
             merged.sort_by_key(|e| e.position);
-            merged.truncate(max);
         }
-        Ok(merged)
+        let mut more = false;
+        if let Some(c) = cutoff {
+            merged.retain(|e| e.position <= c);
+            more = true;
+        }
+        if merged.len() > max {
+            merged.truncate(max);
+            more = true;
+        }
+        Ok((merged, more))
     }
 
     /// Every retained revision of one object, oldest first: at most

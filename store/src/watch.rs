@@ -427,9 +427,8 @@ async fn tail(inner: Arc<HubInner>) {
                 .read_log(applied, None, inner.cfg.tail_batch_events_max)
                 .await
             {
-                Ok(events) if events.is_empty() => break,
-                Ok(events) => {
-                    let full = events.len() >= inner.cfg.tail_batch_events_max;
+                Ok((events, _)) if events.is_empty() => break,
+                Ok((events, full)) => {
                     publish(&inner, events);
                     if !full {
                         // Let the next events gather into one batch (see tail_interval_min_ms).

@@ -77,6 +77,7 @@ async fn run_case(ops: Vec<Op>, cut: usize) {
         .log
         .read_log(Position::ZERO, None, 0)
         .await
+        .map(|(events, _)| events)
         .expect("read log");
     if log.is_empty() {
         return;
@@ -125,7 +126,7 @@ async fn run_case(ops: Vec<Op>, cut: usize) {
             Err(Error::Compacted { .. })
         ));
         assert!(matches!(
-            s.log.read_log(p, None, 0).await,
+            s.log.read_log(p, None, 0).await.map(|(events, _)| events),
             Err(Error::Compacted { .. })
         ));
         let k = keys.iter().next().expect("a key");

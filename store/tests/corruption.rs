@@ -41,7 +41,11 @@ async fn build(dir: &Path) -> Vec<Event> {
             .await
             .expect("append");
     }
-    let events = log.read_log(Position::ZERO, None, 0).await.expect("read");
+    let events = log
+        .read_log(Position::ZERO, None, 0)
+        .await
+        .map(|(events, _)| events)
+        .expect("read");
     drop(log);
     kv.close();
     events
@@ -72,7 +76,11 @@ async fn open_damaged(dir: &Path, original: &[Event]) -> Outcome {
         eprintln!("verify refused: {e}");
         return Outcome::Refused;
     }
-    let Ok(events) = log.read_log(Position::ZERO, None, 0).await else {
+    let Ok(events) = log
+        .read_log(Position::ZERO, None, 0)
+        .await
+        .map(|(events, _)| events)
+    else {
         return Outcome::Refused;
     };
     assert!(
@@ -237,7 +245,11 @@ async fn crashed_copy(events: usize) -> (tempfile::TempDir, Vec<Event>) {
         .await
         .expect("append");
     }
-    let written = log.read_log(Position::ZERO, None, 0).await.expect("read");
+    let written = log
+        .read_log(Position::ZERO, None, 0)
+        .await
+        .map(|(events, _)| events)
+        .expect("read");
     let copy = tempfile::tempdir().expect("tempdir");
     copy_dir(live.path(), copy.path());
     // The live store is left running; its directory is removed with `live` at the end.

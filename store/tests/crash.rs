@@ -96,6 +96,7 @@ async fn every_acknowledged_append_survives_sigkill_and_positions_keep_increasin
         let events = log
             .read_log(Position::ZERO, None, 0)
             .await
+            .map(|(events, _)| events)
             .expect("read log");
         assert!(
             events.windows(2).all(|w| w[0].position < w[1].position),

@@ -73,6 +73,7 @@ async fn run_case(ops: Vec<Op>, resume_at: usize, buffer: usize, ring: usize) {
         .log
         .read_log(Position::ZERO, None, 0)
         .await
+        .map(|(events, _)| events)
         .expect("read log");
     assert!(
         log.windows(2).all(|w| w[0].position < w[1].position),

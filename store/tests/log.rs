@@ -349,7 +349,12 @@ async fn a_resources_own_log_is_the_log_filtered_to_that_resource_and_namespace(
     }
     s.write(EventType::Modified, "b", "o1", b"y").await;
     s.write(EventType::Deleted, "a", "o3", b"y").await;
-    let all = s.log.read_log(Position::ZERO, None, 0).await.expect("log");
+    let all = s
+        .log
+        .read_log(Position::ZERO, None, 0)
+        .await
+        .map(|(events, _)| events)
+        .expect("log");
     for (resource, ns) in [
         ("pods", None),
         ("pods", Some("a")),
@@ -450,4 +455,61 @@ async fn a_page_boundary_just_before_the_last_object_still_returns_a_continue_to
         s.write(EventType::Added, "elsewhere", &format!("e{n}"), b"x")
             .await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reading_a_partitioned_log_in_small_batches_yields_every_event_once_in_order() {
+    tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let kv = logbook_store::Embedded::open(logbook_store::EmbeddedConfig::new(dir.path()))
+            .expect("open");
+        let log = logbook_store::EventLog::open(
+            std::sync::Arc::new(kv) as std::sync::Arc<dyn logbook_store::kv::Kv>,
+            logbook_store::LogConfig { partitions: 4 },
+        )
+        .await
+        .expect("open log");
+        let mut written = Vec::new();
+        for i in 0..300 {
+            // Uneven: nine events in ten go to the partition of "hot", the rest spread.
+            let name = if i % 10 == 0 {
+                format!("cold-{i}")
+            } else {
+                "hot".to_string()
+            };
+            let kind = if written.iter().any(|(n, _)| n == &name) {
+                EventType::Modified
+            } else {
+                EventType::Added
+            };
+            let e = log
+                .append(&req(kind, "ns", &name, format!("v{i}").as_bytes()))
+                .await
+                .expect("append");
+            written.push((name, e.position));
+        }
+        let expected: Vec<Position> = written.iter().map(|(_, p)| *p).collect();
+        for batch in [1usize, 5, 64, 150, 200, 1000] {
+            let mut seen = Vec::new();
+            let mut at = Position::ZERO;
+            loop {
+                let (events, more) = log.read_log(at, None, batch).await.expect("read");
+                assert!(events.len() <= batch);
+                seen.extend(events.iter().map(|e| e.position));
+                if let Some(last) = events.last() {
+                    at = last.position;
+                }
+                if !more {
+                    break;
+                }
+                assert!(
+                    !events.is_empty(),
+                    "a batch with more to come is never empty"
+                );
+            }
+            assert_eq!(seen, expected, "batches of {batch}");
+        }
+    })
+    .await
+    .expect("finished in 60 s");
 }

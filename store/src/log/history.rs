@@ -347,7 +347,7 @@ impl EventLog {
         .max(horizon);
         let mut read = 0usize;
         loop {
-            let events = self.read_log(at, None, TIME_SCAN_BATCH_EVENTS).await?;
+            let (events, more) = self.read_log(at, None, TIME_SCAN_BATCH_EVENTS).await?;
             for e in &events {
                 if e.timestamp_unix_nanos > unix_nanos {
                     return Ok(at);
@@ -355,7 +355,7 @@ impl EventLog {
                 at = e.position;
             }
             read += events.len();
-            if events.len() < TIME_SCAN_BATCH_EVENTS {
+            if !more {
                 return Ok(at);
             }
             if read >= TIME_SCAN_EVENTS_MAX {
