@@ -28,6 +28,10 @@ pub enum Command {
     /// current state is the newest revision of every object. Exits non-zero naming the first
     /// damaged record.
     Verify(VerifyArgs),
+    /// After restoring a FoundationDB backup: make new resourceVersions start above --above
+    /// (the newest one the lost store may have handed out) and answer reads between the
+    /// restored head and it with 410, so clients relist instead of missing events.
+    Fence(FenceArgs),
     /// Every revision of an object, who made it, and the cluster as of any moment (the
     /// same verbs as the `kubectl history` plugin, plus `export`). Uses the kubeconfig like
     /// kubectl; without --kubeconfig and KUBECONFIG, <data-dir>/kubeconfig.
@@ -230,29 +234,24 @@ pub struct VerifyArgs {
 }
 
 #[derive(Debug, Clone, Args)]
+pub struct FenceArgs {
+    /// The newest resourceVersion clients may hold from before the restore (e.g. the lost
+    /// store's last `logbook_log_position` metric, rounded up generously).
+    #[arg(long, value_name = "RV")]
+    pub above: String,
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+#[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
     /// The data directory: the store (embedded), the PKI (pki/) and the admin kubeconfig.
     /// With `--store fdb` it holds only the PKI and local state; replicas share the cluster
     /// CA by holding the same `pki/ca.crt` and `pki/ca.key`.
     #[arg(long, default_value = "logbook-data")]
     pub data_dir: PathBuf,
-    /// Where the log lives: `embedded` (in the data directory) or `fdb` (a FoundationDB
-    /// cluster; needs a build with the `fdb` feature and libfdb_c).
-    #[arg(long, value_enum, default_value_t = StoreKind::Embedded)]
-    pub store: StoreKind,
-    /// The FoundationDB cluster file (`--store fdb`); default: `$FDB_CLUSTER_FILE`, then
-    /// `/etc/foundationdb/fdb.cluster`.
-    #[arg(long, value_name = "PATH")]
-    pub fdb_cluster_file: Option<PathBuf>,
-    /// The store's name in the cluster: its keys live in the directory `logbook/NAME`
-    /// (`--store fdb`). Every replica of one control plane uses the same name.
-    #[arg(long, default_value = "default", value_name = "NAME")]
-    pub fdb_directory: String,
-    /// Log partitions of a new FoundationDB store (`--store fdb`): appends spread over this
-    /// many key ranges so no storage server takes every commit. Fixed when the store is
-    /// created (see docs/fdb.md for choosing it).
-    #[arg(long, default_value_t = DEFAULT_FDB_LOG_PARTITIONS)]
-    pub fdb_log_partitions: u16,
+    #[command(flatten)]
+    pub store: StoreArgs,
     /// Address and port to serve HTTPS on.
     #[arg(long, default_value = "0.0.0.0:6443")]
     pub listen: std::net::SocketAddr,
@@ -298,6 +297,28 @@ pub struct ServeArgs {
     pub simulate_nodes: usize,
     #[command(flatten)]
     pub sim_shape: SimShape,
+}
+
+/// Which store the log is in (`serve`, `fence`).
+#[derive(Debug, Clone, Args)]
+pub struct StoreArgs {
+    /// Where the log lives: `embedded` (in the data directory) or `fdb` (a FoundationDB
+    /// cluster; needs a build with the `fdb` feature and libfdb_c).
+    #[arg(long = "store", value_enum, default_value_t = StoreKind::Embedded)]
+    pub kind: StoreKind,
+    /// The FoundationDB cluster file (`--store fdb`); default: `$FDB_CLUSTER_FILE`, then
+    /// `/etc/foundationdb/fdb.cluster`.
+    #[arg(long, value_name = "PATH")]
+    pub fdb_cluster_file: Option<PathBuf>,
+    /// The store's name in the cluster: its keys live in the directory `logbook/NAME`
+    /// (`--store fdb`). Every replica of one control plane uses the same name.
+    #[arg(long, default_value = "default", value_name = "NAME")]
+    pub fdb_directory: String,
+    /// Log partitions of a new FoundationDB store (`--store fdb`): appends spread over this
+    /// many key ranges so no storage server takes every commit. Fixed when the store is
+    /// created (see docs/fdb.md for choosing it).
+    #[arg(long, default_value_t = DEFAULT_FDB_LOG_PARTITIONS)]
+    pub fdb_log_partitions: u16,
 }
 
 /// Log partitions of a new FoundationDB store unless `--fdb-log-partitions` says otherwise.

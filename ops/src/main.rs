@@ -76,6 +76,7 @@ async fn main() -> anyhow::Result<()> {
             target: BenchTarget::Scale(args),
         } => bench_scale::run(args).await,
         Command::Verify(args) => verify::run(args).await,
+        Command::Fence(args) => serve::fence(args).await,
         Command::Audit {
             action: AuditAction::Verify(args),
         } => verify::run(args).await,

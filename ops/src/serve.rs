@@ -8,21 +8,20 @@ use logbook_api::Api;
 use logbook_schema::registry::Registry;
 use logbook_store::{EmbeddedConfig, HubConfig, VerifyScope, WatchHub};
 
-use crate::cli::{ServeArgs, StoreKind};
+use crate::cli::{ServeArgs, StoreArgs, StoreKind};
 use crate::pki;
 
 /// Newest events per partition checked at startup (a full check is `logbook verify`).
 const STARTUP_VERIFY_TAIL_EVENTS: usize = 10_000;
 /// Newest events checked at startup on FoundationDB, over all partitions together (one read
 /// transaction, which FoundationDB ends after 5 s).
-#[cfg_attr(not(feature = "fdb"), allow(dead_code))]
 const STARTUP_VERIFY_TAIL_EVENTS_FDB: usize = 2_000;
 
 /// Opens the store `--store` names and verifies the newest events of each partition.
 async fn open_store(
     args: &ServeArgs,
 ) -> Result<(logbook_store::EventLog, logbook_store::VerifyReport)> {
-    match args.store {
+    match args.store.kind {
         StoreKind::Embedded => {
             let (_kv, log, report) = logbook_store::open_embedded(
                 EmbeddedConfig::new(&args.data_dir),
@@ -32,14 +31,16 @@ async fn open_store(
             .with_context(|| format!("opening the store in {}", args.data_dir.display()))?;
             Ok((log, report))
         }
-        StoreKind::Fdb => open_fdb(args).await,
+        StoreKind::Fdb => {
+            let log = open_fdb(&args.store).await?;
+            Ok((log.clone(), verify_fdb_tail(&log).await?))
+        }
     }
 }
 
+/// Opens the log in the FoundationDB store `--fdb-*` name.
 #[cfg(feature = "fdb")]
-async fn open_fdb(
-    args: &ServeArgs,
-) -> Result<(logbook_store::EventLog, logbook_store::VerifyReport)> {
+pub async fn open_fdb(args: &StoreArgs) -> Result<logbook_store::EventLog> {
     use logbook_store::kv::fdb::{Fdb, FdbConfig};
     let kv = Fdb::open(FdbConfig::new(
         args.fdb_cluster_file.clone(),
@@ -62,36 +63,59 @@ async fn open_fdb(
             "the store keeps the partition count it was created with"
         );
     }
-    // One read transaction checks the newest events of every partition; FoundationDB ends
-    // transactions after 5 s, so the tail is smaller there, and running out of time is not
-    // damage: the replica starts and says so (`logbook verify` checks everything offline).
-    let per_partition = (STARTUP_VERIFY_TAIL_EVENTS_FDB / usize::from(log.partitions())).max(1);
-    let report = match log.verify(VerifyScope::Tail(per_partition), |_| {}).await {
-        Ok(r) => r,
-        Err(logbook_store::Error::TransactionTooOld) => {
-            tracing::warn!(
-                "the startup check of the newest events ran past FoundationDB's 5 s \
-                 transaction limit; starting without it"
-            );
-            logbook_store::VerifyReport {
-                head: log.head().await.context("reading the log head")?,
-                ..Default::default()
-            }
-        }
-        Err(e) => return Err(e).context("verifying the newest events"),
-    };
-    Ok((log, report))
+    Ok(log)
 }
 
 #[cfg(not(feature = "fdb"))]
-async fn open_fdb(
-    _args: &ServeArgs,
-) -> Result<(logbook_store::EventLog, logbook_store::VerifyReport)> {
+pub async fn open_fdb(_args: &StoreArgs) -> Result<logbook_store::EventLog> {
     anyhow::bail!(
         "--store fdb: this logbook was built without FoundationDB support; build it with \
          `cargo build --release -p logbook --features fdb` (needs libclang-dev, and libfdb_c \
          from a FoundationDB 7.3 client package to link)"
     )
+}
+
+/// `logbook fence`: see [`logbook_store::EventLog::fence`].
+pub async fn fence(args: crate::cli::FenceArgs) -> Result<()> {
+    let above = logbook_store::Position::parse(&args.above)
+        .with_context(|| format!("--above {:?} is not a resourceVersion", args.above))?;
+    anyhow::ensure!(
+        args.store.kind == StoreKind::Fdb,
+        "fence works on --store fdb: the embedded store cannot advance its commit version"
+    );
+    let log = open_fdb(&args.store).await?;
+    eprintln!(
+        "advancing the cluster's version past resourceVersion {above} (the cluster recovers; this takes seconds)"
+    );
+    match log.fence(above).await.context("fencing")? {
+        Some((after, up_to)) => println!(
+            "fenced: resourceVersions after {after} up to {up_to} now answer 410; new ones start above {up_to}"
+        ),
+        None => println!("nothing to fence: the log's head is already at or above {above}"),
+    }
+    Ok(())
+}
+
+/// The startup check on FoundationDB: one read transaction checks the newest events of
+/// every partition, and FoundationDB ends transactions after 5 s, so the tail is smaller
+/// there, and running out of time is not damage: the replica starts and says so (`logbook
+/// verify` checks everything offline).
+async fn verify_fdb_tail(log: &logbook_store::EventLog) -> Result<logbook_store::VerifyReport> {
+    let per_partition = (STARTUP_VERIFY_TAIL_EVENTS_FDB / usize::from(log.partitions())).max(1);
+    match log.verify(VerifyScope::Tail(per_partition), |_| {}).await {
+        Ok(r) => Ok(r),
+        Err(logbook_store::Error::TransactionTooOld) => {
+            tracing::warn!(
+                "the startup check of the newest events ran past FoundationDB's 5 s \
+                 transaction limit; starting without it"
+            );
+            Ok(logbook_store::VerifyReport {
+                head: log.head().await.context("reading the log head")?,
+                ..Default::default()
+            })
+        }
+        Err(e) => Err(e).context("verifying the newest events"),
+    }
 }
 
 pub async fn run(args: ServeArgs) -> Result<()> {

@@ -80,6 +80,11 @@ pub fn checkpoint(resource: &str, position: Position) -> Vec<u8> {
     out
 }
 
+/// `m fences`: position ranges that were handed out by a store this one was restored from
+/// but are not in it (pairs of big-endian u64: after, up to). A read at a position inside
+/// one answers `Compacted` (410), never a wrong answer. See `EventLog::fence`.
+pub const META_FENCES: &[u8] = b"mfences";
+
 /// `m partitions`: how many log partitions there are (only ever grows).
 pub const META_PARTITIONS: &[u8] = b"mpartitions";
 

@@ -373,6 +373,97 @@ impl EventLog {
         Err(Error::TransactionConflict)
     }
 
+    /// Fences the positions above the current head up to `up_to`: after restoring a backup,
+    /// resourceVersions up to `up_to` may have been handed out by the lost part of the log.
+    /// First every later commit gets a version above `up_to` ([`Kv::advance_version`]), then
+    /// the range (head, up_to] is recorded, and reads at a position inside it answer
+    /// [`Error::Compacted`] (410: the client relists) instead of silently missing events.
+    /// Returns the fenced range, or `None` when `up_to` is not above the head.
+    ///
+    /// # Errors
+    /// The backend cannot advance its version, or store errors.
+    pub async fn fence(&self, up_to: Position) -> Result<Option<(Position, Position)>> {
+        let head = self.head().await?;
+        if up_to <= head {
+            return Ok(None);
+        }
+        self.kv
+            .advance_version(up_to.versionstamp().version().saturating_add(1))
+            .await?;
+        for _ in 0..APPEND_RETRIES_MAX {
+            let mut tx = self.kv.begin().await?;
+            let head = self.read_head(tx.as_mut()).await?;
+            let mut value = tx.get(keys::META_FENCES, false).await?.unwrap_or_default();
+            value.extend_from_slice(&head.0.to_be_bytes());
+            value.extend_from_slice(&up_to.0.to_be_bytes());
+            tx.set(keys::META_FENCES, &value);
+            match tx.commit().await {
+                Ok(_) => return Ok(Some((head, up_to))),
+                Err(e) if e.is_retryable() => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(Error::TransactionConflict)
+    }
+
+    /// The fenced ranges (after, up to], oldest first.
+    pub async fn fences(&self) -> Result<Vec<(Position, Position)>> {
+        let mut tx = self.kv.begin().await?;
+        self.read_fences(tx.as_mut()).await
+    }
+
+    async fn read_fences(&self, tx: &mut dyn Transaction) -> Result<Vec<(Position, Position)>> {
+        let Some(v) = tx.get(keys::META_FENCES, true).await? else {
+            return Ok(Vec::new());
+        };
+        if v.len() % 16 != 0 {
+            return Err(Error::Corrupt {
+                location: "meta fences".into(),
+                detail: format!("{} bytes, not pairs of u64", v.len()),
+            });
+        }
+        Ok(v.chunks_exact(16)
+            .map(|c| {
+                let (a, b) = c.split_at(8);
+                let n = |x: &[u8]| u64::from_be_bytes(x.try_into().unwrap_or([0; 8]));
+                (Position(n(a)), Position(n(b)))
+            })
+            .collect())
+    }
+
+    /// [`Error::Compacted`] when `at` lies inside a fenced range (see [`Self::fence`]).
+    pub(crate) async fn check_fences(&self, tx: &mut dyn Transaction, at: Position) -> Result<()> {
+        for (after, up_to) in self.read_fences(tx).await? {
+            if after < at && at <= up_to {
+                return Err(Error::Compacted {
+                    requested: at,
+                    horizon: up_to,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether a read of `resource` may start at `at`: not below its retention horizon and
+    /// not inside a fence. Returns the horizon.
+    ///
+    /// # Errors
+    /// [`Error::Compacted`] otherwise.
+    pub async fn check_readable_from(&self, resource: &str, at: Position) -> Result<Position> {
+        let mut tx = self.kv.begin().await?;
+        let horizon = self
+            .read_resource_horizon(tx.as_mut(), resource, true)
+            .await?;
+        if at < horizon {
+            return Err(Error::Compacted {
+                requested: at,
+                horizon,
+            });
+        }
+        self.check_fences(tx.as_mut(), at).await?;
+        Ok(horizon)
+    }
+
     /// The backend under this log (for watches on the head key).
     pub fn kv(&self) -> &Arc<dyn Kv> {
         &self.kv
@@ -801,6 +892,7 @@ impl EventLog {
                 horizon,
             });
         }
+        self.check_fences(tx, at).await?;
         let head = self.read_head(tx).await?;
         if at > head {
             return Err(Error::FutureRevision {
@@ -1060,6 +1152,7 @@ impl EventLog {
                 horizon,
             });
         }
+        self.check_fences(tx.as_mut(), after).await?;
         let max = if limit == 0 { usize::MAX } else { limit };
         let prefix = keys::res_log(resource);
         let at = |p: Position| {

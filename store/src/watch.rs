@@ -166,13 +166,7 @@ impl WatchHub {
         namespace: Option<&str>,
         from: Position,
     ) -> Result<Subscription> {
-        let horizon = self.inner.log.resource_horizon(resource).await?;
-        if from < horizon {
-            return Err(Error::Compacted {
-                requested: from,
-                horizon,
-            });
-        }
+        self.inner.log.check_readable_from(resource, from).await?;
         let cut = Arc::new(AtomicBool::new(false));
         let pending = Arc::new(AtomicUsize::new(0));
         let (tx, rx) = mpsc::unbounded_channel();

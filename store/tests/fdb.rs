@@ -32,6 +32,58 @@ mod on_fdb {
     }
 
     logbook_store::kv_conformance_tests!(optional fresh_fdb(), SKIP);
+
+    /// After a restore: positions between the restored head and `--above` answer 410 and
+    /// new positions start above it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_fence_answers_410_inside_it_and_new_positions_start_above_it() {
+        let Some(kv) = fresh_fdb().await else {
+            println!("skipped: {SKIP}");
+            return;
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(120), async {
+            let log = logbook_store::EventLog::open(kv, logbook_store::LogConfig { partitions: 4 })
+                .await
+                .expect("open log");
+            let req = |kind, name: &str, body: &[u8]| logbook_store::AppendRequest {
+                key: logbook_store::ObjectKey::new("pods", "ns", name),
+                kind,
+                object: body.to_vec(),
+                uid: format!("uid-{name}"),
+                expect: Default::default(),
+                actor: Default::default(),
+                verb: "create".into(),
+                request_id: format!("req-{name}-{}", body.len()),
+            };
+            let first = log
+                .append(&req(logbook_store::EventType::Added, "a", b"1"))
+                .await
+                .expect("append");
+            // "Clients may hold positions up to ~10 s of cluster versions above the head."
+            let above = logbook_store::Position(first.position.0 + (10_000_000u64 << 16));
+            let (after, up_to) = log.fence(above).await.expect("fence").expect("a range");
+            assert_eq!((after, up_to), (first.position, above));
+            let inside = logbook_store::Position(first.position.0 + 1);
+            let key = logbook_store::ObjectKey::new("pods", "ns", "a");
+            assert!(matches!(
+                log.get_as_of(&key, inside).await,
+                Err(logbook_store::Error::Compacted { .. })
+            ));
+            assert!(
+                log.get_as_of(&key, first.position)
+                    .await
+                    .expect("below")
+                    .is_some()
+            );
+            let next = log
+                .append(&req(logbook_store::EventType::Added, "b", b"2"))
+                .await
+                .expect("append after the fence");
+            assert!(next.position > above, "{} > {above}", next.position);
+        })
+        .await
+        .expect("finished in 120 s");
+    }
 }
 
 #[cfg(not(feature = "fdb"))]

@@ -513,3 +513,23 @@ async fn reading_a_partitioned_log_in_small_batches_yields_every_event_once_in_o
     .await
     .expect("finished in 60 s");
 }
+
+#[tokio::test]
+async fn the_embedded_store_refuses_a_fence_since_it_cannot_advance_its_version() {
+    let s = fresh().await;
+    if s.kv.backend_name() != "embedded" {
+        println!("skipped: this test is about the embedded backend");
+        return;
+    }
+    let e = s.write(EventType::Added, "ns", "a", b"1").await;
+    match s.log.fence(Position(e.position.0 + (1 << 20))).await {
+        Err(Error::InvalidArgument(m)) => assert!(m.contains("cannot advance"), "{m}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert!(
+        s.log.fences().await.expect("fences").is_empty(),
+        "nothing recorded"
+    );
+    // A fence at or below the head is a no-op on every backend.
+    assert_eq!(s.log.fence(e.position).await.expect("no-op"), None);
+}

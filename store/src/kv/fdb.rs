@@ -193,7 +193,40 @@ impl Kv for Fdb {
     fn backend_name(&self) -> &'static str {
         "fdb"
     }
+
+    /// What `fdbcli advanceversion` does: writes the special key
+    /// `\xff\xff/management/min_required_commit_version` (the version as decimal text) until
+    /// the cluster's read version is past it (the cluster recovers to get there).
+    async fn advance_version(&self, version: u64) -> Result<()> {
+        let target = i64::try_from(version)
+            .map_err(|_| Error::InvalidArgument(format!("version {version} is beyond i64")))?;
+        for _ in 0..ADVANCE_VERSION_ATTEMPTS_MAX {
+            let tx = self.db.create_trx().map_err(fdb_error)?;
+            tx.set_option(foundationdb::options::TransactionOption::SpecialKeySpaceEnableWrites)
+                .map_err(fdb_error)?;
+            let rv = tx.get_read_version().await.map_err(fdb_error)?;
+            if rv > target {
+                return Ok(());
+            }
+            tx.set(
+                b"\xff\xff/management/min_required_commit_version",
+                target.to_string().as_bytes(),
+            );
+            if let Err(e) = tx.commit().await {
+                tracing::info!(error = %*e, "fdb: advancing the version; retrying");
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(ADVANCE_VERSION_WAIT_MS)).await;
+        }
+        Err(Error::Unavailable(format!(
+            "the cluster's version did not pass {version} after {ADVANCE_VERSION_ATTEMPTS_MAX} attempts"
+        )))
+    }
 }
+
+/// Attempts at advancing the cluster's version (each may trigger a recovery).
+const ADVANCE_VERSION_ATTEMPTS_MAX: u32 = 60;
+/// Wait between them, in milliseconds.
+const ADVANCE_VERSION_WAIT_MS: u64 = 1_000;
 
 struct FdbTx {
     tx: foundationdb::Transaction,

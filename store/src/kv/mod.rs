@@ -157,6 +157,19 @@ pub trait Kv: Send + Sync + 'static {
 
     /// A short name for logs and metrics ("embedded", "fdb").
     fn backend_name(&self) -> &'static str;
+
+    /// Makes every later commit's version greater than `version` (after restoring a backup,
+    /// so new positions do not reuse ones the lost part of the log had handed out).
+    ///
+    /// # Errors
+    /// [`crate::Error::InvalidArgument`] from backends that cannot (the default).
+    async fn advance_version(&self, version: u64) -> Result<()> {
+        let _ = version;
+        Err(crate::Error::InvalidArgument(format!(
+            "the {} backend cannot advance its commit version",
+            self.backend_name()
+        )))
+    }
 }
 
 /// One transaction. Dropping it without commit discards its writes.
