@@ -314,9 +314,9 @@ pub struct StoreArgs {
     /// (`--store fdb`). Every replica of one control plane uses the same name.
     #[arg(long, default_value = "default", value_name = "NAME")]
     pub fdb_directory: String,
-    /// Log partitions of a new FoundationDB store (`--store fdb`): appends spread over this
-    /// many key ranges so no storage server takes every commit. Fixed when the store is
-    /// created (see docs/fdb.md for choosing it).
+    /// Log partitions of a FoundationDB store (`--store fdb`): appends spread over this many
+    /// key ranges so no storage server takes every commit. A larger value than the store has
+    /// grows it (older events stay where they are); a smaller one is ignored (docs/fdb.md).
     #[arg(long, default_value_t = DEFAULT_FDB_LOG_PARTITIONS)]
     pub fdb_log_partitions: u16,
 }

@@ -56,11 +56,11 @@ pub async fn open_fdb(args: &StoreArgs) -> Result<logbook_store::EventLog> {
     )
     .await
     .context("opening the log in FoundationDB")?;
-    if log.partitions() != args.fdb_log_partitions.max(1) {
+    if log.partitions() > args.fdb_log_partitions.max(1) {
         tracing::warn!(
             stored = log.partitions(),
             asked = args.fdb_log_partitions,
-            "the store keeps the partition count it was created with"
+            "the store keeps its larger partition count (partitions never shrink)"
         );
     }
     Ok(log)

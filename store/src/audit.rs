@@ -222,7 +222,10 @@ impl EventLog {
         let mut newest = Position::ZERO;
         // The newest revision seen per object, to check chain links.
         let mut last_hash: HashMap<ObjectKey, (Position, [u8; 32])> = HashMap::new();
-        for partition in 0..self.partitions {
+        // After a growth one object's revisions may sit in several partitions, so the scan
+        // meets them out of order: each link is then checked by reading its previous event.
+        let grown = self.has_grown();
+        for partition in 0..self.partitions() {
             let pprefix = keys::log_partition(partition);
             let end = prefix_end(&pprefix);
             let mut begin = match scope {
@@ -247,7 +250,8 @@ impl EventLog {
                     if !hash_ok {
                         return Err(broken(e, "event hash does not match its stored bytes"));
                     }
-                    let expected_prev = match (e.prev_position, last_hash.get(&e.key)) {
+                    let seen = if grown { None } else { last_hash.get(&e.key) };
+                    let expected_prev = match (e.prev_position, seen) {
                         (None, _) => Some([0u8; 32]),
                         (Some(p), Some((seen_p, h))) if *seen_p == p => Some(*h),
                         (Some(p), Some((seen_p, _))) => {
@@ -285,7 +289,7 @@ impl EventLog {
                         ));
                     }
                     if let Some(c) = checkpoints.as_mut() {
-                        if self.partitions == 1 {
+                        if self.partitions() == 1 {
                             c.feed(&e.key.resource, e.position, &e.hash)?;
                         } else {
                             deferred.push((e.key.resource.clone(), e.position, e.hash));
@@ -297,7 +301,8 @@ impl EventLog {
                     // within this page (moved in: no clone of the key per event).
                     let entry = (ev.position, ev.hash);
                     match last_hash.get_mut(&ev.key) {
-                        Some(slot) => *slot = entry,
+                        Some(slot) if slot.0 < entry.0 => *slot = entry,
+                        Some(_) => {}
                         None => {
                             last_hash.insert(ev.key, entry);
                         }
@@ -435,7 +440,10 @@ async fn scan_verified(
                 detail: "short log key".into(),
             }
         })?;
-        let position = Position::from_versionstamp(vs);
+        let position = Position::checked_from_versionstamp(vs).ok_or_else(|| Error::Corrupt {
+            location: hex(prefix),
+            detail: "log key holds a version past the position horizon".into(),
+        })?;
         let decoded = if parts.len() == 1 {
             record::decode_event_verified(position, &parts[0].1)?
         } else {

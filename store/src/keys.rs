@@ -85,6 +85,10 @@ pub fn checkpoint(resource: &str, position: Position) -> Vec<u8> {
 /// one answers `Compacted` (410), never a wrong answer. See `EventLog::fence`.
 pub const META_FENCES: &[u8] = b"mfences";
 
+/// `m partitions history`: the counts the log had before its current one, oldest first
+/// (u16 BE each): events appended under an older count stay in that count's partition.
+pub const META_PARTITION_HISTORY: &[u8] = b"mpartitions-history";
+
 /// `m partitions`: how many log partitions there are (only ever grows).
 pub const META_PARTITIONS: &[u8] = b"mpartitions";
 
@@ -299,7 +303,7 @@ pub fn parse_log_key(key: &[u8]) -> Option<(u16, Position, u16)> {
     let partition = u16::from_be_bytes([key[1], key[2]]);
     let vs = Versionstamp::from_slice(&key[3..13])?;
     let chunk = u16::from_be_bytes([key[13], key[14]]);
-    Some((partition, Position::from_versionstamp(vs), chunk))
+    Some((partition, Position::checked_from_versionstamp(vs)?, chunk))
 }
 
 /// Appends a chunk index.

@@ -143,7 +143,22 @@ impl Default for LogConfig {
 #[derive(Clone)]
 pub struct EventLog {
     pub(crate) kv: Arc<dyn Kv>,
-    pub(crate) partitions: u16,
+    parts: Arc<Partitions>,
+}
+
+/// The log's partition count and every count it had before (it only grows). An event's
+/// partition is `hash(key) mod count` for the count in force when it was appended, so a
+/// read tries the current count first, then the older ones; a replica that missed a growth
+/// re-reads them from the store (the tailer does on every pass).
+struct Partitions {
+    current: std::sync::atomic::AtomicU16,
+    older: std::sync::RwLock<Vec<u16>>,
+}
+
+fn decode_partition_history(v: &[u8]) -> Vec<u16> {
+    v.chunks_exact(2)
+        .map(|c| u16::from_be_bytes([c[0], c[1]]))
+        .collect()
 }
 
 fn now_unix_nanos() -> i64 {
@@ -323,7 +338,10 @@ pub(crate) fn event_from_parts(prefix: &[u8], parts: &[(Vec<u8>, Vec<u8>)]) -> R
             location: hex(prefix),
             detail: "short log key".into(),
         })?;
-    let position = Position::from_versionstamp(vs);
+    let position = Position::checked_from_versionstamp(vs).ok_or_else(|| Error::Corrupt {
+        location: hex(prefix),
+        detail: "log key holds a version past the position horizon".into(),
+    })?;
     let bytes = join_parts(&format!("log position {position}"), parts)?;
     record::decode_event(position, &bytes)
 }
@@ -337,7 +355,7 @@ impl EventLog {
         for _ in 0..APPEND_RETRIES_MAX {
             let mut tx = kv.begin().await?;
             let format = tx.get(keys::META_FORMAT, false).await?;
-            let partitions = match format {
+            let (partitions, older) = match format {
                 Some(f) => {
                     let v = decode_u64("meta format", &f)?;
                     if v != STORE_FORMAT_VERSION {
@@ -354,23 +372,143 @@ impl EventLog {
                             detail: "missing".into(),
                         }
                     })?;
-                    decode_u64("meta partitions", &p)? as u16
+                    let stored = decode_u64("meta partitions", &p)? as u16;
+                    let mut older = decode_partition_history(
+                        &tx.get(keys::META_PARTITION_HISTORY, false)
+                            .await?
+                            .unwrap_or_default(),
+                    );
+                    if cfg.partitions > stored {
+                        // Growth: new events spread over more partitions; the old count is
+                        // remembered so events appended under it are still found.
+                        older.push(stored);
+                        let bytes: Vec<u8> = older.iter().flat_map(|c| c.to_be_bytes()).collect();
+                        tx.set(keys::META_PARTITION_HISTORY, &bytes);
+                        tx.set(
+                            keys::META_PARTITIONS,
+                            &u64::from(cfg.partitions).to_be_bytes(),
+                        );
+                        tracing::info!(from = stored, to = cfg.partitions, "log partitions grown");
+                        (cfg.partitions, older)
+                    } else {
+                        (stored, older)
+                    }
                 }
                 None => {
                     let partitions = cfg.partitions.max(1);
                     tx.set(keys::META_FORMAT, &STORE_FORMAT_VERSION.to_be_bytes());
                     tx.set(keys::META_PARTITIONS, &u64::from(partitions).to_be_bytes());
                     tx.set(keys::META_HORIZON, &0u64.to_be_bytes());
-                    partitions
+                    (partitions, Vec::new())
                 }
             };
             match tx.commit().await {
-                Ok(_) => return Ok(EventLog { kv, partitions }),
+                Ok(_) => {
+                    return Ok(EventLog {
+                        kv,
+                        parts: Arc::new(Partitions {
+                            current: std::sync::atomic::AtomicU16::new(partitions),
+                            older: std::sync::RwLock::new(older),
+                        }),
+                    });
+                }
                 Err(e) if e.is_retryable() => continue,
                 Err(e) => return Err(e),
             }
         }
         Err(Error::TransactionConflict)
+    }
+
+    /// Re-reads the partition count and its history (another replica may have grown it);
+    /// whether anything changed.
+    pub(crate) async fn refresh_partitions(&self, tx: &mut dyn Transaction) -> Result<bool> {
+        let Some(p) = tx.get(keys::META_PARTITIONS, true).await? else {
+            return Ok(false);
+        };
+        let current = decode_u64("meta partitions", &p)? as u16;
+        if current == self.partitions() {
+            return Ok(false);
+        }
+        let older = decode_partition_history(
+            &tx.get(keys::META_PARTITION_HISTORY, true)
+                .await?
+                .unwrap_or_default(),
+        );
+        *self.parts.older.write().unwrap_or_else(|p| p.into_inner()) = older;
+        self.parts
+            .current
+            .store(current, std::sync::atomic::Ordering::Release);
+        Ok(true)
+    }
+
+    /// Whether the partition count ever grew: an object's events may then be spread over
+    /// several partitions, so a scan partition by partition meets them out of order.
+    pub(crate) fn has_grown(&self) -> bool {
+        !self
+            .parts
+            .older
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty()
+    }
+
+    /// The partitions an event of `key` may be in: under the current count first, then
+    /// under each older one, newest first.
+    fn partition_candidates(&self, key: &ObjectKey) -> Vec<u16> {
+        let mut out = vec![key.partition(self.partitions())];
+        let older = self.parts.older.read().unwrap_or_else(|p| p.into_inner());
+        for &c in older.iter().rev() {
+            let p = key.partition(c);
+            if !out.contains(&p) {
+                out.push(p);
+            }
+        }
+        out
+    }
+
+    /// The events of `wanted` (object, position), with the partition each was found in:
+    /// read in bulk under the current count, then, for what was not there, under the older
+    /// counts (and, once, after re-reading them from the store).
+    pub(crate) async fn read_events_of(
+        &self,
+        tx: &mut dyn Transaction,
+        wanted: &[(&ObjectKey, Position)],
+    ) -> Result<Vec<Option<(u16, Event)>>> {
+        let primary: Vec<(u16, Position)> = wanted
+            .iter()
+            .map(|(k, p)| (k.partition(self.partitions()), *p))
+            .collect();
+        let mut out: Vec<Option<(u16, Event)>> = self
+            .read_events(tx, &primary)
+            .await?
+            .into_iter()
+            .zip(&primary)
+            .map(|(e, (part, _))| e.map(|e| (*part, e)))
+            .collect();
+        for attempt in 0..2 {
+            if out.iter().all(Option::is_some) {
+                break;
+            }
+            if attempt == 1 && !self.refresh_partitions(tx).await? {
+                break;
+            }
+            for (i, slot) in out.iter_mut().enumerate() {
+                if slot.is_some() {
+                    continue;
+                }
+                let (key, position) = wanted[i];
+                for part in self.partition_candidates(key) {
+                    if attempt == 0 && part == primary[i].0 {
+                        continue;
+                    }
+                    if let Some(e) = self.read_event_in(tx, part, position).await? {
+                        *slot = Some((part, e));
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Fences the positions above the current head up to `up_to`: after restoring a backup,
@@ -469,8 +607,11 @@ impl EventLog {
         &self.kv
     }
 
+    /// The current partition count (new events spread over this many).
     pub fn partitions(&self) -> u16 {
-        self.partitions
+        self.parts
+            .current
+            .load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Appends one event and updates the projections, atomically and durably.
@@ -534,8 +675,7 @@ impl EventLog {
             return Ok(None);
         };
         let position = Position::from_versionstamp(vs);
-        let partition = req.key.partition(self.partitions);
-        let event = self.read_event_in(tx.as_mut(), partition, position).await?;
+        let event = self.read_event_at(tx.as_mut(), &req.key, position).await?;
         Ok(event.filter(|e| {
             e.request_id == req.request_id && e.kind == req.kind && e.object == req.object
         }))
@@ -589,7 +729,7 @@ impl EventLog {
             prev_hash,
         };
         let (event_bytes, hash) = record::encode_event(&new_event)?;
-        let partition = req.key.partition(self.partitions);
+        let partition = req.key.partition(self.partitions());
 
         // The event, under l <partition> <versionstamp> <chunk>.
         let log_prefix = keys::log_event(partition, Versionstamp(VERSIONSTAMP_PLACEHOLDER));
@@ -684,15 +824,13 @@ impl EventLog {
         tx: &mut dyn Transaction,
         refs: Vec<ObjectRef>,
     ) -> Result<Vec<StoredObject>> {
-        let wanted: Vec<(u16, Position)> = refs
-            .iter()
-            .map(|r| (r.key.partition(self.partitions), r.position))
-            .collect();
-        let events = self.read_events(tx, &wanted).await?;
+        let wanted: Vec<(&ObjectKey, Position)> =
+            refs.iter().map(|r| (&r.key, r.position)).collect();
+        let events = self.read_events_of(tx, &wanted).await?;
         refs.into_iter()
             .zip(events)
             .map(|(r, e)| match e {
-                Some(e) => stored(r, e),
+                Some((_, e)) => stored(r, e),
                 None => Err(missing(&r)),
             })
             .collect()
@@ -1098,8 +1236,12 @@ impl EventLog {
         key: &ObjectKey,
         p: Position,
     ) -> Result<Option<Event>> {
-        self.read_event_in(tx, key.partition(self.partitions), p)
-            .await
+        Ok(self
+            .read_events_of(tx, &[(key, p)])
+            .await?
+            .pop()
+            .flatten()
+            .map(|(_, e)| e))
     }
 
     pub(crate) async fn read_event_in(
@@ -1194,11 +1336,13 @@ impl EventLog {
             Ok(true)
         })
         .await?;
-        let places: Vec<(u16, Position)> = wanted
-            .iter()
-            .map(|(k, p)| (k.partition(self.partitions), *p))
+        let places: Vec<(&ObjectKey, Position)> = wanted.iter().map(|(k, p)| (k, *p)).collect();
+        let events: Vec<Option<Event>> = self
+            .read_events_of(tx.as_mut(), &places)
+            .await?
+            .into_iter()
+            .map(|e| e.map(|(_, e)| e))
             .collect();
-        let events = self.read_events(tx.as_mut(), &places).await?;
         wanted
             .into_iter()
             .zip(events)
@@ -1235,8 +1379,11 @@ impl EventLog {
                 horizon,
             });
         }
+        // Another replica may have grown the partition count: read them all.
+        self.refresh_partitions(tx.as_mut()).await?;
+        let partitions = self.partitions();
         let max = if limit == 0 { usize::MAX } else { limit };
-        let n = usize::from(self.partitions.max(1));
+        let n = usize::from(partitions.max(1));
         let share = if n == 1 {
             max
         } else {
@@ -1248,7 +1395,7 @@ impl EventLog {
         let mut merged: Vec<Event> = Vec::new();
         // The lowest last position of a partition that may hold more than was read.
         let mut cutoff: Option<Position> = None;
-        for partition in 0..self.partitions {
+        for partition in 0..partitions {
             let begin = keys::log_after(partition, after);
             let end = match until {
                 Some(u) => keys::log_after(partition, u),
@@ -1318,19 +1465,18 @@ impl EventLog {
         let page = tx
             .get_range(&RangeRequest::between(begin, e).limit(limit).snapshot(true))
             .await?;
-        let partition = key.partition(self.partitions);
-        let wanted: Vec<(u16, Position)> = page
+        let wanted: Vec<(&ObjectKey, Position)> = page
             .kvs
             .iter()
             .filter_map(|kv| Versionstamp::from_slice(&kv.key[kv.key.len() - 10..]))
-            .map(|vs| (partition, Position::from_versionstamp(vs)))
+            .map(|vs| (key, Position::from_versionstamp(vs)))
             .collect();
-        let events = self.read_events(tx.as_mut(), &wanted).await?;
+        let events = self.read_events_of(tx.as_mut(), &wanted).await?;
         let out = wanted
             .into_iter()
             .zip(events)
             .map(|((_, p), e)| {
-                e.ok_or_else(|| Error::Corrupt {
+                e.map(|(_, e)| e).ok_or_else(|| Error::Corrupt {
                     location: format!("log position {p}"),
                     detail: format!("revision index of {key} points at a missing event"),
                 })
@@ -1423,7 +1569,7 @@ impl EventLog {
             ..CompactReport::default()
         };
         let mut examined = 0u64;
-        for partition in 0..self.partitions {
+        for partition in 0..self.partitions() {
             let mut begin = keys::log_partition(partition);
             let end = keys::log_after(partition, horizon);
             loop {

@@ -55,18 +55,20 @@ impl Position {
     /// Before the first event: subscribing or reading "after ZERO" yields the whole log.
     pub const ZERO: Position = Position(0);
 
-    /// The position a versionstamp denotes.
-    ///
-    /// # Panics
-    /// If the commit version exceeds [`POSITION_VERSION_MAX`]; backends refuse to commit
-    /// past it (see ARCHITECTURE.md for the horizon this gives).
+    /// The position a versionstamp denotes. Backends refuse to commit past
+    /// [`POSITION_VERSION_MAX`] (see ARCHITECTURE.md for the horizon this gives), so only
+    /// damaged bytes can hold a larger version: they map to `Position(u64::MAX)`, which
+    /// sorts after every real position and names no event. Readers of stored keys use
+    /// [`Self::checked_from_versionstamp`] to report such damage instead.
     pub fn from_versionstamp(vs: Versionstamp) -> Self {
+        Self::checked_from_versionstamp(vs).unwrap_or(Position(u64::MAX))
+    }
+
+    /// The position a versionstamp denotes, or `None` past the horizon (damaged bytes).
+    pub fn checked_from_versionstamp(vs: Versionstamp) -> Option<Self> {
         let version = vs.version();
-        assert!(
-            version <= POSITION_VERSION_MAX,
-            "commit version {version} beyond the position horizon"
-        );
-        Position(version << 16 | u64::from(vs.batch_order()))
+        (version <= POSITION_VERSION_MAX)
+            .then(|| Position(version << 16 | u64::from(vs.batch_order())))
     }
 
     /// The versionstamp this position was derived from.

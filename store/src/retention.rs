@@ -301,11 +301,13 @@ impl EventLog {
         let Some(&(_, last)) = wanted.last() else {
             return Ok(None);
         };
-        let places: Vec<(u16, Position)> = wanted
-            .iter()
-            .map(|(k, p)| (k.partition(self.partitions), *p))
+        let places: Vec<(&ObjectKey, Position)> = wanted.iter().map(|(k, p)| (k, *p)).collect();
+        let events: Vec<Option<crate::record::Event>> = self
+            .read_events_of(tx.as_mut(), &places)
+            .await?
+            .into_iter()
+            .map(|e| e.map(|(_, e)| e))
             .collect();
-        let events = self.read_events(tx.as_mut(), &places).await?;
         let mut h = checkpoint_hasher(&prev_digest);
         for ((key, p), e) in wanted.iter().zip(&events) {
             let e = e.as_ref().ok_or_else(|| Error::Corrupt {
@@ -499,13 +501,10 @@ impl EventLog {
                 )
                 .await?;
             let wanted = res_log_entries(resource, &page.kvs)?;
-            let places: Vec<(u16, Position)> = wanted
-                .iter()
-                .map(|(k, p)| (k.partition(self.partitions), *p))
-                .collect();
-            let events = self.read_events(tx.as_mut(), &places).await?;
-            for ((key, p), e) in wanted.iter().zip(&events) {
-                let Some(e) = e else {
+            let places: Vec<(&ObjectKey, Position)> = wanted.iter().map(|(k, p)| (k, *p)).collect();
+            let events = self.read_events_of(tx.as_mut(), &places).await?;
+            for ((key, p), found) in wanted.iter().zip(&events) {
+                let Some((partition, e)) = found else {
                     return Err(Error::Corrupt {
                         location: format!("log position {p}"),
                         detail: format!(
@@ -517,7 +516,7 @@ impl EventLog {
                     .superseded_or_deleted(tx.as_mut(), key, *p, e.kind, horizon)
                     .await?
                 {
-                    Self::clear_event_entries(tx.as_mut(), key.partition(self.partitions), e);
+                    Self::clear_event_entries(tx.as_mut(), *partition, e);
                     report.removed_events += 1;
                 } else {
                     report.kept_events += 1;

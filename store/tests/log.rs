@@ -533,3 +533,70 @@ async fn the_embedded_store_refuses_a_fence_since_it_cannot_advance_its_version(
     // A fence at or below the head is a no-op on every backend.
     assert_eq!(s.log.fence(e.position).await.expect("no-op"), None);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn growing_the_partition_count_keeps_every_older_event_readable_on_every_replica() {
+    tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        use logbook_store::kv::Kv;
+        use std::sync::Arc;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let kv = logbook_store::Embedded::open(logbook_store::EmbeddedConfig::new(dir.path()))
+            .expect("open");
+        let kv: Arc<dyn Kv> = Arc::new(kv);
+        let open = |n: u16| {
+            logbook_store::EventLog::open(kv.clone(), logbook_store::LogConfig { partitions: n })
+        };
+        // "Replica" A: created with one partition; it keeps running with that count.
+        let a = open(1).await.expect("open a");
+        let names: Vec<String> = (0..40).map(|i| format!("o{i}")).collect();
+        for n in &names {
+            a.append(&req(EventType::Added, "ns", n, b"v1"))
+                .await
+                .expect("append");
+        }
+        // Replica B starts with 8 partitions: the store grows; A has not noticed.
+        let b = open(8).await.expect("open b");
+        assert_eq!((a.partitions(), b.partitions()), (1, 8));
+        for n in &names {
+            let mut r = req(EventType::Modified, "ns", n, b"v2");
+            r.request_id = format!("req-{n}-b");
+            b.append(&r).await.expect("append on b");
+        }
+        // A stale replica's append still lands where its count says; everyone finds it.
+        let mut r = req(EventType::Modified, "ns", "o0", b"v3");
+        r.request_id = "req-o0-a".into();
+        a.append(&r).await.expect("append on a");
+        // Reopening with fewer partitions never shrinks.
+        assert_eq!(open(2).await.expect("reopen").partitions(), 8);
+
+        for log in [&a, &b] {
+            for n in &names {
+                let key = ObjectKey::new("pods", "ns", n.clone());
+                let want: &[u8] = if n == "o0" { b"v3" } else { b"v2" };
+                let got = log.get(&key).await.expect("get").expect("present");
+                assert_eq!(got.object, want, "{n}");
+                let revs = log.revisions(&key).await.expect("revisions");
+                let bodies: Vec<&[u8]> = revs.iter().map(|e| e.object.as_slice()).collect();
+                let mut expected: Vec<&[u8]> = vec![b"v1", b"v2"];
+                if n == "o0" {
+                    expected.push(b"v3");
+                }
+                assert_eq!(bodies, expected, "every revision of {n}");
+            }
+            let (all, more) = log.read_log(Position::ZERO, None, 0).await.expect("log");
+            assert!(!more);
+            assert_eq!(all.len(), 81, "the whole log, over every partition");
+            assert!(all.windows(2).all(|w| w[0].position < w[1].position));
+            let page = log
+                .list("pods", Some("ns"), ListAt::Latest, 1000, None)
+                .await
+                .expect("list");
+            assert_eq!(page.items.len(), 40);
+        }
+        assert_eq!(a.partitions(), 8, "reading the log taught A the new count");
+        let report = b.verify(VerifyScope::Full, |_| {}).await.expect("verify");
+        assert_eq!(report.events, 81);
+    })
+    .await
+    .expect("finished in 60 s");
+}

@@ -135,7 +135,7 @@ struct KeyWatcher {
 }
 
 struct Shared {
-    db: Arc<redb::Database>,
+    db: Arc<Db>,
     watchers: Mutex<Vec<KeyWatcher>>,
     failed: AtomicBool,
 }
@@ -167,7 +167,9 @@ impl Embedded {
                         .into(),
             });
         }
-        let db = open_database(&path, &cfg)?;
+        let db = Db(Some(guarded("opening the database file", || {
+            open_database(&path, &cfg)
+        })?));
         let wal_path = cfg.dir.join(WAL_FILE_NAME);
         let (version, wal) = guarded("replaying the write-ahead log", || {
             replay_wal(&db, &wal_path)
@@ -316,6 +318,32 @@ type RedbEntry<'a> = std::result::Result<
 /// Runs a redb call, turning a panic into [`Error::Corrupt`]. redb trusts the pages it reads
 /// (it checks their checksums only when repairing), so a damaged page can make it index out
 /// of bounds; a damaged file must give the caller an error, never take the server down.
+/// The redb database, dropped under `catch_unwind`: redb's close runs a last write, and on a
+/// file damaged enough to have panicked inside [`guarded`] that write panics again (a
+/// poisoned lock) — which, from a destructor, would take the process down instead of
+/// leaving the damage reported as [`Error::Corrupt`].
+struct Db(Option<redb::Database>);
+
+impl std::ops::Deref for Db {
+    type Target = redb::Database;
+    fn deref(&self) -> &redb::Database {
+        match &self.0 {
+            Some(db) => db,
+            None => unreachable!("the database is taken only by drop"),
+        }
+    }
+}
+
+impl Drop for Db {
+    fn drop(&mut self) {
+        if let Some(db) = self.0.take()
+            && std::panic::catch_unwind(AssertUnwindSafe(move || drop(db))).is_err()
+        {
+            tracing::error!("closing the damaged database file panicked inside redb; ignored");
+        }
+    }
+}
+
 fn guarded<T>(what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
     match std::panic::catch_unwind(AssertUnwindSafe(f)) {
         Ok(r) => r,

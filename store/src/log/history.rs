@@ -171,7 +171,28 @@ impl EventLog {
                 .collect();
             let places: Vec<(u16, Position)> =
                 wanted.iter().map(|c| (c.partition, c.position)).collect();
-            let events = self.read_events(tx.as_mut(), &places).await?;
+            let mut events = self.read_events(tx.as_mut(), &places).await?;
+            // An object's event appended before the partition count grew is under an older
+            // count's partition: look there for what the current count did not find.
+            let missing: Vec<(usize, &ObjectKey)> = events
+                .iter()
+                .zip(&wanted)
+                .enumerate()
+                .filter_map(|(i, (e, c))| match (e, &c.key) {
+                    (None, Some(k)) => Some((i, k)),
+                    _ => None,
+                })
+                .collect();
+            if !missing.is_empty() {
+                let pairs: Vec<(&ObjectKey, Position)> = missing
+                    .iter()
+                    .map(|(i, k)| (*k, wanted[*i].position))
+                    .collect();
+                let found = self.read_events_of(tx.as_mut(), &pairs).await?;
+                for ((i, _), f) in missing.iter().zip(found) {
+                    events[*i] = f.map(|(_, e)| e);
+                }
+            }
             // Events in feed order, with the position each one stands for.
             let mut found = wanted.iter().zip(events).peekable();
             for c in &batch {
@@ -264,7 +285,7 @@ impl EventLog {
                     }
                     .ok_or_else(bad)?;
                     out.push(Candidate {
-                        partition: key.partition(self.partitions),
+                        partition: key.partition(self.partitions()),
                         position: Position::from_versionstamp(vs),
                         key: Some(key),
                     });
@@ -274,7 +295,7 @@ impl EventLog {
             Source::Log => {
                 let mut out = Vec::new();
                 let mut exhausted = true;
-                for partition in 0..self.partitions {
+                for partition in 0..self.partitions() {
                     let req = RangeRequest::between(
                         keys::log_after(partition, lo),
                         keys::log_after(partition, hi),
@@ -294,7 +315,7 @@ impl EventLog {
                         }
                     }
                 }
-                if self.partitions > 1 {
+                if self.partitions() > 1 {
                     out.sort_by_key(|c| c.position);
                     if newest_first {
                         out.reverse();
