@@ -10,6 +10,10 @@ if ! cargo nextest --version >/dev/null 2>&1; then
   echo "== installing cargo-nextest"
   cargo install cargo-nextest --locked
 fi
+if ! command -v openssl >/dev/null 2>&1; then
+  echo "== installing openssl (the TLS probes in tests/tests/security_defaults.rs)"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl
+fi
 if ! command -v kubectl >/dev/null 2>&1; then
   echo "== kubectl is not on PATH: installing Debian's kubernetes-client"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kubernetes-client

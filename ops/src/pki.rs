@@ -25,12 +25,41 @@ pub struct Pki {
     pub admin_key_pem: String,
 }
 
+/// Writes a file only its owner may read: created with mode 0600 (never readable by others,
+/// not even for a moment), and an existing one is narrowed to 0600 first.
 fn write_private(path: &Path, contents: &str) -> Result<()> {
+    #[cfg(unix)]
+    {
+        use std::io::Write;
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        if path.exists() {
+            fs::set_permissions(path, fs::Permissions::from_mode(0o600))?;
+        }
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(path)
+            .with_context(|| format!("writing {}", path.display()))?;
+        f.write_all(contents.as_bytes())
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    #[cfg(not(unix))]
     fs::write(path, contents).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+/// Creates `dir` (and its parents) and makes it private to its owner (mode 0700): the data
+/// directory holds the store, whose Secret bytes must not be readable by other users, and
+/// the PKI's private keys.
+pub fn private_dir(dir: &Path) -> Result<()> {
+    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        fs::set_permissions(path, fs::Permissions::from_mode(0o600))?;
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("making {} private", dir.display()))?;
     }
     Ok(())
 }
@@ -51,7 +80,7 @@ fn ca_params() -> Result<CertificateParams> {
 /// certificate for `hosts` (DNS names or IP addresses).
 pub fn ensure(data_dir: &Path, hosts: &[String]) -> Result<Pki> {
     let dir = data_dir.join("pki");
-    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    private_dir(&dir)?;
     let (ca_cert, ca_key) = (dir.join("ca.crt"), dir.join("ca.key"));
     if !ca_cert.exists() || !ca_key.exists() {
         let key = KeyPair::generate()?;
@@ -180,9 +209,26 @@ fn kubeconfig_text(server: &str, ca: &str, cert: &str, key: &str, user: &str) ->
 
 /// The rustls server configuration: the serving certificate, client certificates verified
 /// against the CA but optional (anonymous requests are allowed until authentication lands),
-/// ALPN h2 then http/1.1.
+/// ALPN h2 then http/1.1. TLS 1.2 and 1.3 only, and only AEAD cipher suites (AES-GCM and
+/// ChaCha20-Poly1305 with ECDHE key exchange): rustls implements no CBC, RC4 or static-RSA
+/// suite, and the list below is checked to hold nothing else.
 pub fn server_config(pki: &Pki) -> Result<Arc<rustls::ServerConfig>> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut provider = rustls::crypto::ring::default_provider();
+    provider.cipher_suites.retain(|s| {
+        matches!(
+            s.suite(),
+            rustls::CipherSuite::TLS13_AES_128_GCM_SHA256
+                | rustls::CipherSuite::TLS13_AES_256_GCM_SHA384
+                | rustls::CipherSuite::TLS13_CHACHA20_POLY1305_SHA256
+                | rustls::CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
+                | rustls::CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384
+                | rustls::CipherSuite::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256
+                | rustls::CipherSuite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256
+                | rustls::CipherSuite::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384
+                | rustls::CipherSuite::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256
+        )
+    });
+    let provider = Arc::new(provider);
     let certs: Vec<CertificateDer<'static>> =
         CertificateDer::pem_slice_iter(pki.server_cert_pem.as_bytes())
             .collect::<std::result::Result<_, _>>()?;
@@ -198,7 +244,7 @@ pub fn server_config(pki: &Pki) -> Result<Arc<rustls::ServerConfig>> {
     .allow_unauthenticated()
     .build()?;
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
         .with_client_cert_verifier(verifier)
         .with_single_cert(certs, key)?;
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];

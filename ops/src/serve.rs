@@ -138,8 +138,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         !compact_interval.is_zero() && !checkpoint_interval.is_zero(),
         "--retention-interval and --checkpoint-interval must be longer than zero"
     );
-    std::fs::create_dir_all(&args.data_dir)
-        .with_context(|| format!("creating {}", args.data_dir.display()))?;
+    pki::private_dir(&args.data_dir)?;
     let listen: SocketAddr = args.listen;
     let mut hosts = vec![
         "localhost".to_string(),
