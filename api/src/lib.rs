@@ -70,6 +70,43 @@ pub const REQUEST_BODY_DRAIN_BYTES_MAX: usize = 16 * 1024 * 1024;
 pub const REQUESTS_INFLIGHT_MAX: usize = 2_048;
 /// How long shutdown waits for open connections to finish before exiting anyway.
 pub const SHUTDOWN_GRACE_MS: u64 = 10_000;
+/// How long a client may take to complete the TLS handshake.
+pub const TLS_HANDSHAKE_TIMEOUT_MS: u64 = 10_000;
+/// How long an HTTP/1 client may take to send a request's headers, counted from when the
+/// connection starts waiting for them, so it also bounds an idle keep-alive connection: a
+/// slow-loris client is disconnected after this. Longer than the 90 s for which client-go
+/// and hyper keep idle connections, so a client always closes an idle connection before
+/// the server does and never sends a request into one being closed.
+pub const HTTP1_HEADER_READ_TIMEOUT_MS: u64 = 120_000;
+
+/// Connection-level settings of [`serve`] that tests shorten.
+#[derive(Clone, Debug)]
+pub struct ServeOptions {
+    /// See [`HTTP1_HEADER_READ_TIMEOUT_MS`].
+    pub http1_header_read_timeout: Duration,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        ServeOptions {
+            http1_header_read_timeout: Duration::from_millis(HTTP1_HEADER_READ_TIMEOUT_MS),
+        }
+    }
+}
+/// Largest request head (request line and headers) an HTTP/1 client may send, in bytes.
+pub const HTTP1_HEAD_BYTES_MAX: usize = 64 * 1024;
+/// Streams one HTTP/2 connection may have open at once (kube-apiserver's
+/// `--http2-max-streams-per-connection` default).
+pub const HTTP2_STREAMS_PER_CONNECTION_MAX: u32 = 1_000;
+/// Largest header list of one HTTP/2 request, in bytes.
+pub const HTTP2_HEADER_LIST_BYTES_MAX: u32 = 64 * 1024;
+/// HTTP/2 keep-alive: a ping after this long without frames…
+pub const HTTP2_KEEPALIVE_INTERVAL_MS: u64 = 30_000;
+/// …and the connection is closed when its answer takes longer than this.
+pub const HTTP2_KEEPALIVE_TIMEOUT_MS: u64 = 20_000;
+/// Streams a client may open and reset before being answered (the HTTP/2 "rapid reset"
+/// attack, CVE-2023-44487) before the connection is closed.
+pub const HTTP2_PENDING_RESET_STREAMS_MAX: usize = 100;
 /// Longest client-sent `Audit-ID` used as the request id (longer ones are replaced).
 pub const AUDIT_ID_CHARS_MAX: usize = 128;
 /// Longest `User-Agent` recorded with a write (longer ones are cut).
@@ -677,6 +714,7 @@ pub async fn serve(
     api: Arc<Api>,
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
+    options: ServeOptions,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> std::io::Result<()> {
     use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -700,16 +738,21 @@ pub async fn serve(
         let acceptor = acceptor.clone();
         let api = api.clone();
         let watcher = graceful.watcher();
+        let header_timeout = options.http1_header_read_timeout;
         tokio::spawn(async move {
-            let tls =
-                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
-                    Ok(Ok(s)) => s,
-                    Ok(Err(e)) => {
-                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                        return;
-                    }
-                    Err(_) => return,
-                };
+            let tls = match tokio::time::timeout(
+                Duration::from_millis(TLS_HANDSHAKE_TIMEOUT_MS),
+                acceptor.accept(tcp),
+            )
+            .await
+            {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => return,
+            };
             let mut identity = tls
                 .get_ref()
                 .1
@@ -723,7 +766,20 @@ pub async fn serve(
                 let identity = identity.clone();
                 async move { Ok::<_, Infallible>(handle(api, identity, req.map(Body::new)).await) }
             });
-            let builder = auto::Builder::new(TokioExecutor::new());
+            let mut builder = auto::Builder::new(TokioExecutor::new());
+            builder
+                .http1()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(header_timeout)
+                .max_buf_size(HTTP1_HEAD_BYTES_MAX);
+            builder
+                .http2()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .max_concurrent_streams(HTTP2_STREAMS_PER_CONNECTION_MAX)
+                .max_header_list_size(HTTP2_HEADER_LIST_BYTES_MAX)
+                .max_pending_accept_reset_streams(HTTP2_PENDING_RESET_STREAMS_MAX)
+                .keep_alive_interval(Duration::from_millis(HTTP2_KEEPALIVE_INTERVAL_MS))
+                .keep_alive_timeout(Duration::from_millis(HTTP2_KEEPALIVE_TIMEOUT_MS));
             let conn = builder.serve_connection(TokioIo::new(tls), svc);
             if let Err(e) = watcher.watch(conn.into_owned()).await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");

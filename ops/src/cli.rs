@@ -281,6 +281,10 @@ pub struct ServeArgs {
     /// 500ms).
     #[arg(long, hide = true)]
     pub checkpoint_interval: Option<String>,
+    /// How long an HTTP/1 client may take to send a request's headers, idle keep-alive
+    /// included (default `HTTP1_HEADER_READ_TIMEOUT_MS`, 120s; tests shorten it).
+    #[arg(long, hide = true, value_name = "DURATION")]
+    pub http1_header_read_timeout: Option<String>,
     /// Do not run the built-in controllers in-process (run `logbook controllers` instead,
     /// or none).
     #[arg(long)]

@@ -238,7 +238,12 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         tracing::info!("shutting down");
         let _ = shutdown_tx.send(true);
     };
-    logbook_api::serve(Arc::clone(&api), listener, tls, shutdown).await?;
+    let mut options = logbook_api::ServeOptions::default();
+    if let Some(t) = &args.http1_header_read_timeout {
+        options.http1_header_read_timeout =
+            crate::retention::parse_duration(t).context("--http1-header-read-timeout")?;
+    }
+    logbook_api::serve(Arc::clone(&api), listener, tls, options, shutdown).await?;
     eprintln!("logbook stopped");
     Ok(())
 }

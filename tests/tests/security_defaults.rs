@@ -84,3 +84,79 @@ async fn tls_offers_versions_1_2_and_1_3_with_aead_suites_only() -> Result<()> {
     })
     .await
 }
+
+/// A client that starts a request's headers and never finishes them (slow loris) is cut off
+/// after the header timeout, while a client that completes its request is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_finishes_its_headers_is_disconnected() -> Result<()> {
+    use std::io::Write;
+    use std::time::{Duration, Instant};
+    if Command::new("openssl").arg("version").output().is_err() {
+        println!("skipped: no openssl binary to hold a TLS connection open with");
+        return Ok(());
+    }
+    within(60, "the slow client was not disconnected", async {
+        let s = Server::start_with(&[
+            "--no-controllers",
+            "--no-scheduler",
+            "--http1-header-read-timeout",
+            "2s",
+        ])?;
+        let mut child = Command::new("openssl")
+            .args([
+                "s_client",
+                "-quiet",
+                "-connect",
+                &format!("127.0.0.1:{}", s.port),
+            ])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()?;
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin.write_all(b"GET /version HTTP/1.1\r\nHost: logbook\r\nX-Slow: ")?;
+        stdin.flush()?;
+        let started = Instant::now();
+        // Keep our side open (stdin stays unclosed): only the server can end this.
+        let ended = loop {
+            if let Some(status) = child.try_wait()? {
+                break Some(status);
+            }
+            if started.elapsed() > Duration::from_secs(20) {
+                break None;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        drop(stdin);
+        if ended.is_none() {
+            let _ = child.kill();
+            anyhow::bail!("the connection was still open 20 s after the headers stalled");
+        }
+        assert!(
+            started.elapsed() >= Duration::from_millis(1500),
+            "cut off by the header timeout, not at once ({:?})",
+            started.elapsed()
+        );
+        // A complete request on a fresh connection is still served.
+        let mut ok = Command::new("openssl")
+            .args([
+                "s_client",
+                "-quiet",
+                "-connect",
+                &format!("127.0.0.1:{}", s.port),
+            ])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()?;
+        ok.stdin
+            .take()
+            .expect("stdin")
+            .write_all(b"GET /version HTTP/1.1\r\nHost: logbook\r\nConnection: close\r\n\r\n")?;
+        let out = ok.wait_with_output()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+        Ok(())
+    })
+    .await
+}
