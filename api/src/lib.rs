@@ -26,6 +26,7 @@ pub mod crd;
 pub mod discovery;
 pub mod duplicates;
 pub mod error;
+pub mod fairness;
 pub mod fields;
 pub mod handlers;
 pub mod history;
@@ -200,6 +201,8 @@ pub struct Api {
     /// Every printer's Table `columnDefinitions`, rendered once.
     pub columns: table::Columns,
     inflight: Arc<Semaphore>,
+    /// Each user's share of the requests in flight.
+    pub shares: fairness::UserShares,
 }
 
 impl Api {
@@ -226,6 +229,7 @@ impl Api {
             service_ranges,
             columns: table::Columns::default(),
             inflight: Arc::new(Semaphore::new(REQUESTS_INFLIGHT_MAX)),
+            shares: fairness::UserShares::default(),
         })
     }
 
@@ -603,6 +607,16 @@ async fn resource_request(
         }
         return (verb, watch::watch(ctx).await);
     }
+    let Some(_share) = api.shares.acquire(&ctx.identity) else {
+        return (
+            verb,
+            Err(ApiError::too_many_requests(format!(
+                "user {:?} has {} requests in flight, its whole share; retry later",
+                ctx.identity.user,
+                api.shares.max()
+            ))),
+        );
+    };
     let Ok(_permit) = api.inflight.clone().try_acquire_owned() else {
         return (
             verb,

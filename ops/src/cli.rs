@@ -281,6 +281,10 @@ pub struct ServeArgs {
     /// 500ms).
     #[arg(long, hide = true)]
     pub checkpoint_interval: Option<String>,
+    /// Non-watch requests one user may have in flight (default
+    /// `REQUESTS_INFLIGHT_PER_USER_MAX`, 512; tests lower it). system:masters is exempt.
+    #[arg(long, hide = true, value_name = "N")]
+    pub requests_inflight_per_user: Option<usize>,
     /// How long an HTTP/1 client may take to send a request's headers, idle keep-alive
     /// included (default `HTTP1_HEADER_READ_TIMEOUT_MS`, 120s; tests shorten it).
     #[arg(long, hide = true, value_name = "DURATION")]

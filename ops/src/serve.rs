@@ -183,6 +183,9 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         format!("{advertised}:{port}"),
         ranges,
     );
+    if let Some(n) = args.requests_inflight_per_user {
+        api.shares.set_max(n);
+    }
     api.bootstrap()
         .await
         .map_err(|e| anyhow::anyhow!("bootstrapping namespaces: {e}"))?;

@@ -160,3 +160,164 @@ async fn a_client_that_never_finishes_its_headers_is_disconnected() -> Result<()
     })
     .await
 }
+
+/// A kubeconfig for a new user `name` (no groups), its certificate signed by the server's CA
+/// with `openssl` (as an administrator would until `logbook user add` exists).
+fn user_kubeconfig(s: &Server, name: &str) -> Result<std::path::PathBuf> {
+    let dir = s.data_dir.join(format!("user-{name}"));
+    std::fs::create_dir_all(&dir)?;
+    let (key, csr, crt) = (dir.join("u.key"), dir.join("u.csr"), dir.join("u.crt"));
+    let pki = s.data_dir.join("pki");
+    let run = |args: &[&str]| -> Result<()> {
+        let out = Command::new("openssl").args(args).output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(())
+    };
+    let p = |x: &std::path::Path| x.to_string_lossy().into_owned();
+    run(&[
+        "req",
+        "-new",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        &p(&key),
+        "-subj",
+        &format!("/CN={name}"),
+        "-out",
+        &p(&csr),
+    ])?;
+    // Extensions make it an X.509 v3 certificate (rustls refuses v1) for client auth.
+    let ext = dir.join("ext.cnf");
+    std::fs::write(
+        &ext,
+        "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=clientAuth\n",
+    )?;
+    run(&[
+        "x509",
+        "-extfile",
+        &p(&ext),
+        "-req",
+        "-in",
+        &p(&csr),
+        "-CA",
+        &p(&pki.join("ca.crt")),
+        "-CAkey",
+        &p(&pki.join("ca.key")),
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-out",
+        &p(&crt),
+    ])?;
+    let kubeconfig = dir.join("kubeconfig");
+    let admin = std::fs::read_to_string(s.kubeconfig())?;
+    let mut out = String::new();
+    for line in admin.lines() {
+        let t = line.trim_start();
+        let indent = &line[..line.len() - t.len()];
+        if t.starts_with("client-certificate-data:") {
+            out.push_str(&format!("{indent}client-certificate: {}\n", p(&crt)));
+        } else if t.starts_with("client-key-data:") {
+            out.push_str(&format!("{indent}client-key: {}\n", p(&key)));
+        } else {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    std::fs::write(&kubeconfig, out)?;
+    Ok(kubeconfig)
+}
+
+async fn client_from(kubeconfig: &std::path::Path) -> Result<kube::Client> {
+    let kc = kube::config::Kubeconfig::read_from(kubeconfig)?;
+    let mut cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
+    cfg.default_retry = false;
+    Ok(kube::Client::try_from(cfg)?)
+}
+
+/// One user flooding the server gets 429 (TooManyRequests) once it holds its share of the
+/// requests in flight; another user's requests meanwhile all succeed. The flood's requests
+/// hold their slots: lists at a resourceVersion the log has not reached wait (3 s, then
+/// 504), as a slow request would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_noisy_user_gets_429_for_its_excess_while_another_user_is_served() -> Result<()> {
+    use futures::StreamExt;
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::api::{Api, ListParams};
+    if Command::new("openssl").arg("version").output().is_err() {
+        println!("skipped: no openssl binary to sign user certificates with");
+        return Ok(());
+    }
+    within(120, "the fairness check did not finish", async {
+        let s = Server::start_with(&[
+            "--no-controllers",
+            "--no-scheduler",
+            "--requests-inflight-per-user",
+            "4",
+        ])?;
+        let admin: Api<ConfigMap> = Api::namespaced(s.client().await?, "default");
+        let head: u64 = admin
+            .list_metadata(&ListParams::default())
+            .await?
+            .metadata
+            .resource_version
+            .unwrap_or_default()
+            .parse()?;
+        let future_rv = (head + (1 << 40)).to_string();
+        let noisy: Api<ConfigMap> = Api::namespaced(
+            client_from(&user_kubeconfig(&s, "noisy")?).await?,
+            "default",
+        );
+        let quiet: Api<ConfigMap> = Api::namespaced(
+            client_from(&user_kubeconfig(&s, "quiet")?).await?,
+            "default",
+        );
+
+        let flood = futures::stream::iter(0..64)
+            .map(|_| {
+                let noisy = noisy.clone();
+                let rv = future_rv.clone();
+                async move { noisy.list_metadata(&ListParams::default().at(&rv)).await }
+            })
+            .buffer_unordered(64)
+            .collect::<Vec<_>>();
+        let calm = async {
+            // Let the flood take its slots first.
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            let mut results = Vec::new();
+            for _ in 0..10 {
+                results.push(quiet.list_metadata(&ListParams::default().limit(10)).await);
+            }
+            results
+        };
+        let (flooded, calmed) = tokio::join!(flood, calm);
+        let code = |r: &Result<_, kube::Error>| match r {
+            Err(kube::Error::Api(st)) => st.code,
+            Ok(_) => 200,
+            Err(_) => 0,
+        };
+        let refused = flooded.iter().filter(|r| code(r) == 429).count();
+        let waited = flooded.iter().filter(|r| code(r) == 504).count();
+        assert_eq!(refused + waited, 64, "only 429s and 504s: {flooded:?}");
+        assert!(
+            (1..=60).contains(&refused),
+            "{refused} of 64 refused: the noisy user keeps its share of 4 and no more"
+        );
+        assert!(
+            waited >= 4,
+            "{waited} waited: the noisy user's share was served"
+        );
+        for r in &calmed {
+            assert!(r.is_ok(), "the quiet user was refused: {r:?}");
+        }
+        Ok(())
+    })
+    .await
+}
