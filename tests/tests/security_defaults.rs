@@ -32,6 +32,30 @@ async fn the_data_directory_and_private_files_are_readable_by_their_owner_only()
     .await
 }
 
+/// Whether the `openssl` binary is missing; then says which test skips and why.
+fn openssl_missing(needed_for: &str) -> bool {
+    let missing = Command::new("openssl").arg("version").output().is_err();
+    if missing {
+        println!("skipped: no openssl binary {needed_for}");
+    }
+    missing
+}
+
+/// `openssl s_client -quiet` connected to the server, its stdin and stdout piped.
+fn s_client_quiet(s: &Server) -> Result<std::process::Child> {
+    Ok(Command::new("openssl")
+        .args([
+            "s_client",
+            "-quiet",
+            "-connect",
+            &format!("127.0.0.1:{}", s.port),
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()?)
+}
+
 /// Runs `openssl s_client` against the server with extra flags; whether the handshake
 /// completed (a negotiated cipher other than "(NONE)"). Fails when OpenSSL's summary line
 /// is missing, so an unexpected output can never pass as a refusal.
@@ -58,8 +82,7 @@ fn handshake(s: &Server, flags: &[&str]) -> Result<(bool, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_offers_versions_1_2_and_1_3_with_aead_suites_only() -> Result<()> {
-    if Command::new("openssl").arg("version").output().is_err() {
-        println!("skipped: no openssl binary to probe TLS with");
+    if openssl_missing("to probe TLS with") {
         return Ok(());
     }
     within(60, "the TLS probes did not finish", async {
@@ -91,8 +114,7 @@ async fn tls_offers_versions_1_2_and_1_3_with_aead_suites_only() -> Result<()> {
 async fn a_client_that_never_finishes_its_headers_is_disconnected() -> Result<()> {
     use std::io::Write;
     use std::time::{Duration, Instant};
-    if Command::new("openssl").arg("version").output().is_err() {
-        println!("skipped: no openssl binary to hold a TLS connection open with");
+    if openssl_missing("to hold a TLS connection open with") {
         return Ok(());
     }
     within(60, "the slow client was not disconnected", async {
@@ -102,17 +124,7 @@ async fn a_client_that_never_finishes_its_headers_is_disconnected() -> Result<()
             "--http1-header-read-timeout",
             "2s",
         ])?;
-        let mut child = Command::new("openssl")
-            .args([
-                "s_client",
-                "-quiet",
-                "-connect",
-                &format!("127.0.0.1:{}", s.port),
-            ])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()?;
+        let mut child = s_client_quiet(&s)?;
         let mut stdin = child.stdin.take().expect("stdin");
         stdin.write_all(b"GET /version HTTP/1.1\r\nHost: logbook\r\nX-Slow: ")?;
         stdin.flush()?;
@@ -138,17 +150,7 @@ async fn a_client_that_never_finishes_its_headers_is_disconnected() -> Result<()
             started.elapsed()
         );
         // A complete request on a fresh connection is still served.
-        let mut ok = Command::new("openssl")
-            .args([
-                "s_client",
-                "-quiet",
-                "-connect",
-                &format!("127.0.0.1:{}", s.port),
-            ])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()?;
+        let mut ok = s_client_quiet(&s)?;
         ok.stdin
             .take()
             .expect("stdin")
@@ -251,8 +253,7 @@ async fn a_noisy_user_gets_429_for_its_excess_while_another_user_is_served() -> 
     use futures::StreamExt;
     use k8s_openapi::api::core::v1::ConfigMap;
     use kube::api::{Api, ListParams};
-    if Command::new("openssl").arg("version").output().is_err() {
-        println!("skipped: no openssl binary to sign user certificates with");
+    if openssl_missing("to sign user certificates with") {
         return Ok(());
     }
     within(120, "the fairness check did not finish", async {
