@@ -868,54 +868,20 @@ impl Reconciler for DaemonSetController {
             return Ok(adopt::settle_after());
         }
 
-        let mut revs: Vec<ControllerRevision> = self
-            .revisions
-            .get_many(
-                self.revisions_by_owner
-                    .owned_by(&uid)
-                    .iter()
-                    .map(AsRef::as_ref),
-            )
-            .into_iter()
-            .map(|r| (*r).clone())
-            .collect();
-        let orphans = self.revisions.get_many(
-            self.revisions_by_owner
-                .orphans_in(&ns)
-                .iter()
-                .map(AsRef::as_ref),
-        );
-        if !orphans.is_empty() {
-            let sel = Selector::from_label_selector(&dspec.selector);
-            revs.extend(
-                history::adopt_orphans(&self.client, &owner_ref(&ds), orphans, &sel).await?,
-            );
-        }
-        let collisions = ds.status.as_ref().and_then(|s| s.collision_count);
-        let settled = match history::ensure_update_revision(
+        let settled = history::settle_for(
             &self.client,
+            history::Revisions {
+                cache: &self.revisions,
+                by_owner: &self.revisions_by_owner,
+            },
+            &Api::<DaemonSet>::namespaced(self.client.clone(), &ns),
             &owner_ref(&ds),
             &ns,
             &dspec.template,
-            revs,
-            collisions,
+            &Selector::from_label_selector(&dspec.selector),
+            ds.status.as_ref().and_then(|s| s.collision_count),
         )
-        .await?
-        {
-            Ok(s) => s,
-            Err(next) => {
-                Api::<DaemonSet>::namespaced(self.client.clone(), &ns)
-                    .patch_status(
-                        &name,
-                        &PatchParams::default(),
-                        &Patch::Merge(json!({"status": {"collisionCount": next}})),
-                    )
-                    .await?;
-                return Err(ReconcileError::Other(format!(
-                    "revision name collision for {key}; collisionCount is now {next}"
-                )));
-            }
-        };
+        .await?;
         let hash = history::hash_of(&settled.update);
 
         let spec = daemon_spec(&ds);

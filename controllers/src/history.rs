@@ -237,6 +237,74 @@ pub async fn ensure_update_revision(
     }
 }
 
+/// Where an owner's revisions are read from: the shared revision informer and its owner
+/// index.
+pub struct Revisions<'a> {
+    pub cache: &'a crate::runtime::Informer<ControllerRevision>,
+    pub by_owner: &'a crate::runtime::OwnerIndex,
+}
+
+/// One reconcile's revision step for a DaemonSet or StatefulSet: the owner's revisions from
+/// the cache plus the orphans its selector matches (adopted), settled on `template`'s
+/// revision. On a name collision the owner's `status.collisionCount` is raised through
+/// `owner_api` and the pass fails, to be retried with the new count.
+///
+/// # Errors
+/// API errors, and the collision itself (retryable).
+#[allow(clippy::too_many_arguments)] // the owner, its API, its template and its selector
+pub async fn settle_for<K>(
+    client: &Client,
+    revisions: Revisions<'_>,
+    owner_api: &Api<K>,
+    owner: &OwnerReference,
+    namespace: &str,
+    template: &PodTemplateSpec,
+    selector: &Selector,
+    collision_count: Option<i32>,
+) -> Result<Settled, ReconcileError>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let mut revs: Vec<ControllerRevision> = revisions
+        .cache
+        .get_many(
+            revisions
+                .by_owner
+                .owned_by(&owner.uid)
+                .iter()
+                .map(AsRef::as_ref),
+        )
+        .into_iter()
+        .map(|r| (*r).clone())
+        .collect();
+    let orphans = revisions.cache.get_many(
+        revisions
+            .by_owner
+            .orphans_in(namespace)
+            .iter()
+            .map(AsRef::as_ref),
+    );
+    if !orphans.is_empty() {
+        revs.extend(adopt_orphans(client, owner, orphans, selector).await?);
+    }
+    match ensure_update_revision(client, owner, namespace, template, revs, collision_count).await? {
+        Ok(s) => Ok(s),
+        Err(next) => {
+            owner_api
+                .patch_status(
+                    &owner.name,
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"status": {"collisionCount": next}})),
+                )
+                .await?;
+            Err(ReconcileError::Other(format!(
+                "revision name collision for {namespace}/{}; collisionCount is now {next}",
+                owner.name
+            )))
+        }
+    }
+}
+
 /// Adopts orphaned revisions (e.g. left by a DaemonSet deleted with `--cascade=orphan`)
 /// whose labels the owner's selector matches, as kube's `ClaimControllerRevisions` does, so a new owner
 /// with the same template reuses their hashes instead of colliding; returns the adopted ones.

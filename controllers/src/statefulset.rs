@@ -741,53 +741,20 @@ impl Reconciler for StatefulSetController {
         }
 
         // Revisions.
-        let mut revs: Vec<ControllerRevision> = self
-            .revisions
-            .get_many(
-                self.revisions_by_owner
-                    .owned_by(&uid)
-                    .iter()
-                    .map(AsRef::as_ref),
-            )
-            .into_iter()
-            .map(|r| (*r).clone())
-            .collect();
-        let orphans = self.revisions.get_many(
-            self.revisions_by_owner
-                .orphans_in(&ns)
-                .iter()
-                .map(AsRef::as_ref),
-        );
-        if !orphans.is_empty() {
-            revs.extend(
-                history::adopt_orphans(&self.client, &owner_ref(&set), orphans, &sel).await?,
-            );
-        }
-        let collisions = set.status.as_ref().and_then(|s| s.collision_count);
-        let settled = match history::ensure_update_revision(
+        let settled = history::settle_for(
             &self.client,
+            history::Revisions {
+                cache: &self.revisions,
+                by_owner: &self.revisions_by_owner,
+            },
+            &Api::<StatefulSet>::namespaced(self.client.clone(), &ns),
             &owner_ref(&set),
             &ns,
             &spec.template,
-            revs,
-            collisions,
+            &sel,
+            set.status.as_ref().and_then(|s| s.collision_count),
         )
-        .await?
-        {
-            Ok(s) => s,
-            Err(next) => {
-                Api::<StatefulSet>::namespaced(self.client.clone(), &ns)
-                    .patch_status(
-                        &name,
-                        &PatchParams::default(),
-                        &Patch::Merge(json!({"status": {"collisionCount": next}})),
-                    )
-                    .await?;
-                return Err(ReconcileError::Other(format!(
-                    "revision name collision for {key}; collisionCount is now {next}"
-                )));
-            }
-        };
+        .await?;
         let update_rev = settled.update.metadata.name.clone().unwrap_or_default();
         let current = set
             .status
