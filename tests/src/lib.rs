@@ -297,6 +297,21 @@ impl Drop for Server {
     }
 }
 
+/// A request with raw body bytes and an optional content type (for bodies no encoder
+/// would produce: malformed, oversized, invalid UTF-8).
+pub fn raw_request(
+    method: &str,
+    path: &str,
+    content_type: Option<&str>,
+    body: Vec<u8>,
+) -> http::Request<Vec<u8>> {
+    let mut b = http::Request::builder().method(method).uri(path);
+    if let Some(ct) = content_type {
+        b = b.header("content-type", ct);
+    }
+    b.body(body).expect("a request from a method and a path")
+}
+
 /// A request carrying `body` as JSON with `content_type` (no body and no content type when
 /// `body` is null).
 pub fn json_request(

@@ -12,18 +12,7 @@ use futures::{AsyncBufReadExt, StreamExt};
 use logbook_e2e::{Server, within};
 use serde_json::{Value, json};
 
-fn req(
-    method: &str,
-    path: &str,
-    content_type: Option<&str>,
-    body: Vec<u8>,
-) -> http::Request<Vec<u8>> {
-    let mut b = http::Request::builder().method(method).uri(path);
-    if let Some(ct) = content_type {
-        b = b.header("content-type", ct);
-    }
-    b.body(body).expect("request")
-}
+use logbook_e2e::raw_request as req;
 
 /// The status code and reason of a request expected to fail.
 async fn fails(client: &kube::Client, r: http::Request<Vec<u8>>) -> (u16, String) {

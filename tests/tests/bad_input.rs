@@ -6,18 +6,7 @@ use anyhow::{Context, Result};
 use logbook_e2e::{Server, within};
 use serde_json::Value;
 
-fn req(
-    method: &str,
-    path: &str,
-    content_type: Option<&str>,
-    body: Vec<u8>,
-) -> http::Request<Vec<u8>> {
-    let mut b = http::Request::builder().method(method).uri(path);
-    if let Some(ct) = content_type {
-        b = b.header("content-type", ct);
-    }
-    b.body(body).expect("request")
-}
+use logbook_e2e::raw_request as req;
 
 /// The log's head, read through a consistent list (its resourceVersion).
 async fn head(c: &kube::Client) -> Result<u64> {
