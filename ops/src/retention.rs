@@ -165,12 +165,36 @@ pub fn spawn_tasks(
     checkpoint_interval: Duration,
     metrics: Metrics,
 ) {
-    let (clog, cmetrics) = (log.clone(), metrics.clone());
+    let (_keep, forever) = tokio::sync::watch::channel(false);
+    spawn_tasks_until(
+        log,
+        policy,
+        compact_interval,
+        checkpoint_interval,
+        metrics,
+        forever,
+    );
+    // The sender is dropped here: `changed()` then never resolves, and the tasks run for
+    // the life of the process.
+}
+
+/// [`spawn_tasks`], stopping when `stop` becomes true (leadership lost, shutdown).
+pub fn spawn_tasks_until(
+    log: EventLog,
+    policy: RetentionPolicy,
+    compact_interval: Duration,
+    checkpoint_interval: Duration,
+    metrics: Metrics,
+    stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let (clog, cmetrics, mut cstop) = (log.clone(), metrics.clone(), stop.clone());
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(checkpoint_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tick.tick().await;
+            if !tick_or_stop(&mut tick, &mut cstop).await {
+                return;
+            }
             match clog.write_checkpoints().await {
                 Ok(n) => cmetrics.observe_checkpoints(n),
                 Err(e) => tracing::warn!(error = %e, "checkpoints: writing failed; retrying"),
@@ -180,14 +204,39 @@ pub fn spawn_tasks(
     if policy.windows.values().all(Option::is_none) {
         return;
     }
+    let mut stop = stop;
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(compact_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tick.tick().await;
+            if !tick_or_stop(&mut tick, &mut stop).await {
+                return;
+            }
             compact_once(&log, &policy, &metrics).await;
         }
     });
+}
+
+/// Waits for the next tick; `false` when `stop` became true first. A closed `stop` channel
+/// (its sender gone) never stops the tasks.
+async fn tick_or_stop(
+    tick: &mut tokio::time::Interval,
+    stop: &mut tokio::sync::watch::Receiver<bool>,
+) -> bool {
+    if *stop.borrow() {
+        return false;
+    }
+    tokio::select! {
+        _ = tick.tick() => true,
+        changed = stop.changed() => match changed {
+            Ok(()) => !*stop.borrow(),
+            // The sender is gone: run on (and wait for the tick that was interrupted).
+            Err(_) => {
+                tick.tick().await;
+                true
+            }
+        },
+    }
 }
 
 #[cfg(test)]

@@ -11,6 +11,12 @@ use logbook_store::{EmbeddedConfig, HubConfig, VerifyScope, WatchHub};
 use crate::cli::{ServeArgs, StoreArgs, StoreKind};
 use crate::pki;
 
+/// The Lease (in kube-system) whose holder runs retention and checkpoints when several
+/// replicas share a FoundationDB store.
+const RETENTION_LEASE: &str = "logbook-retention";
+/// The identity retention works under (recorded in the Lease).
+const RETENTION_USER: &str = "system:logbook:retention";
+
 /// Newest events per partition checked at startup (a full check is `logbook verify`).
 const STARTUP_VERIFY_TAIL_EVENTS: usize = 10_000;
 /// Newest events checked at startup on FoundationDB, over all partitions together (one read
@@ -216,13 +222,38 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     if !args.no_scheduler {
         crate::components::start_scheduler_in_process(&api, &args.data_dir, shutdown_rx.clone());
     }
-    crate::retention::spawn_tasks(
-        log,
-        policy,
-        compact_interval,
-        checkpoint_interval,
-        api.metrics.clone(),
-    );
+    if args.store.kind == StoreKind::Fdb {
+        // Many replicas share the store: one of them (the holder of a Lease) does retention
+        // and checkpoints, so the work is not repeated by every replica.
+        let election = logbook_controllers::runtime::leader::LeaderElection::new(RETENTION_LEASE)
+            .with_identity_file(&args.data_dir.join("retention").join("leader-identity"));
+        let client = crate::inproc::client(&api, RETENTION_USER, &[]);
+        let metrics = api.metrics.clone();
+        let shutdown = shutdown_rx.clone();
+        tokio::spawn(logbook_controllers::runtime::leader::run(
+            client,
+            election,
+            shutdown,
+            move |stop| {
+                crate::retention::spawn_tasks_until(
+                    log.clone(),
+                    policy.clone(),
+                    compact_interval,
+                    checkpoint_interval,
+                    metrics.clone(),
+                    stop,
+                );
+            },
+        ));
+    } else {
+        crate::retention::spawn_tasks(
+            log,
+            policy,
+            compact_interval,
+            checkpoint_interval,
+            api.metrics.clone(),
+        );
+    }
     let host = if advertised.contains(':') {
         format!("[{advertised}]")
     } else {
