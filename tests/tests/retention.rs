@@ -13,18 +13,7 @@ use serde_json::{Value, json};
 /// How long the retention test waits for the compactor to remove old Lease revisions.
 const RETENTION_WAIT_SECONDS: u64 = 30;
 
-fn req(
-    method: &str,
-    path: &str,
-    content_type: Option<&str>,
-    body: Vec<u8>,
-) -> http::Request<Vec<u8>> {
-    let mut b = http::Request::builder().method(method).uri(path);
-    if let Some(ct) = content_type {
-        b = b.header("content-type", ct);
-    }
-    b.body(body).expect("request")
-}
+use logbook_e2e::raw_request as req;
 
 async fn send(
     c: &kube::Client,
