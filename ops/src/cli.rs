@@ -291,6 +291,22 @@ pub struct ServeArgs {
     pub http1_header_read_timeout: Option<String>,
     /// Do not run the built-in controllers in-process (run `logbook controllers` instead,
     /// or none).
+    /// Serve requests without credentials as `system:anonymous` (group
+    /// `system:unauthenticated`), authorized like any user; off: they get 401. Health probes
+    /// (`/healthz`, `/livez`, `/readyz`) never need credentials.
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub anonymous_auth: bool,
+    /// `Node,RBAC` (the default: system:masters, the node authorizer, then RBAC) or
+    /// `AlwaysAllow` (every authenticated request allowed: only for measuring what
+    /// authorization costs).
+    #[arg(long, default_value = "Node,RBAC", value_name = "MODE")]
+    pub authorization_mode: String,
+    /// The `iss` of ServiceAccount tokens and of OIDC discovery.
+    #[arg(long, default_value = logbook_api::auth::authn::SERVICE_ACCOUNT_ISSUER_DEFAULT)]
+    pub service_account_issuer: String,
+    /// Audiences a token must carry to authenticate to this server (default: the issuer).
+    #[arg(long, value_delimiter = ',')]
+    pub api_audiences: Vec<String>,
     #[arg(long)]
     pub no_controllers: bool,
     /// Do not run the scheduler in-process (run `logbook scheduler` instead, or none).
