@@ -112,6 +112,9 @@ pub enum BenchTarget {
     /// under the node lease load, server RSS, and how fast 500 nodes going silent at once
     /// are noticed.
     Scale(BenchScaleArgs),
+    /// What security costs: pod creates/s with 64 clients, security off
+    /// (AlwaysAllow) vs a client certificate and a ServiceAccount token under RBAC.
+    Auth(BenchApiArgs),
     /// The history benchmark: a store of 1,000,000 events, then an object's revisions, a
     /// list as of an old position and one user's change feed, over HTTPS.
     History(BenchApiArgs),

@@ -2,6 +2,7 @@
 
 mod bench_api;
 mod bench_audit;
+mod bench_auth;
 mod bench_crd;
 mod bench_history;
 mod bench_scale;
@@ -63,6 +64,9 @@ async fn main() -> anyhow::Result<()> {
         Command::Bench {
             target: BenchTarget::Crd(args),
         } => bench_crd::run(args).await,
+        Command::Bench {
+            target: BenchTarget::Auth(args),
+        } => bench_auth::run(args).await,
         Command::Bench {
             target: BenchTarget::History(args),
         } => bench_history::run(args).await,

@@ -289,5 +289,20 @@ pub fn write_kubeconfig(data_dir: &Path, pki: &Pki, server: &str) -> Result<Path
     let path = data_dir.join("kubeconfig");
     write_private(&path, &text)?;
     let _ = &pki.dir;
+    // Each component run as its own process gets its own identity (and so its own RBAC
+    // role), not the administrator's: `logbook controllers --kubeconfig
+    // <data-dir>/components/controllers.kubeconfig`, and so on.
+    for (file, user) in COMPONENT_KUBECONFIGS {
+        let out = data_dir.join("components").join(file);
+        if !out.exists() {
+            add_user(data_dir, user, &[], Some(out))?;
+        }
+    }
     Ok(path)
 }
+
+/// The kubeconfigs written for Logbook's own components, under `<data-dir>/components/`.
+pub const COMPONENT_KUBECONFIGS: [(&str, &str); 2] = [
+    ("controllers.kubeconfig", "system:kube-controller-manager"),
+    ("scheduler.kubeconfig", "system:kube-scheduler"),
+];
