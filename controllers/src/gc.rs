@@ -177,8 +177,7 @@ impl GarbageCollector {
             } else {
                 self.state_dir.as_deref()
             };
-            let inf =
-                Informer::from_source(Box::new(source), &format!("gc-{id}"), state_dir, None);
+            let inf = Informer::from_source(Box::new(source), &format!("gc-{id}"), state_dir, None);
             let me = Arc::downgrade(self);
             let res = resource.clone();
             inf.on_change(move |old, new| {

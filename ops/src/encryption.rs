@@ -88,6 +88,9 @@ enum Provider {
     Identity,
 }
 
+/// Each store resource the configuration lists, with its encryption.
+pub type ByResource = Vec<(String, Arc<Encryption>)>;
+
 /// The sealing and opening of one resource's values, as the configuration lists them.
 pub struct Encryption {
     providers: Vec<Provider>,
@@ -109,9 +112,8 @@ impl std::fmt::Debug for Encryption {
 
 /// What the object's ciphertext is bound to.
 fn associated_data(key: &ObjectKey) -> Vec<u8> {
-    let mut aad = Vec::with_capacity(
-        16 + key.resource.len() + key.namespace.len() + key.name.len(),
-    );
+    let mut aad =
+        Vec::with_capacity(16 + key.resource.len() + key.namespace.len() + key.name.len());
     aad.extend_from_slice(b"logbook\0");
     for part in [&key.resource, &key.namespace, &key.name] {
         aad.extend_from_slice(part.as_bytes());
@@ -208,9 +210,9 @@ impl ValueTransformer for Encryption {
                 )));
             }
             let (nonce, sealed) = after.split_at(NONCE_LEN);
-            let nonce: [u8; NONCE_LEN] = nonce.try_into().map_err(|_| {
-                TransformError(format!("a short nonce under aesgcm key {name:?}"))
-            })?;
+            let nonce: [u8; NONCE_LEN] = nonce
+                .try_into()
+                .map_err(|_| TransformError(format!("a short nonce under aesgcm key {name:?}")))?;
             let mut body = sealed.to_vec();
             let plain_len = opening
                 .open_in_place(
@@ -279,8 +281,9 @@ fn aes_key(resource: &str, k: &KeyEntry) -> Result<LessSafeKey> {
 /// # Errors
 /// Anything kube-apiserver would refuse, plus the providers Logbook does not implement
 /// (`aescbc`, `secretbox`, `kms`) and wildcard resources, each named.
-pub fn parse(text: &str) -> Result<(ValueTransforms, Vec<(String, Arc<Encryption>)>)> {
-    let file: ConfigFile = serde_saphyr::from_str(text).context("not an EncryptionConfiguration")?;
+pub fn parse(text: &str) -> Result<(ValueTransforms, ByResource)> {
+    let file: ConfigFile =
+        serde_saphyr::from_str(text).context("not an EncryptionConfiguration")?;
     if file.api_version != API_VERSION || file.kind != KIND {
         bail!(
             "expected apiVersion {API_VERSION} and kind {KIND}, found {} {}",
@@ -368,7 +371,7 @@ pub fn parse(text: &str) -> Result<(ValueTransforms, Vec<(String, Arc<Encryption
 ///
 /// # Errors
 /// An unreadable, oversized or invalid file, naming its path.
-pub fn load(path: &Path) -> Result<(ValueTransforms, Vec<(String, Arc<Encryption>)>)> {
+pub fn load(path: &Path) -> Result<(ValueTransforms, ByResource)> {
     let len = std::fs::metadata(path)
         .with_context(|| format!("reading {}", path.display()))?
         .len();
@@ -457,7 +460,9 @@ mod tests {
 
     fn aes(name: &str, byte: u8) -> String {
         let secret = base64::engine::general_purpose::STANDARD.encode([byte; 32]);
-        format!("      - aesgcm:\n          keys:\n            - name: {name}\n              secret: {secret}\n")
+        format!(
+            "      - aesgcm:\n          keys:\n            - name: {name}\n              secret: {secret}\n"
+        )
     }
 
     fn secrets(text: &str) -> Arc<Encryption> {
@@ -479,7 +484,10 @@ mod tests {
     fn a_sealed_value_names_its_key_hides_the_plaintext_and_opens_to_the_same_bytes() {
         let enc = secrets(&config(&aes("a", 1)));
         let sealed = enc.seal(&key(), PLAIN).expect("seals");
-        assert!(sealed.starts_with(b"k8s:enc:aesgcm:v1:a:"), "kube's envelope with the key name");
+        assert!(
+            sealed.starts_with(b"k8s:enc:aesgcm:v1:a:"),
+            "kube's envelope with the key name"
+        );
         assert!(
             !sealed.windows(8).any(|w| w == b"aHVudGVy"),
             "the plaintext must not appear in the sealed value"
@@ -499,7 +507,9 @@ mod tests {
         for at in [sealed.len() - 1, sealed.len() - 20, AESGCM_PREFIX.len() + 3] {
             let mut bad = sealed.clone();
             bad[at] ^= 0x01;
-            let err = enc.open(&key(), &bad).expect_err("tampering must be detected");
+            let err = enc
+                .open(&key(), &bad)
+                .expect_err("tampering must be detected");
             assert!(err.0.contains("\"a\""), "names the key id: {err}");
         }
         let cut = &sealed[..AESGCM_PREFIX.len() + 5];
@@ -542,11 +552,15 @@ mod tests {
     #[test]
     fn plaintext_is_read_only_when_identity_is_listed_and_is_stale_when_writes_encrypt() {
         let with_identity = secrets(&config(&format!("{}      - identity: {{}}\n", aes("a", 1))));
-        let opened = with_identity.open(&key(), PLAIN).expect("identity reads it");
+        let opened = with_identity
+            .open(&key(), PLAIN)
+            .expect("identity reads it");
         assert_eq!(opened.plain, PLAIN);
         assert!(opened.stale);
         let without = secrets(&config(&aes("a", 1)));
-        let err = without.open(&key(), PLAIN).expect_err("no identity provider");
+        let err = without
+            .open(&key(), PLAIN)
+            .expect_err("no identity provider");
         assert!(err.0.contains("identity"), "{err}");
         let identity_first = secrets(&config(&format!("      - identity: {{}}\n{}", aes("a", 1))));
         assert_eq!(identity_first.seal(&key(), PLAIN).expect("writes"), PLAIN);
@@ -556,21 +570,28 @@ mod tests {
     fn bad_configurations_are_refused_with_the_reason() {
         let cases: &[(&str, &str)] = &[
             ("kind: Nope\napiVersion: v1\n", "expected apiVersion"),
-            (&config("      - aescbc:\n          keys: []\n"), "only the aesgcm"),
             (
-                &config("      - aesgcm:\n          keys:\n            - name: a\n              secret: c2hvcnQ=\n"),
+                &config("      - aescbc:\n          keys: []\n"),
+                "only the aesgcm",
+            ),
+            (
+                &config(
+                    "      - aesgcm:\n          keys:\n            - name: a\n              secret: c2hvcnQ=\n",
+                ),
                 "must be 32",
             ),
             (
-                &config("      - aesgcm:\n          keys:\n            - name: a\n              secret: '!!'\n"),
+                &config(
+                    "      - aesgcm:\n          keys:\n            - name: a\n              secret: '!!'\n",
+                ),
                 "not base64",
             ),
             (&config(&format!("{}{}", aes("a", 1), aes("a", 2))), "twice"),
-            (&config("      - aesgcm:\n          keys: []\n"), "at least one key"),
             (
-                &config(&aes("a:b", 1)),
-                "without ':'",
+                &config("      - aesgcm:\n          keys: []\n"),
+                "at least one key",
             ),
+            (&config(&aes("a:b", 1)), "without ':'"),
         ];
         for (text, want) in cases {
             let err = format!("{:#}", parse(text).expect_err(text));
@@ -588,7 +609,10 @@ mod tests {
         assert!(transforms.get("configmaps").is_none());
         let enc = secrets(&text);
         assert_eq!(enc.write_key(), Some("generated-0a0b"));
-        assert!(enc.open(&key(), PLAIN).is_ok(), "plaintext from before stays readable");
+        assert!(
+            enc.open(&key(), PLAIN).is_ok(),
+            "plaintext from before stays readable"
+        );
     }
 
     #[test]

@@ -165,10 +165,8 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let tls = pki::server_config(&pki)?;
 
     // Secrets are sealed before their events are written (docs/security.md).
-    let transforms = crate::encryption::for_serve(
-        &args.data_dir,
-        args.encryption_provider_config.as_deref(),
-    )?;
+    let transforms =
+        crate::encryption::for_serve(&args.data_dir, args.encryption_provider_config.as_deref())?;
     let (log, report) = open_store(&args).await?;
     let log = log.with_value_transforms(transforms);
     let hub = WatchHub::start(log.clone(), HubConfig::default()).await?;

@@ -73,19 +73,30 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
 #[tokio::test]
 async fn a_transformed_resource_is_stored_sealed_and_every_public_read_opens_it() {
     let store = common::fresh().await;
-    let log = store.log.clone().with_value_transforms(transforms("k1", &["k1"]));
+    let log = store
+        .log
+        .clone()
+        .with_value_transforms(transforms("k1", &["k1"]));
     let added = log
         .append(&secret(EventType::Added, "db", b"{\"v\":\"hunter2\"}"))
         .await
         .expect("append");
-    assert_eq!(added.object, b"{\"v\":\"hunter2\"}", "append answers the object as given");
+    assert_eq!(
+        added.object, b"{\"v\":\"hunter2\"}",
+        "append answers the object as given"
+    );
     let first = added.position;
     log.append(&secret(EventType::Modified, "db", b"{\"v\":\"hunter3\"}"))
         .await
         .expect("update");
-    log.append(&common::req(EventType::Added, "default", "web", b"{\"pod\":1}"))
-        .await
-        .expect("pod");
+    log.append(&common::req(
+        EventType::Added,
+        "default",
+        "web",
+        b"{\"pod\":1}",
+    ))
+    .await
+    .expect("pod");
 
     // The stored form: sealed for secrets, as given for pods.
     let sealed = log
@@ -95,7 +106,10 @@ async fn a_transformed_resource_is_stored_sealed_and_every_public_read_opens_it(
     assert_eq!(sealed.len(), 2);
     for e in &sealed {
         assert!(e.object.starts_with(b"SEALED:k1:db:"), "{:?}", e.object);
-        assert!(!contains(&e.object, b"hunter"), "plaintext in the stored form");
+        assert!(
+            !contains(&e.object, b"hunter"),
+            "plaintext in the stored form"
+        );
     }
     let pods = log
         .read_resource_log_unopened("pods", Position::ZERO, 0)
@@ -118,8 +132,14 @@ async fn a_transformed_resource_is_stored_sealed_and_every_public_read_opens_it(
         .await
         .expect("list as of");
     assert_eq!(page.items[0].object, b"{\"v\":\"hunter2\"}");
-    let (all, _) = log.read_log(Position::ZERO, None, 0).await.expect("read_log");
-    assert!(all.iter().all(|e| !e.object.starts_with(b"SEALED")), "the tailer's read opens");
+    let (all, _) = log
+        .read_log(Position::ZERO, None, 0)
+        .await
+        .expect("read_log");
+    assert!(
+        all.iter().all(|e| !e.object.starts_with(b"SEALED")),
+        "the tailer's read opens"
+    );
     let res = log
         .read_resource_log("secrets", None, Position::ZERO, None, 0)
         .await
@@ -127,21 +147,32 @@ async fn a_transformed_resource_is_stored_sealed_and_every_public_read_opens_it(
     assert_eq!(res[1].object, b"{\"v\":\"hunter3\"}");
     let revs = log.revisions(&key).await.expect("revisions");
     assert_eq!(revs[0].object, b"{\"v\":\"hunter2\"}");
-    let old = log.get_as_of(&key, first).await.expect("as of").expect("present");
+    let old = log
+        .get_as_of(&key, first)
+        .await
+        .expect("as of")
+        .expect("present");
     assert_eq!(old.object, b"{\"v\":\"hunter2\"}");
     let feed = log
         .changes(&ChangeFilter::default(), Order::OldestFirst, None, 10)
         .await
         .expect("changes");
     assert!(feed.events.iter().all(|e| !e.object.starts_with(b"SEALED")));
-    let one = log.event(&key, first).await.expect("event").expect("present");
+    let one = log
+        .event(&key, first)
+        .await
+        .expect("event")
+        .expect("present");
     assert_eq!(one.object, b"{\"v\":\"hunter2\"}");
 }
 
 #[tokio::test]
 async fn a_value_that_cannot_be_opened_is_an_error_while_compaction_and_verify_need_no_key() {
     let store = common::fresh().await;
-    let k1 = store.log.clone().with_value_transforms(transforms("k1", &["k1"]));
+    let k1 = store
+        .log
+        .clone()
+        .with_value_transforms(transforms("k1", &["k1"]));
     for v in [b"{\"v\":1}".as_slice(), b"{\"v\":2}", b"{\"v\":3}"] {
         let kind = if v == b"{\"v\":1}" {
             EventType::Added
@@ -163,12 +194,27 @@ async fn a_value_that_cannot_be_opened_is_an_error_while_compaction_and_verify_n
         .append(&secret(EventType::Modified, "db", &cur.object))
         .await
         .expect("rewrite");
-    assert!(!rotated.get(&key).await.expect("get").expect("present").stale);
+    assert!(
+        !rotated
+            .get(&key)
+            .await
+            .expect("get")
+            .expect("present")
+            .stale
+    );
 
     // k1 dropped: the current state reads; an old revision is an error naming k1.
-    let only_k2 = store.log.clone().with_value_transforms(transforms("k2", &["k2"]));
+    let only_k2 = store
+        .log
+        .clone()
+        .with_value_transforms(transforms("k2", &["k2"]));
     assert_eq!(
-        only_k2.get(&key).await.expect("get").expect("present").object,
+        only_k2
+            .get(&key)
+            .await
+            .expect("get")
+            .expect("present")
+            .object,
         b"{\"v\":3}"
     );
     match only_k2.revisions(&key).await {
@@ -186,11 +232,23 @@ async fn a_value_that_cannot_be_opened_is_an_error_while_compaction_and_verify_n
         .expect("verify needs no key");
     let head = only_k2.head().await.expect("head");
     let report = only_k2
-        .compact_resource("secrets", CompactTo::OlderThan { cutoff_unix_nanos: i64::MAX }, |_| {})
+        .compact_resource(
+            "secrets",
+            CompactTo::OlderThan {
+                cutoff_unix_nanos: i64::MAX,
+            },
+            |_| {},
+        )
         .await
         .expect("compaction needs no key");
     assert_eq!(report.horizon, head);
-    assert_eq!(report.removed_events, 3, "the three revisions under k1 are gone");
-    let revs = only_k2.revisions(&key).await.expect("only k2 revisions remain");
+    assert_eq!(
+        report.removed_events, 3,
+        "the three revisions under k1 are gone"
+    );
+    let revs = only_k2
+        .revisions(&key)
+        .await
+        .expect("only k2 revisions remain");
     assert_eq!(revs.len(), 1);
 }

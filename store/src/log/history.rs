@@ -383,7 +383,9 @@ impl EventLog {
         .max(horizon);
         let mut read = 0usize;
         loop {
-            let (events, more) = self.read_log_stored(at, None, TIME_SCAN_BATCH_EVENTS).await?;
+            let (events, more) = self
+                .read_log_stored(at, None, TIME_SCAN_BATCH_EVENTS)
+                .await?;
             for e in &events {
                 if e.timestamp_unix_nanos > unix_nanos {
                     return Ok(at);
