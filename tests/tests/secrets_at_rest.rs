@@ -284,6 +284,13 @@ async fn keys_rotate_without_downtime_and_a_revision_under_a_dropped_key_is_a_cl
         let mut server = Server::start_in(data.clone(), &args).expect("server with key a");
         let kc = server.kubeconfig();
         let kc = kc.to_str().expect("utf-8").to_string();
+        let before = Api::<Secret>::namespaced(server.client().await.expect("client"), "default")
+            .list_metadata(&Default::default())
+            .await
+            .expect("list")
+            .metadata
+            .resource_version
+            .expect("list resourceVersion");
         server.kubectl(&["create", "secret", "generic", "one", "--from-literal=v=rotate-one-Pq8s"]).expect("create");
         server.kubectl(&["create", "secret", "generic", "two", "-n", "kube-system", "--from-literal=v=rotate-two-Zx4m"]).expect("create");
         let old_rv = server.kubectl_json(&["get", "secret", "one"]).expect("get")["metadata"]["resourceVersion"].as_str().expect("rv").to_string();
@@ -325,6 +332,18 @@ async fn keys_rotate_without_downtime_and_a_revision_under_a_dropped_key_is_a_cl
             .await
             .expect_err("history includes the revision under a");
         assert!(status_of(&err).is_some_and(|(c, _, m)| c == 500 && m.contains("\"a\"")), "{err:#}");
+        // A watch resumed from before the rewrite meets the revision under a: an ERROR event
+        // naming the key, not garbage.
+        let secrets: Api<Secret> = Api::namespaced(client.clone(), "default");
+        let stream = secrets.watch(&WatchParams::default(), &before).await.expect("watch");
+        let mut stream = std::pin::pin!(stream);
+        match stream.try_next().await {
+            Ok(Some(WatchEvent::Error(s))) => {
+                assert_eq!(s.code, 500, "{s:?}");
+                assert!(s.message.contains("aesgcm key \"a\""), "{s:?}");
+            }
+            other => panic!("expected an ERROR event naming key a, got {other:?}"),
+        }
         // The server is still serving (an error, not a crash).
         let got = server.kubectl_json(&["get", "secret", "one"]).expect("still serving");
         assert_eq!(secret_value(&got, "v"), Some(b64("rotate-one-Pq8s")));
@@ -354,4 +373,47 @@ fn a_bad_encryption_configuration_stops_the_server_with_the_reason() {
         stderr.contains("only the aesgcm and identity providers"),
         "{stderr}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_written_without_encryption_reads_on_and_reencrypt_moves_it_to_the_generated_key() {
+    within(TEST_TIMEOUT_SECS, "upgrade from plaintext (a hung restart or reencrypt?)", async {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let data = tmp.path().join("data");
+        let config = tmp.path().join("identity.yaml");
+        std::fs::write(
+            &config,
+            "apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n  - resources: [secrets]\n    providers:\n      - identity: {}\n",
+        )
+        .expect("config");
+        let legacy = "legacy-plaintext-Rb7Kw2";
+        // Before encryption: identity writes the value as it is.
+        let mut args = vec!["--encryption-provider-config", config.to_str().expect("utf-8")];
+        args.extend(API_ONLY);
+        let mut old = Server::start_in(data.clone(), &args).expect("server without encryption");
+        old.kubectl(&["create", "secret", "generic", "legacy", &format!("--from-literal=v={legacy}")]).expect("create");
+        old.kill9().expect("stop");
+        assert!(
+            !files_containing(&data, b64(legacy).as_bytes(), &CLIENT_FILES).expect("grep").is_empty(),
+            "identity stores the value unencrypted, so the search must find it"
+        );
+        drop(old);
+
+        // The default: a generated key writes, identity still reads the old value.
+        let mut server = Server::start_in(data.clone(), &API_ONLY).expect("server with the default");
+        assert!(data.join("pki").join("encryption-config.yaml").exists(), "the generated configuration");
+        let got = server.kubectl_json(&["get", "secret", "legacy"]).expect("plaintext from before reads");
+        assert_eq!(secret_value(&got, "v"), Some(b64(legacy)));
+        let kc = server.kubeconfig();
+        let out = logbook(&["secrets", "reencrypt", "--kubeconfig", kc.to_str().expect("utf-8")]).expect("reencrypt");
+        assert!(out.contains("1 rewritten"), "the plaintext Secret is stale: {out}");
+        server.kill9().expect("stop");
+        let usage = logbook(&["secrets", "key-usage", "--data-dir", data.to_str().expect("utf-8")]).expect("key-usage");
+        assert!(usage.contains("identity (plaintext): 1 revisions, 0 current objects"), "{usage}");
+        assert!(usage.contains(":generated-") && usage.contains("1 revisions, 1 current objects"), "{usage}");
+        server.restart().expect("restart");
+        let got = server.kubectl_json(&["get", "secret", "legacy"]).expect("read under the generated key");
+        assert_eq!(secret_value(&got, "v"), Some(b64(legacy)));
+    })
+    .await;
 }
