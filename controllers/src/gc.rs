@@ -171,8 +171,12 @@ impl GarbageCollector {
             // Secrets' metadata is never saved: `kubectl apply` puts the whole Secret, values
             // included, in the last-applied-configuration annotation, and nothing under the
             // data directory may hold a Secret value in plaintext (the log seals them). Their
-            // informer lists again after a restart instead.
+            // informer lists again after a restart instead, and a file saved by an older
+            // version is removed.
             let state_dir = if id == "secrets" {
+                if let Some(dir) = &self.state_dir {
+                    let _ = std::fs::remove_file(dir.join("gc-secrets.json"));
+                }
                 None
             } else {
                 self.state_dir.as_deref()
