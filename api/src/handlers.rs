@@ -878,8 +878,10 @@ async fn modify(ctx: &Ctx, change: Change, verb: &str) -> ApiResult<Response> {
         meta_mut(&mut new).remove("resourceVersion");
         let mut old_cmp = old.clone();
         meta_mut(&mut old_cmp).remove("resourceVersion");
-        if new == old_cmp {
-            // Nothing changed: no event, the same resourceVersion (as kube does).
+        if new == old_cmp && !cur.stale {
+            // Nothing changed: no event, the same resourceVersion (as kube does). A stale
+            // stored form (sealed under an older key) is written anyway: that unchanged
+            // update is how `logbook secrets reencrypt` moves objects to the current key.
             return finish(ctx, is_scale, &cur.object, cur.position.0);
         }
         let remove = strategy::ready_to_remove(&new);

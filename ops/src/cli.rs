@@ -51,6 +51,12 @@ pub enum Command {
         #[command(subcommand)]
         action: UserAction,
     },
+    /// Secrets at rest: move them to the current encryption key, and see which keys the
+    /// retained revisions use (docs/security.md).
+    Secrets {
+        #[command(subcommand)]
+        action: SecretsAction,
+    },
     /// Tamper evidence for auditors.
     Audit {
         #[command(subcommand)]
@@ -83,6 +89,43 @@ pub struct UserAddArgs {
     /// Where to write the kubeconfig.
     #[arg(long)]
     pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SecretsAction {
+    /// Rewrite every Secret's current state under the server's current write key: an
+    /// unchanged update of each, which the server writes because the stored form is stale
+    /// (as `kubectl get secrets -A -o json | kubectl replace -f -` does for kube-apiserver).
+    /// Prints progress per namespace and a final count. Old revisions keep the key they
+    /// were written with: the log is never rewritten.
+    Reencrypt(SecretsReencryptArgs),
+    /// On a stopped store: how many retained revisions (and current objects) of each
+    /// encrypted resource use each key id, so you know when an old key may be dropped.
+    KeyUsage(SecretsKeyUsageArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SecretsReencryptArgs {
+    /// The kubeconfig (default: $KUBECONFIG, else <data-dir>/kubeconfig, else
+    /// ~/.kube/config).
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// The data directory whose admin kubeconfig is the default.
+    #[arg(long, default_value = "logbook-data")]
+    pub data_dir: PathBuf,
+    /// Secrets listed per page.
+    #[arg(long, default_value_t = crate::secrets::REENCRYPT_PAGE_ITEMS_DEFAULT)]
+    pub page_items: u32,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SecretsKeyUsageArgs {
+    /// The data directory (as given to `logbook serve`; the server must be stopped).
+    #[arg(long, default_value = "logbook-data")]
+    pub data_dir: PathBuf,
+    /// The resources to count, as in the encryption configuration (repeatable).
+    #[arg(long, default_value = "secrets")]
+    pub resource: Vec<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -292,6 +335,12 @@ pub struct ServeArgs {
     /// included (default `HTTP1_HEADER_READ_TIMEOUT_MS`, 120s; tests shorten it).
     #[arg(long, hide = true, value_name = "DURATION")]
     pub http1_header_read_timeout: Option<String>,
+    /// kube-apiserver's EncryptionConfiguration file: which resources are encrypted before
+    /// their events are written, and with which keys (`aesgcm`, `identity`). Default:
+    /// <data-dir>/pki/encryption-config.yaml, generated on first start with a random key for
+    /// Secrets (docs/security.md).
+    #[arg(long, value_name = "PATH")]
+    pub encryption_provider_config: Option<PathBuf>,
     /// Do not run the built-in controllers in-process (run `logbook controllers` instead,
     /// or none).
     /// Serve requests without credentials as `system:anonymous` (group

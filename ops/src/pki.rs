@@ -43,7 +43,7 @@ fn service_account_key(dir: &Path) -> Result<Vec<u8>> {
 
 /// Writes a file only its owner may read: created with mode 0600 (never readable by others,
 /// not even for a moment), and an existing one is narrowed to 0600 first.
-fn write_private(path: &Path, contents: &str) -> Result<()> {
+pub(crate) fn write_private(path: &Path, contents: &str) -> Result<()> {
     #[cfg(unix)]
     {
         use std::io::Write;

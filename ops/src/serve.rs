@@ -164,7 +164,11 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let pki = pki::ensure(&args.data_dir, &hosts)?;
     let (tls, client_verifier) = pki::server_config(&pki)?;
 
+    // Secrets are sealed before their events are written (docs/security.md).
+    let transforms =
+        crate::encryption::for_serve(&args.data_dir, args.encryption_provider_config.as_deref())?;
     let (log, report) = open_store(&args).await?;
+    let log = log.with_value_transforms(transforms);
     let hub = WatchHub::start(log.clone(), HubConfig::default()).await?;
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let listener = tokio::net::TcpListener::bind(listen)
