@@ -494,6 +494,8 @@ async fn create_object(
     if ctx.info.namespaced {
         require_namespace(ctx, ctx.namespace()).await?;
     }
+    // Held until the object is written: creates counted against a quota are serialized.
+    let _admitted = crate::quota::admit_create(ctx, &obj).await?;
     let held = crate::service_alloc::allocate(ctx, &mut obj, None, dry_run).await?;
     if dry_run {
         if ctx.current(&name).await?.is_some() {

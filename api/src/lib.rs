@@ -37,6 +37,7 @@ pub mod object;
 pub mod openapi;
 pub mod openapi_pb;
 pub mod pod_actions;
+pub mod quota;
 pub mod request;
 pub mod service_alloc;
 pub mod strategy;
@@ -221,6 +222,8 @@ pub struct Api {
     pub auth: auth::Auth,
     /// The RBAC objects, indexed for decisions.
     pub rbac: auth::rbac::Rbac,
+    /// Creates in a namespace with quotas are admitted one at a time.
+    pub quota_locks: quota::NamespaceLocks,
 }
 
 impl Api {
@@ -252,6 +255,7 @@ impl Api {
             shares: fairness::UserShares::default(),
             auth,
             rbac: auth::rbac::Rbac::default(),
+            quota_locks: quota::NamespaceLocks::default(),
         })
     }
 

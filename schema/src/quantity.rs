@@ -110,6 +110,11 @@ impl Quantity {
         self.nanos < 0
     }
 
+    /// The value in nano-units (`1` is 10^9, `1m` is 10^6).
+    pub fn nanos(&self) -> i128 {
+        self.nanos
+    }
+
     /// Orders two quantities by value (`1Gi` > `1G`, `1000m` == `1`).
     pub fn cmp_value(&self, other: &Quantity) -> Ordering {
         self.nanos.cmp(&other.nanos)

@@ -72,3 +72,104 @@ async fn a_quota_shows_what_the_namespace_uses_and_follows_changes() -> Result<(
     })
     .await
 }
+
+/// A pod of `cpu` requested, for the concurrency test.
+fn quota_pod(name: &str, cpu: &str) -> serde_json::Value {
+    serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+        "spec": {"containers": [{"name": "c", "image": "busybox",
+            "resources": {"requests": {"cpu": cpu, "memory": "16Mi"}, "limits": {"cpu": cpu, "memory": "16Mi"}}}]}})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quota_never_over_admits_under_64_concurrent_creates() -> Result<()> {
+    within(180, "the concurrent creates did not finish", async {
+        let s = Server::start()?;
+        s.kubectl(&["create", "namespace", "race"])?;
+        s.kubectl(&["create", "quota", "count", "-n", "race", "--hard=pods=10"])?;
+        s.kubectl(&[
+            "create",
+            "quota",
+            "compute",
+            "-n",
+            "race",
+            "--hard=requests.cpu=4",
+        ])?;
+        let c = s.client().await?;
+        let mut set = tokio::task::JoinSet::new();
+        for i in 0..64 {
+            let c = c.clone();
+            // 64 pods of 300m: the cpu quota (4 cores) admits 13, the count quota 10.
+            set.spawn(async move {
+                logbook_e2e::call_json(
+                    &c,
+                    "POST",
+                    "/api/v1/namespaces/race/pods",
+                    quota_pod(&format!("p{i}"), "300m"),
+                )
+                .await
+            });
+        }
+        let (mut admitted, mut refused) = (0, 0);
+        while let Some(r) = set.join_next().await {
+            match r? {
+                Ok(_) => admitted += 1,
+                Err(e) => {
+                    let text = format!("{e:#}");
+                    assert!(
+                        text.contains("exceeded quota: count") && text.contains("403")
+                            || text.contains("Forbidden"),
+                        "{text}"
+                    );
+                    refused += 1;
+                }
+            }
+        }
+        assert_eq!(
+            (admitted, refused),
+            (10, 54),
+            "exactly the quota's 10 pods are admitted"
+        );
+        let pods = s.kubectl(&["get", "pods", "-n", "race", "-o", "name"])?;
+        assert_eq!(pods.lines().count(), 10, "{pods}");
+        // status.used follows, exactly.
+        logbook_e2e::eventually(30, "status.used shows 10 pods", || {
+            let v: Value = serde_json::from_str(
+                &s.kubectl(&["get", "quota", "count", "-n", "race", "-o", "json"])?,
+            )?;
+            Ok(v["status"]["used"]["pods"] == "10")
+        })
+        .await;
+        // A pod without a cpu request is refused while a cpu quota exists, as kube words it.
+        let out = s.kubectl(&["run", "bare", "-n", "race", "--image=busybox"]);
+        let err = format!("{out:?}");
+        assert!(
+            err.contains("must specify requests.cpu") || err.contains("exceeded quota"),
+            "{err}"
+        );
+        // Deleting a pod frees its share at once.
+        let victim = pods
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .trim_start_matches("pod/")
+            .to_string();
+        s.kubectl(&[
+            "delete",
+            "pod",
+            &victim,
+            "-n",
+            "race",
+            "--grace-period=0",
+            "--force",
+        ])?;
+        logbook_e2e::call_json(
+            &c,
+            "POST",
+            "/api/v1/namespaces/race/pods",
+            quota_pod("again", "300m"),
+        )
+        .await?;
+        Ok(())
+    })
+    .await
+}
