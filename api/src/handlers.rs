@@ -484,6 +484,7 @@ async fn create_object(
         let ns = ctx.namespace().to_string();
         meta_mut(&mut obj).insert("namespace".into(), Value::String(ns));
     }
+    crate::serviceaccount::admit_pod(ctx, &mut obj).await?;
     let warnings = strategy::validate(&ctx.info, &obj)?;
     ctx.warn(warnings);
     if track {

@@ -40,6 +40,7 @@ pub mod pod_actions;
 pub mod quota;
 pub mod request;
 pub mod service_alloc;
+pub mod serviceaccount;
 pub mod strategy;
 pub mod table;
 pub mod watch;

@@ -451,7 +451,7 @@ mod tests {
             "the init container's 2 beats 250m+500m"
         );
         assert_eq!(format("requests.memory", u["requests.memory"]), "192Mi");
-        assert_eq!(format("limits.cpu", u["limits.cpu"]), "2");
+        assert_eq!(format("limits.cpu", u["limits.cpu"]), "1500m");
         assert_eq!(missing(&pod["spec"], "limits", "memory"), vec!["i", "a"]);
     }
 

@@ -623,3 +623,63 @@ async fn default_roles_aggregate_and_can_i_list_reports_the_rules() -> Result<()
     })
     .await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_run_as_their_service_account_with_its_token_projected() -> Result<()> {
+    within(
+        120,
+        "the ServiceAccount admission checks did not finish",
+        async {
+            let s = Server::start_with(&["--no-scheduler"])?;
+            let admin = s.client().await?;
+            s.kubectl(&["create", "namespace", "apps"])?;
+            logbook_e2e::eventually(30, "the default ServiceAccount exists", || {
+                Ok(
+                    s.kubectl(&["get", "serviceaccount", "default", "-n", "apps"])
+                        .is_ok(),
+                )
+            })
+            .await;
+            let p = call_json(
+                &admin,
+                "POST",
+                "/api/v1/namespaces/apps/pods",
+                pod("web", None),
+            )
+            .await?;
+            assert_eq!(p["spec"]["serviceAccountName"], json!("default"));
+            let vol = &p["spec"]["volumes"][0];
+            assert!(
+                vol["name"]
+                    .as_str()
+                    .is_some_and(|n| n.starts_with("kube-api-access-")),
+                "{p}"
+            );
+            assert_eq!(
+                vol["projected"]["sources"][0]["serviceAccountToken"]["path"],
+                json!("token")
+            );
+            assert_eq!(
+                p["spec"]["containers"][0]["volumeMounts"][0]["mountPath"],
+                json!("/var/run/secrets/kubernetes.io/serviceaccount")
+            );
+            // An account that does not exist is refused, as kube words it.
+            let mut bad = pod("ghost", None);
+            bad["spec"]["serviceAccountName"] = json!("nobody");
+            let err = call_json(&admin, "POST", "/api/v1/namespaces/apps/pods", bad)
+                .await
+                .expect_err("refused");
+            assert!(
+                format!("{err:#}").contains("error looking up service account apps/nobody"),
+                "{err:#}"
+            );
+            // Opting out leaves the pod without the volume.
+            let mut quiet = pod("quiet", None);
+            quiet["spec"]["automountServiceAccountToken"] = json!(false);
+            let q = call_json(&admin, "POST", "/api/v1/namespaces/apps/pods", quiet).await?;
+            assert!(q["spec"]["volumes"].is_null(), "{q}");
+            Ok(())
+        },
+    )
+    .await
+}
