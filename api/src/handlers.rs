@@ -15,6 +15,7 @@ use serde_json::{Map, Value, json};
 use crate::error::{ApiError, ApiResult, from_store};
 use crate::object::{decode_stored, encode_stored, meta_mut, meta_str, render_for};
 use crate::request::{Query, Target};
+use crate::admission::{Operation, Review};
 use crate::{Api, Identity, strategy};
 
 /// Read-modify-write retries when a concurrent writer got there first and the client gave
@@ -187,7 +188,7 @@ impl Ctx {
     }
 
     /// Adds `Warning` headers to the response.
-    fn warn(&self, warnings: Vec<String>) {
+    pub(crate) fn warn(&self, warnings: Vec<String>) {
         if warnings.is_empty() {
             return;
         }
@@ -247,6 +248,7 @@ impl Ctx {
         let started = std::time::Instant::now();
         let res = self.api.log.append(&req).await;
         self.api.metrics.observe_commit(started.elapsed());
+        self.api.admission.note_write(&req.key.resource);
         res.map_err(|e| match e {
             logbook_store::Error::AlreadyExists { .. } => {
                 ApiError::already_exists(&self.info.group, &self.info.plural, name)
@@ -469,6 +471,16 @@ async fn create_object(
     let generated = strategy::generate_name(&mut obj);
     let uid = uuid::Uuid::new_v4().to_string();
     let mut obj = ctx.typed(obj)?;
+    // Admission sees the object defaulted, as kube-apiserver's decoder defaults it; the
+    // server's own fields (uid, timestamps, status) come after, in the strategy.
+    strategy::default(&ctx.info, &mut obj);
+    let review = Review::new(
+        ctx,
+        Operation::Create,
+        meta_str(&obj, "name").unwrap_or_default(),
+        dry_run,
+    );
+    review.mutate(Some(&mut obj), None).await?;
     strategy::prepare_create(&ctx.info, &mut obj, &uid);
     // Defaulting after the server's own fields, not before: kube-apiserver defaults again
     // when it reads an object back, so what clients see includes defaults of fields that
@@ -486,9 +498,7 @@ async fn create_object(
         crate::fields::track_update(ctx, &fm, None, &mut obj);
     }
     let mut name = meta_str(&obj, "name").unwrap_or_default().to_string();
-    if ctx.info.namespaced {
-        require_namespace(ctx, ctx.namespace()).await?;
-    }
+    review.validate(Some(&mut obj), None).await?;
     let held = crate::service_alloc::allocate(ctx, &mut obj, None, dry_run).await?;
     if dry_run {
         if ctx.current(&name).await?.is_some() {
@@ -539,30 +549,6 @@ async fn create_object(
         StatusCode::CREATED,
         render_for(&ctx.info, &ev.object, ev.position.0),
     ))
-}
-
-/// Objects are created only in a namespace that exists and is not being deleted
-/// (kube's NamespaceLifecycle admission).
-async fn require_namespace(ctx: &Ctx, ns: &str) -> ApiResult<()> {
-    let key = ObjectKey::new("namespaces", "", ns);
-    match ctx.api.log.get(&key).await.map_err(from_store)? {
-        Some(cur) => {
-            let obj = decode_stored(&cur.object, cur.position.0)?;
-            if obj
-                .get("metadata")
-                .and_then(|m| m.get("deletionTimestamp"))
-                .is_some()
-            {
-                return Err(ApiError::namespace_terminating(
-                    &ctx.info.group,
-                    &ctx.info.plural,
-                    ns,
-                ));
-            }
-            Ok(())
-        }
-        None => Err(ApiError::not_found("", "namespaces", ns)),
-    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -708,6 +694,7 @@ async fn modify(ctx: &Ctx, change: Change, verb: &str) -> ApiResult<Response> {
     let fm = ctx.field_manager()?;
     let name = ctx.name().to_string();
     let subresource = ctx.target.subresource.as_deref();
+    let review = Review::new(ctx, Operation::Update, &name, dry_run);
     for _ in 0..UPDATE_RETRIES_MAX {
         let Some(cur) = ctx.current(&name).await? else {
             if let Change::Replace(obj) = &change
@@ -817,7 +804,14 @@ async fn modify(ctx: &Ctx, change: Change, verb: &str) -> ApiResult<Response> {
                 .cloned(),
             _ => None,
         };
+        let old_scale = if is_scale {
+            base.as_object().cloned()
+        } else {
+            None
+        };
         let new = if is_scale {
+            // Admission of a `/scale` write sees the Scale, as in kube-apiserver.
+            review.mutate(Some(changed_obj), old_scale.as_ref()).await?;
             apply_scale(ctx, &old, changed_obj)?
         } else {
             let mut n = std::mem::take(changed_obj);
@@ -843,11 +837,13 @@ async fn modify(ctx: &Ctx, change: Change, verb: &str) -> ApiResult<Response> {
             }
             let status_endpoint = subresource == Some("status");
             if subresource == Some("finalize") {
+                review.mutate(Some(&mut n), Some(&old)).await?;
                 strategy::prepare_finalize(&old, &n)
             } else {
                 if !status_endpoint {
                     strategy::default(&ctx.info, &mut n);
                 }
+                review.mutate(Some(&mut n), Some(&old)).await?;
                 strategy::prepare_update(&ctx.info, &old, n, status_endpoint)
             }
         };
@@ -863,6 +859,17 @@ async fn modify(ctx: &Ctx, change: Change, verb: &str) -> ApiResult<Response> {
         if let Some(mf) = applied_managed_fields {
             // The status strategy keeps the stored metadata; an apply's ownership is new.
             meta_mut(&mut new).insert("managedFields".into(), mf);
+        }
+        if is_scale {
+            let mut scale = match scale_of(ctx, &new)? {
+                Value::Object(m) => m,
+                _ => Map::new(),
+            };
+            review
+                .validate(Some(&mut scale), old_scale.as_ref())
+                .await?;
+        } else {
+            review.validate(Some(&mut new), Some(&old)).await?;
         }
         to_storage_version(&ctx.info, &mut new);
         meta_mut(&mut new).remove("resourceVersion");
@@ -1162,6 +1169,13 @@ fn expect_of(cur: &StoredObject) -> Expect {
 }
 
 pub async fn delete_one(ctx: &Ctx, name: &str, opts: &DeleteOptions) -> ApiResult<Deleted> {
+    let mut review = Review::new(ctx, Operation::Delete, name, opts.dry_run);
+    if let Some(p) = &opts.propagation {
+        review.options["propagationPolicy"] = json!(p);
+    }
+    if let Some(g) = opts.grace_period_seconds {
+        review.options["gracePeriodSeconds"] = json!(g);
+    }
     for _ in 0..UPDATE_RETRIES_MAX {
         let cur = ctx
             .current(name)
@@ -1194,6 +1208,8 @@ pub async fn delete_one(ctx: &Ctx, name: &str, opts: &DeleteOptions) -> ApiResul
             ));
         }
         let mut obj = decode_stored(&cur.object, cur.position.0)?;
+        review.mutate(None, Some(&obj)).await?;
+        review.validate(None, Some(&obj)).await?;
         if obj
             .get("metadata")
             .and_then(|m| m.get("deletionTimestamp"))

@@ -1,7 +1,8 @@
 //! logbook-api: the Kubernetes HTTP(S) API over the event log.
 //!
 //! Owns: routing of Kubernetes paths ([`request`]), the request corridor — identity from
-//! the TLS client certificate, decode, strategy ([`strategy`]), store — for every verb
+//! the TLS client certificate, decode, admission ([`admission`]: mutating, then
+//! validating), strategy ([`strategy`]), store — for every verb
 //! ([`handlers`], [`list`], [`watch`]), server-side printing — Tables and
 //! PartialObjectMetadata negotiated from `Accept` ([`table`]) — discovery ([`discovery`]),
 //! OpenAPI v2/v3 ([`openapi`]), field ownership and server-side apply ([`fields`]), the
@@ -22,6 +23,7 @@
 //! - A request body is read under [`REQUEST_BODY_BYTES_MAX`]; a malformed body is refused
 //!   before anything is appended.
 
+pub mod admission;
 pub mod crd;
 pub mod discovery;
 pub mod duplicates;
@@ -203,6 +205,8 @@ pub struct Api {
     inflight: Arc<Semaphore>,
     /// Each user's share of the requests in flight.
     pub shares: fairness::UserShares,
+    /// The admission chain's caches and webhook client limits.
+    pub admission: admission::State,
 }
 
 impl Api {
@@ -230,6 +234,7 @@ impl Api {
             columns: table::Columns::default(),
             inflight: Arc::new(Semaphore::new(REQUESTS_INFLIGHT_MAX)),
             shares: fairness::UserShares::default(),
+            admission: admission::State::default(),
         })
     }
 
