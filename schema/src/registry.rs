@@ -809,8 +809,12 @@ impl Registry {
 
         // admissionregistration.k8s.io/v1: the webhook configurations the API's admission
         // chain calls (logbook-api `admission::webhook`).
-        r.add(typed::<api::admissionregistration::v1::MutatingWebhookConfiguration>());
-        r.add(typed::<api::admissionregistration::v1::ValidatingWebhookConfiguration>());
+        r.add(typed::<
+            api::admissionregistration::v1::MutatingWebhookConfiguration,
+        >());
+        r.add(typed::<
+            api::admissionregistration::v1::ValidatingWebhookConfiguration,
+        >());
 
         r.add(typed::<api::scheduling::v1::PriorityClass>().short(&["pc"]));
 

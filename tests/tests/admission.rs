@@ -180,6 +180,27 @@ async fn pod_security_warn_label_gives_kubectl_a_warning() {
             ),
             "kubectl printed: {stderr}"
         );
+
+        // Enforcing the level later warns about the pods already violating it.
+        let out = s
+            .kubectl_output(
+                "kubectl",
+                &[
+                    "label",
+                    "namespace",
+                    "watched",
+                    "pod-security.kubernetes.io/enforce=baseline",
+                ],
+            )
+            .expect("kubectl");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        assert!(
+            stderr.contains(
+                "Warning: existing pods in namespace \"watched\" violate the new PodSecurity enforce level \"baseline:latest\""
+            ) && stderr.contains("Warning: hostnet: host namespaces"),
+            "kubectl printed: {stderr}"
+        );
     })
     .await;
 }
@@ -237,29 +258,38 @@ async fn start_webhook() -> Webhook {
                 let Ok(tls) = acceptor.accept(tcp).await else {
                     return;
                 };
-                let svc = hyper::service::service_fn(|req: hyper::Request<hyper::body::Incoming>| async move {
-                    let path = req.uri().path().to_string();
-                    let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-                    let review: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-                    let uid = review["request"]["uid"].clone();
-                    let response = match path.as_str() {
-                        "/deny" => json!({"uid": uid, "allowed": false,
+                let svc = hyper::service::service_fn(
+                    |req: hyper::Request<hyper::body::Incoming>| async move {
+                        let path = req.uri().path().to_string();
+                        let body = req
+                            .into_body()
+                            .collect()
+                            .await
+                            .map(|b| b.to_bytes())
+                            .unwrap_or_default();
+                        let review: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                        let uid = review["request"]["uid"].clone();
+                        let response = match path.as_str() {
+                            "/deny" => json!({"uid": uid, "allowed": false,
                             "status": {"code": 403, "message": "pods labelled webhook=deny are not welcome"}}),
-                        "/mutate" => {
-                            let patch = json!([{"op": "add", "path": "/metadata/labels/mutated", "value": "yes"}]);
-                            json!({"uid": uid, "allowed": true, "patchType": "JSONPatch",
+                            "/mutate" => {
+                                let patch = json!([{"op": "add", "path": "/metadata/labels/mutated", "value": "yes"}]);
+                                json!({"uid": uid, "allowed": true, "patchType": "JSONPatch",
                                 "patch": base64::engine::general_purpose::STANDARD.encode(patch.to_string()),
                                 "warnings": ["mutated by the test webhook"]})
-                        }
-                        "/slow" => {
-                            tokio::time::sleep(Duration::from_secs(3)).await;
-                            json!({"uid": uid, "allowed": true})
-                        }
-                        _ => json!({"uid": uid, "allowed": true}),
-                    };
-                    let out = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": response});
-                    Ok::<_, Infallible>(hyper::Response::new(http_body_util::Full::new(bytes::Bytes::from(out.to_string()))))
-                });
+                            }
+                            "/slow" => {
+                                tokio::time::sleep(Duration::from_secs(3)).await;
+                                json!({"uid": uid, "allowed": true})
+                            }
+                            _ => json!({"uid": uid, "allowed": true}),
+                        };
+                        let out = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": response});
+                        Ok::<_, Infallible>(hyper::Response::new(http_body_util::Full::new(
+                            bytes::Bytes::from(out.to_string()),
+                        )))
+                    },
+                );
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
                     .await;
@@ -275,7 +305,14 @@ async fn start_webhook() -> Webhook {
 
 /// A webhook configuration of `kind` with one webhook on pod creates labelled
 /// `webhook=<label>`, calling `url`.
-fn configuration(kind: &str, name: &str, url: &str, ca_pem: &str, label: &str, extra: Value) -> Value {
+fn configuration(
+    kind: &str,
+    name: &str,
+    url: &str,
+    ca_pem: &str,
+    label: &str,
+    extra: Value,
+) -> Value {
     let mut hook = json!({
         "name": format!("{name}.test.logbook.dev"),
         "clientConfig": {"url": url, "caBundle": base64::engine::general_purpose::STANDARD.encode(ca_pem)},
@@ -294,7 +331,10 @@ fn configuration(kind: &str, name: &str, url: &str, ca_pem: &str, label: &str, e
 }
 
 fn labelled(name: &str, label: &str) -> Value {
-    pod(name, json!({"metadata": {"name": name, "labels": {"webhook": label}}}))
+    pod(
+        name,
+        json!({"metadata": {"name": name, "labels": {"webhook": label}}}),
+    )
 }
 
 #[tokio::test]

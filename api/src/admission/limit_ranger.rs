@@ -26,8 +26,9 @@ impl Plugin for LimitRanger {
 
     fn admit<'a>(&'a self, a: &'a mut Attributes<'_>) -> BoxFuture<'a, ApiResult<()>> {
         Box::pin(async move {
-            if !(a.is_core("pods") && a.operation() == Operation::Create)
-                || !a.subresource().is_empty()
+            if !(a.is_core("pods")
+                && a.operation() == Operation::Create
+                && a.subresource().is_empty())
             {
                 return Ok(());
             }
@@ -99,7 +100,9 @@ pub fn default_item(item: &Value) -> Value {
         default.entry(k.clone()).or_insert_with(|| v.clone());
     }
     for (k, v) in default.iter().chain(min.iter()) {
-        default_request.entry(k.clone()).or_insert_with(|| v.clone());
+        default_request
+            .entry(k.clone())
+            .or_insert_with(|| v.clone());
     }
     item["default"] = Value::Object(default);
     item["defaultRequest"] = Value::Object(default_request);
@@ -127,7 +130,11 @@ pub fn apply_defaults(pod: &mut Map<String, Value>, items: &[Value]) {
                 continue;
             };
             for c in list.iter_mut().filter_map(Value::as_object_mut) {
-                let name = c.get("name").and_then(Value::as_str).unwrap_or("").to_string();
+                let name = c
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string();
                 let resources = c.entry("resources").or_insert_with(|| json!({}));
                 if !resources.is_object() {
                     *resources = json!({});
@@ -148,9 +155,7 @@ pub fn apply_defaults(pod: &mut Map<String, Value>, items: &[Value]) {
     }
     if !notes.is_empty() {
         let meta = crate::object::meta_mut(pod);
-        let annotations = meta
-            .entry("annotations")
-            .or_insert_with(|| json!({}));
+        let annotations = meta.entry("annotations").or_insert_with(|| json!({}));
         if !annotations.is_object() {
             *annotations = json!({});
         }
@@ -203,7 +208,10 @@ fn quantities(list: Option<&Value>) -> Vec<(String, Quantity, String)> {
         .collect()
 }
 
-fn find<'q>(list: &'q [(String, Quantity, String)], k: &str) -> Option<&'q (String, Quantity, String)> {
+fn find<'q>(
+    list: &'q [(String, Quantity, String)],
+    k: &str,
+) -> Option<&'q (String, Quantity, String)> {
     list.iter().find(|(n, _, _)| n == k)
 }
 
@@ -349,7 +357,10 @@ fn pod_totals(pod: &Map<String, Value>, field: &str) -> Vec<(String, Quantity, S
 /// kube's PersistentVolumeClaimValidateLimitFunc: min and max of the claim's requests.
 pub fn check_claim(pvc: &Map<String, Value>, items: &[Value]) -> Vec<String> {
     let mut errors = Vec::new();
-    let requests = quantities(pvc.get("spec").and_then(|s| s.pointer("/resources/requests")));
+    let requests = quantities(
+        pvc.get("spec")
+            .and_then(|s| s.pointer("/resources/requests")),
+    );
     for item in items
         .iter()
         .filter(|i| i.get("type").and_then(Value::as_str) == Some("PersistentVolumeClaim"))
@@ -409,7 +420,10 @@ mod tests {
             c[0]["resources"],
             json!({"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"cpu": "500m", "memory": "256Mi"}})
         );
-        assert_eq!(c[1]["resources"]["limits"], json!({"cpu": "1", "memory": "256Mi"}));
+        assert_eq!(
+            c[1]["resources"]["limits"],
+            json!({"cpu": "1", "memory": "256Mi"})
+        );
         assert_eq!(
             p["metadata"]["annotations"][ANNOTATION],
             "LimitRanger plugin set: cpu, memory request for container a; cpu, memory limit for container a; memory request for container b; memory limit for container b"
@@ -418,7 +432,9 @@ mod tests {
 
     #[test]
     fn a_default_limit_comes_from_max_and_a_default_request_from_min() {
-        let item = default_item(&json!({"type": "Container", "max": {"cpu": "2"}, "min": {"memory": "1Mi"}}));
+        let item = default_item(
+            &json!({"type": "Container", "max": {"cpu": "2"}, "min": {"memory": "1Mi"}}),
+        );
         assert_eq!(item["default"], json!({"cpu": "2"}));
         assert_eq!(item["defaultRequest"], json!({"cpu": "2", "memory": "1Mi"}));
     }
@@ -445,7 +461,9 @@ mod tests {
             (
                 json!({"type": "Container", "maxLimitRequestRatio": {"cpu": "2"}}),
                 json!([{"name": "a", "resources": {"requests": {"cpu": "100m"}, "limits": {"cpu": "500m"}}}]),
-                vec!["cpu max limit to request ratio per Container is 2, but provided ratio is 5.000000"],
+                vec![
+                    "cpu max limit to request ratio per Container is 2, but provided ratio is 5.000000",
+                ],
             ),
             (
                 json!({"type": "Container", "maxLimitRequestRatio": {"cpu": "2"}}),
@@ -467,15 +485,18 @@ mod tests {
             ),
         ];
         for (item, containers, want) in cases {
-            let got = check_pod(&pod(containers.clone()), &[item.clone()]);
+            let got = check_pod(&pod(containers.clone()), std::slice::from_ref(&item));
             assert_eq!(got, want, "{item} on {containers}");
         }
     }
 
     #[test]
     fn claims_are_bounded_by_storage_min_and_max() {
-        let items = vec![json!({"type": "PersistentVolumeClaim", "min": {"storage": "1Gi"}, "max": {"storage": "2Gi"}})];
-        let claim = |size: &str| match json!({"spec": {"resources": {"requests": {"storage": size}}}}) {
+        let items = vec![
+            json!({"type": "PersistentVolumeClaim", "min": {"storage": "1Gi"}, "max": {"storage": "2Gi"}}),
+        ];
+        let claim = |size: &str| match json!({"spec": {"resources": {"requests": {"storage": size}}}})
+        {
             Value::Object(m) => m,
             _ => unreachable!(),
         };

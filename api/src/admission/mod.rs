@@ -300,10 +300,7 @@ impl Attributes<'_> {
             .get_or_try_init(|| async {
                 let key = ObjectKey::new("namespaces", "", ns);
                 match self.ctx.api.log.get(&key).await.map_err(from_store)? {
-                    Some(cur) => Ok(Some(Arc::new(decode_stored(
-                        &cur.object,
-                        cur.position.0,
-                    )?))),
+                    Some(cur) => Ok(Some(Arc::new(decode_stored(&cur.object, cur.position.0)?))),
                     None => Ok(None),
                 }
             })

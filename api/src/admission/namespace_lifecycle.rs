@@ -36,13 +36,11 @@ impl Plugin for NamespaceLifecycle {
             let ns = a.namespace().to_string();
             match a.namespace_object().await? {
                 None => Err(ApiError::not_found("", "namespaces", &ns)),
-                Some(obj) if terminating(&obj) => {
-                    Err(ApiError::namespace_terminating(
-                        a.group(),
-                        a.resource(),
-                        &ns,
-                    ))
-                }
+                Some(obj) if terminating(&obj) => Err(ApiError::namespace_terminating(
+                    a.group(),
+                    a.resource(),
+                    &ns,
+                )),
                 Some(_) => Ok(()),
             }
         })

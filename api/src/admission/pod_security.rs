@@ -277,19 +277,44 @@ async fn validate_namespace(a: &Attributes<'_>) -> ApiResult<()> {
         )
         .await
         .map_err(crate::error::from_store)?;
+    // Pods with the same reasons are listed together, as kube does.
+    let mut groups: Vec<(String, Vec<String>)> = Vec::new();
     for item in &page.items {
         let Ok(pod) = crate::object::decode_stored(&item.object, item.position.0) else {
             continue;
         };
-        let v = violations(new.level, pod.get("metadata"), pod.get("spec"));
-        if !v.is_empty() {
-            let name = crate::object::meta_str(&pod, "name").unwrap_or("");
-            a.warn(format!(
-                "existing pod \"{name}\" violates PodSecurity \"{}\": {}",
-                new.label(),
-                v.join(", ")
-            ));
+        let reasons = violation_reasons(new.level, pod.get("metadata"), pod.get("spec"));
+        if reasons.is_empty() {
+            continue;
         }
+        let reasons = reasons.join(", ");
+        let name = crate::object::meta_str(&pod, "name")
+            .unwrap_or("")
+            .to_string();
+        match groups.iter_mut().find(|(r, _)| *r == reasons) {
+            Some((_, names)) => names.push(name),
+            None => groups.push((reasons, vec![name])),
+        }
+    }
+    if groups.is_empty() {
+        return Ok(());
+    }
+    a.warn(format!(
+        "existing pods in namespace {:?} violate the new PodSecurity enforce level {:?}",
+        a.name(),
+        new.label()
+    ));
+    for (reasons, names) in groups {
+        let who = match names.len() {
+            1 => names[0].clone(),
+            n => format!(
+                "{} (and {} other {})",
+                names[0],
+                n - 1,
+                pluralize(n - 1, "pod", "pods")
+            ),
+        };
+        a.warn(format!("{who}: {reasons}"));
     }
     Ok(())
 }
@@ -461,28 +486,47 @@ fn sorted_unique(mut v: Vec<String>) -> Vec<String> {
 /// the baseline checks, then (restricted) the restricted checks or (baseline) the baseline
 /// checks a restricted check replaces.
 pub fn violations(level: Level, meta: Option<&Value>, spec: Option<&Value>) -> Vec<String> {
+    failed(level, meta, spec)
+        .into_iter()
+        .map(|(reason, detail)| format!("{reason} ({detail})"))
+        .collect()
+}
+
+/// The reasons alone of [`violations`] (`privileged, runAsNonRoot != true`), as kube lists
+/// existing pods against a new enforce level.
+pub fn violation_reasons(level: Level, meta: Option<&Value>, spec: Option<&Value>) -> Vec<String> {
+    failed(level, meta, spec)
+        .into_iter()
+        .map(|(r, _)| r)
+        .collect()
+}
+
+fn failed(level: Level, meta: Option<&Value>, spec: Option<&Value>) -> Vec<(String, String)> {
     let order: Vec<&str> = match level {
         Level::Privileged => return Vec::new(),
         Level::Baseline => [BASELINE_ORDER, BASELINE_OVERLAP_ORDER].concat(),
         Level::Restricted => [BASELINE_ORDER, RESTRICTED_ORDER].concat(),
     };
-    let results = evaluate(meta, spec);
+    let mut results = evaluate(meta, spec);
     order
         .iter()
-        .filter_map(|id| results.iter().find(|(i, _)| i == id))
-        .map(|(_, r)| r.clone())
+        .filter_map(|id| {
+            let i = results.iter().position(|(x, _, _)| x == id)?;
+            let (_, reason, detail) = results.swap_remove(i);
+            Some((reason, detail))
+        })
         .collect()
 }
 
-/// Every check that fails, by ID, as `reason (detail)`.
-fn evaluate(meta: Option<&Value>, spec: Option<&Value>) -> Vec<(&'static str, String)> {
+/// Every check that fails: (ID, reason, detail).
+fn evaluate(meta: Option<&Value>, spec: Option<&Value>) -> Vec<(&'static str, String, String)> {
     let empty = Value::Object(Map::new());
     let spec = spec.unwrap_or(&empty);
     let meta = meta.unwrap_or(&empty);
     let cs = all_containers(spec);
-    let mut out: Vec<(&'static str, String)> = Vec::new();
+    let mut out: Vec<(&'static str, String, String)> = Vec::new();
     let mut fail = |id: &'static str, reason: &str, detail: String| {
-        out.push((id, format!("{reason} ({detail})")));
+        out.push((id, reason.to_string(), detail));
     };
     let names_where = |f: &dyn Fn(&Value) -> bool| -> Vec<&str> {
         cs.iter().filter(|c| f(c)).map(|c| cname(c)).collect()
@@ -635,7 +679,9 @@ fn evaluate(meta: Option<&Value>, spec: Option<&Value>) -> Vec<(&'static str, St
     // privileged
     {
         let names = names_where(&|c: &Value| {
-            c.pointer("/securityContext/privileged").and_then(Value::as_bool) == Some(true)
+            c.pointer("/securityContext/privileged")
+                .and_then(Value::as_bool)
+                == Some(true)
         });
         if !names.is_empty() {
             fail(
@@ -652,7 +698,9 @@ fn evaluate(meta: Option<&Value>, spec: Option<&Value>) -> Vec<(&'static str, St
     // procMount
     {
         let bad = |c: &Value| {
-            s(c, "/securityContext/procMount").filter(|p| *p != "Default").map(str::to_string)
+            s(c, "/securityContext/procMount")
+                .filter(|p| *p != "Default")
+                .map(str::to_string)
         };
         let names = names_where(&|c: &Value| bad(c).is_some());
         if !names.is_empty() {
@@ -686,11 +734,17 @@ fn evaluate(meta: Option<&Value>, spec: Option<&Value>) -> Vec<(&'static str, St
                 types.push(t.to_string());
                 b = true;
             }
-            if o.get("user").and_then(Value::as_str).is_some_and(|u| !u.is_empty()) {
+            if o.get("user")
+                .and_then(Value::as_str)
+                .is_some_and(|u| !u.is_empty())
+            {
                 user = true;
                 b = true;
             }
-            if o.get("role").and_then(Value::as_str).is_some_and(|r| !r.is_empty()) {
+            if o.get("role")
+                .and_then(Value::as_str)
+                .is_some_and(|r| !r.is_empty())
+            {
                 role = true;
                 b = true;
             }
@@ -732,7 +786,8 @@ fn evaluate(meta: Option<&Value>, spec: Option<&Value>) -> Vec<(&'static str, St
 
     // seccompProfile_baseline
     {
-        let unconfined = |v: &Value| s(v, "/securityContext/seccompProfile/type") == Some("Unconfined");
+        let unconfined =
+            |v: &Value| s(v, "/securityContext/seccompProfile/type") == Some("Unconfined");
         let names = names_where(&|c: &Value| unconfined(c));
         if let Some(who) = setters(unconfined(spec), &names) {
             fail(
@@ -761,7 +816,8 @@ fn evaluate(meta: Option<&Value>, spec: Option<&Value>) -> Vec<(&'static str, St
     // windowsHostProcess
     {
         let host = |v: &Value| {
-            v.pointer("/securityContext/windowsOptions/hostProcess").and_then(Value::as_bool)
+            v.pointer("/securityContext/windowsOptions/hostProcess")
+                .and_then(Value::as_bool)
                 == Some(true)
         };
         let names = names_where(&|c: &Value| host(c));
@@ -777,7 +833,8 @@ fn evaluate(meta: Option<&Value>, spec: Option<&Value>) -> Vec<(&'static str, St
     // allowPrivilegeEscalation
     {
         let names = names_where(&|c: &Value| {
-            c.pointer("/securityContext/allowPrivilegeEscalation").and_then(Value::as_bool)
+            c.pointer("/securityContext/allowPrivilegeEscalation")
+                .and_then(Value::as_bool)
                 != Some(false)
         });
         if !names.is_empty() {
@@ -821,7 +878,11 @@ fn evaluate(meta: Option<&Value>, spec: Option<&Value>) -> Vec<(&'static str, St
             ));
         }
         if !d.is_empty() {
-            fail("capabilities_restricted", "unrestricted capabilities", d.join("; "));
+            fail(
+                "capabilities_restricted",
+                "unrestricted capabilities",
+                d.join("; "),
+            );
         }
     }
 
@@ -851,7 +912,11 @@ fn evaluate(meta: Option<&Value>, spec: Option<&Value>) -> Vec<(&'static str, St
                     pluralize(names.len(), "volume", "volumes"),
                     quoted_list(&names),
                     if names.len() == 1 { "uses" } else { "use" },
-                    pluralize(types.len(), "restricted volume type", "restricted volume types"),
+                    pluralize(
+                        types.len(),
+                        "restricted volume type",
+                        "restricted volume types"
+                    ),
                     quoted_list(&types)
                 ),
             );
@@ -860,12 +925,18 @@ fn evaluate(meta: Option<&Value>, spec: Option<&Value>) -> Vec<(&'static str, St
 
     // runAsNonRoot
     {
-        let pod = spec.pointer("/securityContext/runAsNonRoot").and_then(Value::as_bool);
+        let pod = spec
+            .pointer("/securityContext/runAsNonRoot")
+            .and_then(Value::as_bool);
         let explicit = names_where(&|c: &Value| {
-            c.pointer("/securityContext/runAsNonRoot").and_then(Value::as_bool) == Some(false)
+            c.pointer("/securityContext/runAsNonRoot")
+                .and_then(Value::as_bool)
+                == Some(false)
         });
         let implicit = names_where(&|c: &Value| {
-            c.pointer("/securityContext/runAsNonRoot").and_then(Value::as_bool).is_none()
+            c.pointer("/securityContext/runAsNonRoot")
+                .and_then(Value::as_bool)
+                .is_none()
                 && pod != Some(true)
         });
         if let Some(who) = setters(pod == Some(false), &explicit) {
@@ -888,10 +959,18 @@ fn evaluate(meta: Option<&Value>, spec: Option<&Value>) -> Vec<(&'static str, St
 
     // runAsUser
     {
-        let root = |v: &Value| v.pointer("/securityContext/runAsUser").and_then(Value::as_i64) == Some(0);
+        let root = |v: &Value| {
+            v.pointer("/securityContext/runAsUser")
+                .and_then(Value::as_i64)
+                == Some(0)
+        };
         let names = names_where(&|c: &Value| root(c));
         if let Some(who) = setters(root(spec), &names) {
-            fail("runAsUser", "runAsUser=0", format!("{who} must not set runAsUser=0"));
+            fail(
+                "runAsUser",
+                "runAsUser=0",
+                format!("{who} must not set runAsUser=0"),
+            );
         }
     }
 
@@ -901,7 +980,11 @@ fn evaluate(meta: Option<&Value>, spec: Option<&Value>) -> Vec<(&'static str, St
         let pod_type = s(spec, "/securityContext/seccompProfile/type");
         let pod_bad = pod_type.is_some_and(|t| !ok(t));
         let pod_set = pod_type.is_some_and(ok);
-        let mut values: Vec<String> = pod_type.filter(|t| !ok(t)).map(str::to_string).into_iter().collect();
+        let mut values: Vec<String> = pod_type
+            .filter(|t| !ok(t))
+            .map(str::to_string)
+            .into_iter()
+            .collect();
         let explicit = names_where(&|c: &Value| {
             s(c, "/securityContext/seccompProfile/type").is_some_and(|t| !ok(t))
         });
@@ -912,7 +995,9 @@ fn evaluate(meta: Option<&Value>, spec: Option<&Value>) -> Vec<(&'static str, St
                 .map(str::to_string),
         );
         let implicit = names_where(&|c: &Value| {
-            c.pointer("/securityContext/seccompProfile").is_none_or(Value::is_null) && !pod_set
+            c.pointer("/securityContext/seccompProfile")
+                .is_none_or(Value::is_null)
+                && !pod_set
         });
         if let Some(who) = setters(pod_bad, &explicit) {
             fail(
@@ -968,22 +1053,37 @@ mod tests {
     fn each_check_answers_kubes_reason_and_detail() {
         // (level, pod spec, expected violations)
         let cases: Vec<(Level, Value, Vec<&str>)> = vec![
-            (Level::Baseline, json!({"containers": [{"name": "a"}]}), vec![]),
-            (Level::Privileged, json!({"hostNetwork": true, "containers": [{"name": "a"}]}), vec![]),
+            (
+                Level::Baseline,
+                json!({"containers": [{"name": "a"}]}),
+                vec![],
+            ),
+            (
+                Level::Privileged,
+                json!({"hostNetwork": true, "containers": [{"name": "a"}]}),
+                vec![],
+            ),
             (
                 Level::Baseline,
                 json!({"hostNetwork": true, "hostPID": true, "containers": [{"name": "a", "ports": [{"containerPort": 80, "hostPort": 80}]}]}),
-                vec!["host namespaces (hostNetwork=true, hostPID=true)", "hostPort (container \"a\" uses hostPort 80)"],
+                vec![
+                    "host namespaces (hostNetwork=true, hostPID=true)",
+                    "hostPort (container \"a\" uses hostPort 80)",
+                ],
             ),
             (
                 Level::Baseline,
                 json!({"containers": [{"name": "a", "securityContext": {"privileged": true}}, {"name": "b", "securityContext": {"privileged": true}}]}),
-                vec!["privileged (containers \"a\", \"b\" must not set securityContext.privileged=true)"],
+                vec![
+                    "privileged (containers \"a\", \"b\" must not set securityContext.privileged=true)",
+                ],
             ),
             (
                 Level::Baseline,
                 json!({"containers": [{"name": "a", "securityContext": {"capabilities": {"add": ["NET_ADMIN", "CHOWN"]}}}]}),
-                vec!["non-default capabilities (container \"a\" must not include \"NET_ADMIN\" in securityContext.capabilities.add)"],
+                vec![
+                    "non-default capabilities (container \"a\" must not include \"NET_ADMIN\" in securityContext.capabilities.add)",
+                ],
             ),
             (
                 Level::Baseline,
@@ -993,12 +1093,18 @@ mod tests {
             (
                 Level::Baseline,
                 json!({"securityContext": {"seccompProfile": {"type": "Unconfined"}, "sysctls": [{"name": "kernel.msgmax", "value": "1"}]}, "containers": [{"name": "a"}]}),
-                vec!["forbidden sysctls (kernel.msgmax)", "seccompProfile (pod must not set securityContext.seccompProfile.type to \"Unconfined\")"],
+                vec![
+                    "forbidden sysctls (kernel.msgmax)",
+                    "seccompProfile (pod must not set securityContext.seccompProfile.type to \"Unconfined\")",
+                ],
             ),
             (
                 Level::Baseline,
                 json!({"containers": [{"name": "a", "securityContext": {"procMount": "Unmasked", "seLinuxOptions": {"type": "spc_t"}}}]}),
-                vec!["procMount (container \"a\" must not set securityContext.procMount to \"Unmasked\")", "seLinuxOptions (container \"a\" set forbidden securityContext.seLinuxOptions: type \"spc_t\")"],
+                vec![
+                    "procMount (container \"a\" must not set securityContext.procMount to \"Unmasked\")",
+                    "seLinuxOptions (container \"a\" set forbidden securityContext.seLinuxOptions: type \"spc_t\")",
+                ],
             ),
             (Level::Restricted, compliant(), vec![]),
             (
@@ -1017,7 +1123,8 @@ mod tests {
                     let mut p = compliant();
                     p["volumes"] = json!([{"name": "h", "hostPath": {"path": "/"}}]);
                     p["securityContext"]["runAsUser"] = json!(0);
-                    p["containers"][0]["securityContext"]["capabilities"]["add"] = json!(["NET_BIND_SERVICE", "SYS_TIME"]);
+                    p["containers"][0]["securityContext"]["capabilities"]["add"] =
+                        json!(["NET_BIND_SERVICE", "SYS_TIME"]);
                     p
                 },
                 vec![
@@ -1035,17 +1142,27 @@ mod tests {
     #[test]
     fn namespace_labels_choose_the_policy_and_invalid_ones_are_the_strictest() {
         let labels = |v: Value| v.as_object().cloned();
-        let l = labels(json!({"pod-security.kubernetes.io/enforce": "baseline", "pod-security.kubernetes.io/enforce-version": "v1.30"}));
+        let l = labels(
+            json!({"pod-security.kubernetes.io/enforce": "baseline", "pod-security.kubernetes.io/enforce-version": "v1.30"}),
+        );
         assert_eq!(
             policy(l.as_ref(), "enforce"),
-            Some(Policy { level: Level::Baseline, version: "v1.30".into() })
+            Some(Policy {
+                level: Level::Baseline,
+                version: "v1.30".into()
+            })
         );
         assert_eq!(policy(l.as_ref(), "warn"), None);
         let bad = labels(json!({"pod-security.kubernetes.io/enforce": "strict"}));
-        assert_eq!(policy(bad.as_ref(), "enforce").map(|p| p.level), Some(Level::Restricted));
+        assert_eq!(
+            policy(bad.as_ref(), "enforce").map(|p| p.level),
+            Some(Level::Restricted)
+        );
         assert_eq!(
             label_errors(bad.as_ref()),
-            vec!["metadata.labels[pod-security.kubernetes.io/enforce]: Invalid value: \"strict\": must be one of privileged, baseline, restricted"]
+            vec![
+                "metadata.labels[pod-security.kubernetes.io/enforce]: Invalid value: \"strict\": must be one of privileged, baseline, restricted"
+            ]
         );
     }
 }

@@ -70,4 +70,3 @@ pub fn default_toleration_seconds(pod: &mut Map<String, Value>) {
         }
     }
 }
-

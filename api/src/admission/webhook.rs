@@ -145,41 +145,69 @@ fn strs(v: Option<&Value>) -> Vec<&str> {
         .collect()
 }
 
-/// Whether any rule of the webhook matches the request (kube's RuleMatcher).
+/// What a rule is matched against.
+pub struct RuleTarget<'a> {
+    pub operation: &'a str,
+    pub group: &'a str,
+    pub version: &'a str,
+    pub resource: &'a str,
+    pub subresource: &'a str,
+    pub namespaced: bool,
+}
+
+/// Whether any rule of the webhook matches the request (kube's RuleMatcher). With
+/// `matchPolicy: Equivalent` (the default) another version of the same stored resource
+/// matches too.
 pub fn rules_match(a: &Attributes<'_>, hook: &Value) -> bool {
     let equivalent = hook.get("matchPolicy").and_then(Value::as_str) != Some("Exact");
-    strs_rules(hook).iter().any(|rule| {
-        let ops = strs(rule.get("operations"));
-        let op_ok = ops
-            .iter()
-            .any(|o| *o == "*" || *o == a.operation().as_str());
-        let groups = strs(rule.get("apiGroups"));
-        let group_ok = groups.iter().any(|g| *g == "*" || *g == a.group());
-        let versions = strs(rule.get("apiVersions"));
-        let version_ok = versions.iter().any(|v| {
-            *v == "*"
-                || *v == a.version()
-                || (equivalent && {
-                    // Another version of the same stored resource.
-                    a.ctx
-                        .api
-                        .registry
-                        .load()
-                        .get(a.group(), v, a.resource())
-                        .is_some_and(|i| i.store_resource() == a.ctx.info.store_resource())
-                })
-        });
-        let resource_ok = strs(rule.get("resources")).iter().any(|r| {
-            let (res, sub) = r.split_once('/').unwrap_or((r, ""));
-            (res == "*" || res == a.resource()) && (sub == "*" || sub == a.subresource())
-        });
-        let scope_ok = match rule.get("scope").and_then(Value::as_str).unwrap_or("*") {
-            "Cluster" => !a.ctx.info.namespaced,
-            "Namespaced" => a.ctx.info.namespaced,
-            _ => true,
-        };
-        op_ok && group_ok && version_ok && resource_ok && scope_ok
-    })
+    let target = RuleTarget {
+        operation: a.operation().as_str(),
+        group: a.group(),
+        version: a.version(),
+        resource: a.resource(),
+        subresource: a.subresource(),
+        namespaced: a.ctx.info.namespaced,
+    };
+    let registry = a.ctx.api.registry.load();
+    let same_resource = |v: &str| {
+        equivalent
+            && registry
+                .get(a.group(), v, a.resource())
+                .is_some_and(|i| i.store_resource() == a.ctx.info.store_resource())
+    };
+    strs_rules(hook)
+        .iter()
+        .any(|rule| rule_matches(rule, &target, &same_resource))
+}
+
+/// One rule against a request; `equivalent_version` says whether another version of the
+/// rule names the same stored resource.
+pub fn rule_matches(
+    rule: &Value,
+    t: &RuleTarget<'_>,
+    equivalent_version: &dyn Fn(&str) -> bool,
+) -> bool {
+    let op_ok = strs(rule.get("operations"))
+        .iter()
+        .any(|o| *o == "*" || *o == t.operation);
+    let group_ok = strs(rule.get("apiGroups"))
+        .iter()
+        .any(|g| *g == "*" || *g == t.group);
+    let version_ok = strs(rule.get("apiVersions"))
+        .iter()
+        .any(|v| *v == "*" || *v == t.version || equivalent_version(v));
+    // `pods` is the resource only, `pods/*` the resource and its subresources, `*/status`
+    // every status subresource, `*` every resource, `*/*` everything (kube's splitResource).
+    let resource_ok = strs(rule.get("resources")).iter().any(|r| {
+        let (res, sub) = r.split_once('/').unwrap_or((r, ""));
+        (res == "*" || res == t.resource) && (sub == "*" || sub == t.subresource)
+    });
+    let scope_ok = match rule.get("scope").and_then(Value::as_str).unwrap_or("*") {
+        "Cluster" => !t.namespaced,
+        "Namespaced" => t.namespaced,
+        _ => true,
+    };
+    op_ok && group_ok && version_ok && resource_ok && scope_ok
 }
 
 fn strs_rules(hook: &Value) -> Vec<&Value> {
@@ -357,7 +385,9 @@ fn parse_response(bytes: &[u8], uid: &str) -> Result<Map<String, Value>, String>
     if v.get("apiVersion").and_then(Value::as_str) != Some("admission.k8s.io/v1")
         || v.get("kind").and_then(Value::as_str) != Some("AdmissionReview")
     {
-        return Err("expected webhook response of admission.k8s.io/v1, Kind=AdmissionReview".into());
+        return Err(
+            "expected webhook response of admission.k8s.io/v1, Kind=AdmissionReview".into(),
+        );
     }
     let Some(Value::Object(r)) = v.get("response") else {
         return Err("webhook response was absent".into());
@@ -430,7 +460,9 @@ async fn endpoint(a: &Attributes<'_>, cfg: &Value) -> Result<Endpoint, String> {
                 .map_or_else(|| "/".into(), |p| p.as_str().to_string()),
         });
     }
-    let svc = cfg.get("service").ok_or("clientConfig has neither url nor service")?;
+    let svc = cfg
+        .get("service")
+        .ok_or("clientConfig has neither url nor service")?;
     let ns = svc.get("namespace").and_then(Value::as_str).unwrap_or("");
     let name = svc.get("name").and_then(Value::as_str).unwrap_or("");
     let port = svc.get("port").and_then(Value::as_i64).unwrap_or(443);
@@ -499,9 +531,7 @@ fn tls_config(cfg: &Value) -> Result<Arc<rustls::ClientConfig>, String> {
             .map_err(|e| format!("caBundle is not base64: {e}"))?;
         for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
             let cert = cert.map_err(|e| format!("caBundle: {e}"))?;
-            roots
-                .add(cert)
-                .map_err(|e| format!("caBundle: {e}"))?;
+            roots.add(cert).map_err(|e| format!("caBundle: {e}"))?;
         }
     }
     if roots.is_empty() {
@@ -573,4 +603,105 @@ async fn post(a: &Attributes<'_>, cfg: &Value, body: Vec<u8>) -> Result<Vec<u8>,
     .await;
     driver.abort();
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rules_match_operations_groups_versions_resource_forms_and_scope() {
+        let pod_create = RuleTarget {
+            operation: "CREATE",
+            group: "",
+            version: "v1",
+            resource: "pods",
+            subresource: "",
+            namespaced: true,
+        };
+        let pod_status = RuleTarget {
+            operation: "UPDATE",
+            subresource: "status",
+            ..pod_create
+        };
+        let node = RuleTarget {
+            operation: "CREATE",
+            resource: "nodes",
+            namespaced: false,
+            ..pod_create
+        };
+        let rule = |ops: &[&str], resources: &[&str], scope: &str| {
+            json!({"operations": ops, "apiGroups": [""], "apiVersions": ["v1"],
+                "resources": resources, "scope": scope})
+        };
+        let no = |_: &str| false;
+        // (rule, target, matches)
+        let cases: Vec<(Value, &RuleTarget<'_>, bool)> = vec![
+            (rule(&["CREATE"], &["pods"], "*"), &pod_create, true),
+            (rule(&["UPDATE"], &["pods"], "*"), &pod_create, false),
+            (rule(&["*"], &["pods"], "*"), &pod_status, false),
+            (rule(&["*"], &["pods/status"], "*"), &pod_status, true),
+            (rule(&["*"], &["pods/*"], "*"), &pod_status, true),
+            (rule(&["*"], &["pods/*"], "*"), &pod_create, true),
+            (rule(&["*"], &["*/status"], "*"), &pod_status, true),
+            (rule(&["*"], &["*"], "*"), &pod_status, false),
+            (rule(&["*"], &["*/*"], "*"), &pod_status, true),
+            (rule(&["*"], &["*"], "Namespaced"), &node, false),
+            (rule(&["*"], &["*"], "Cluster"), &node, true),
+            (rule(&["*"], &["*"], "Cluster"), &pod_create, false),
+            (
+                json!({"operations": ["*"], "apiGroups": ["apps"], "apiVersions": ["*"], "resources": ["*"]}),
+                &pod_create,
+                false,
+            ),
+            (
+                json!({"operations": ["*"], "apiGroups": ["*"], "apiVersions": ["v2"], "resources": ["*"]}),
+                &pod_create,
+                false,
+            ),
+        ];
+        for (r, t, want) in cases {
+            assert_eq!(
+                rule_matches(&r, t, &no),
+                want,
+                "{r} on {}/{}",
+                t.resource,
+                t.subresource
+            );
+        }
+        let v2 = json!({"operations": ["*"], "apiGroups": ["*"], "apiVersions": ["v2"], "resources": ["*"]});
+        assert!(
+            rule_matches(&v2, &pod_create, &|v| v == "v2"),
+            "an equivalent version matches"
+        );
+    }
+
+    #[test]
+    fn a_denial_carries_the_webhooks_code_and_message_prefixed_with_its_name() {
+        let e = denied(
+            "x.example.com",
+            Some(&json!({"code": 422, "message": "no", "reason": "Invalid"})),
+        );
+        assert_eq!((e.code, e.reason), (422, "Invalid"));
+        assert_eq!(
+            e.message,
+            "admission webhook \"x.example.com\" denied the request: no"
+        );
+        let e = denied("x.example.com", None);
+        assert_eq!((e.code, e.reason), (403, "Forbidden"));
+        assert_eq!(
+            e.message,
+            "admission webhook \"x.example.com\" denied the request without explanation"
+        );
+    }
+
+    #[test]
+    fn a_response_must_echo_the_request_uid() {
+        let ok = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "response": {"uid": "u1", "allowed": true}});
+        assert!(parse_response(ok.to_string().as_bytes(), "u1").is_ok());
+        let err = parse_response(ok.to_string().as_bytes(), "u2").expect_err("uid mismatch");
+        assert!(err.contains("expected response.uid=\"u2\""), "{err}");
+        assert!(parse_response(b"not json", "u1").is_err());
+    }
 }
