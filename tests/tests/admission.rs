@@ -208,8 +208,9 @@ async fn pod_security_warn_label_gives_kubectl_a_warning() {
 // ---------------------------------------------------------------------------------------
 // Webhooks
 
-/// An HTTPS admission webhook server: `/deny` refuses, `/mutate` adds the label
-/// `mutated=yes`, `/slow` answers after 3 s, anything else allows.
+/// An HTTPS admission webhook server: `/deny` refuses, `/deny-delete` refuses naming the
+/// old object, `/mutate` adds the label `mutated=yes`, `/slow` answers after 3 s, anything
+/// else allows.
 struct Webhook {
     addr: SocketAddr,
     ca_pem: String,
@@ -231,7 +232,12 @@ async fn start_webhook() -> Webhook {
     let ca_cert = ca.self_signed(&ca_key).expect("ca cert");
     let issuer = rcgen::Issuer::from_ca_cert_pem(&ca_cert.pem(), ca_key).expect("issuer");
     let key = rcgen::KeyPair::generate().expect("key");
-    let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).expect("params");
+    // Reached by URL (the IP) and through the Service `hook` in `default`.
+    let leaf = rcgen::CertificateParams::new(vec![
+        "127.0.0.1".to_string(),
+        "hook.default.svc".to_string(),
+    ])
+    .expect("params");
     let cert = leaf.signed_by(&key, &issuer).expect("leaf");
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let tls = rustls::ServerConfig::builder_with_provider(provider)
@@ -277,6 +283,15 @@ async fn start_webhook() -> Webhook {
                                 json!({"uid": uid, "allowed": true, "patchType": "JSONPatch",
                                 "patch": base64::engine::general_purpose::STANDARD.encode(patch.to_string()),
                                 "warnings": ["mutated by the test webhook"]})
+                            }
+                            "/deny-delete" => {
+                                // Refuses deleting, naming the object it was shown as oldObject.
+                                let old = review["request"]["oldObject"]["metadata"]["name"]
+                                    .as_str()
+                                    .unwrap_or("");
+                                let op = review["request"]["operation"].as_str().unwrap_or("");
+                                json!({"uid": uid, "allowed": false,
+                                "status": {"code": 403, "message": format!("{op} of {old} refused")}})
                             }
                             "/slow" => {
                                 tokio::time::sleep(Duration::from_secs(3)).await;
@@ -408,6 +423,37 @@ async fn admission_webhooks_deny_mutate_and_follow_their_failure_policy_and_time
             .await
             .expect_err("dry run is admitted like a real create");
         assert_eq!(status_of(&e).code, 403);
+        // A webhook reached through a Service (its Endpoints' address) sees DELETE with the
+        // old object.
+        call_json(&c, "POST", "/api/v1/namespaces/default/services", json!({
+            "apiVersion": "v1", "kind": "Service", "metadata": {"name": "hook"},
+            "spec": {"ports": [{"name": "https", "port": 443, "targetPort": hook.addr.port()}]}}))
+            .await
+            .expect("service");
+        call_json(&c, "POST", "/api/v1/namespaces/default/endpoints", json!({
+            "apiVersion": "v1", "kind": "Endpoints", "metadata": {"name": "hook"},
+            "subsets": [{"addresses": [{"ip": "127.0.0.1"}],
+                "ports": [{"name": "https", "port": hook.addr.port()}]}]}))
+            .await
+            .expect("endpoints");
+        let mut by_service = configuration("ValidatingWebhookConfiguration", "keep", "", &hook.ca_pem, "keep", json!({}));
+        by_service["webhooks"][0]["clientConfig"] = json!({
+            "service": {"namespace": "default", "name": "hook", "path": "/deny-delete"},
+            "caBundle": base64::engine::general_purpose::STANDARD.encode(&hook.ca_pem)});
+        by_service["webhooks"][0]["rules"] = json!([{"operations": ["DELETE"], "apiGroups": [""],
+            "apiVersions": ["v1"], "resources": ["configmaps"]}]);
+        call_json(&c, "POST", validating, by_service).await.expect("config");
+        let cms = "/api/v1/namespaces/default/configmaps";
+        call_json(&c, "POST", cms, json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "kept", "labels": {"webhook": "keep"}}}))
+            .await
+            .expect("a create is not matched by a DELETE rule");
+        let e = call_json(&c, "DELETE", &format!("{cms}/kept"), Value::Null).await.expect_err("refused");
+        let st = status_of(&e);
+        assert_eq!(st.code, 403, "{st:?}");
+        assert_eq!(st.message, "admission webhook \"keep.test.logbook.dev\" denied the request: DELETE of kept refused");
+        call_json(&c, "GET", &format!("{cms}/kept"), Value::Null).await.expect("still there");
+
         // A configuration write is never sent to webhooks: deleting the failing one works.
         call_json(&c, "DELETE", &format!("{validating}/fail"), Value::Null).await.expect("delete");
         call_json(&c, "POST", pods, labelled("after", "fail")).await.expect("admitted once it is gone");
