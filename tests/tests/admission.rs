@@ -201,6 +201,20 @@ async fn pod_security_warn_label_gives_kubectl_a_warning() {
             ) && stderr.contains("Warning: hostnet: host namespaces"),
             "kubectl printed: {stderr}"
         );
+
+        // An invalid level is refused, as kube validates the labels.
+        let out = s
+            .kubectl_output(
+                "kubectl",
+                &["label", "--overwrite", "namespace", "watched", "pod-security.kubernetes.io/enforce=strict"],
+            )
+            .expect("kubectl");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "an invalid level is refused");
+        assert!(
+            stderr.contains("metadata.labels[pod-security.kubernetes.io/enforce]: Invalid value: \"strict\": must be one of privileged, baseline, restricted"),
+            "kubectl printed: {stderr}"
+        );
     })
     .await;
 }

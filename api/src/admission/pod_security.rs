@@ -8,8 +8,8 @@
 //!   ...`).
 //! - Workloads with a pod template (Deployments, ReplicaSets, StatefulSets, DaemonSets,
 //!   Jobs, CronJobs, ReplicationControllers, PodTemplates): warnings only, for the `warn`
-//!   and `enforce` levels, as kube does.
-//! - Namespaces: invalid level or version labels are refused; a new `enforce` level warns
+//!   level, as kube does (their pods meet `enforce` when a controller creates them).
+//! - Namespaces: invalid level or version labels are refused (422); a new `enforce` level warns
 //!   about the namespace's existing pods that would violate it (up to
 //!   [`NAMESPACE_PODS_CHECKED_MAX`]).
 //!
@@ -19,6 +19,7 @@
 //! No namespace is exempt by default, `kube-system` included, as in kube.
 
 use futures::future::BoxFuture;
+use logbook_schema::validate::Cause;
 use serde_json::{Map, Value};
 
 use super::{Attributes, Operation, Plugin, forbidden};
@@ -76,42 +77,51 @@ fn valid_version(v: &str) -> bool {
             .is_some_and(|m| !m.is_empty() && m.bytes().all(|b| b.is_ascii_digit()))
 }
 
-/// The policy of one mode from namespace labels. An invalid level or version evaluates as
-/// the most restrictive (`restricted:latest`), as kube does.
+/// The policy of one mode from namespace labels (None: the mode's level label is absent,
+/// i.e. privileged). As kube's `PolicyToEvaluate`: an invalid enforce level is
+/// `restricted`, an invalid warn or audit level `privileged` (they fail open), an invalid
+/// version `latest`.
 pub fn policy(labels: Option<&Map<String, Value>>, mode: &str) -> Option<Policy> {
     let labels = labels?;
-    let level = labels.get(&format!("{LABEL_PREFIX}{mode}"))?.as_str()?;
+    let level = labels.get(&format!("{LABEL_PREFIX}{mode}"))?;
+    let level = match level.as_str().and_then(Level::parse) {
+        Some(l) => l,
+        None if mode == "enforce" => Level::Restricted,
+        None => Level::Privileged,
+    };
     let version = labels
         .get(&format!("{LABEL_PREFIX}{mode}-version"))
         .and_then(Value::as_str)
+        .filter(|v| valid_version(v))
         .unwrap_or("latest");
-    match (Level::parse(level), valid_version(version)) {
-        (Some(level), true) => Some(Policy {
-            level,
-            version: version.to_string(),
-        }),
-        _ => Some(Policy {
-            level: Level::Restricted,
-            version: "latest".into(),
-        }),
-    }
+    Some(Policy {
+        level,
+        version: version.to_string(),
+    })
 }
 
-/// Invalid PodSecurity labels of a namespace (kube refuses the namespace write).
-pub fn label_errors(labels: Option<&Map<String, Value>>) -> Vec<String> {
+/// Invalid PodSecurity labels of a namespace (kube refuses the namespace write with 422).
+pub fn label_errors(labels: Option<&Map<String, Value>>) -> Vec<Cause> {
     let mut errors = Vec::new();
     for (k, v) in labels.into_iter().flatten() {
         let Some(mode) = k.strip_prefix(LABEL_PREFIX) else {
             continue;
         };
         let v = v.as_str().unwrap_or("");
+        let field = format!("metadata.labels[{k}]");
         match mode {
-            "enforce" | "audit" | "warn" if Level::parse(v).is_none() => errors.push(format!(
-                "metadata.labels[{k}]: Invalid value: \"{v}\": must be one of privileged, baseline, restricted"
-            )),
+            "enforce" | "audit" | "warn" if Level::parse(v).is_none() => {
+                errors.push(Cause::invalid(
+                    &field,
+                    &format!("{v:?}"),
+                    "must be one of privileged, baseline, restricted",
+                ))
+            }
             "enforce-version" | "audit-version" | "warn-version" if !valid_version(v) => {
-                errors.push(format!(
-                    "metadata.labels[{k}]: Invalid value: \"{v}\": must be \"latest\" or \"v1.x\""
+                errors.push(Cause::invalid(
+                    &field,
+                    &format!("{v:?}"),
+                    "must be \"latest\" or \"v1.x\"",
                 ));
             }
             _ => {}
@@ -212,20 +222,15 @@ impl Plugin for PodSecurity {
                 return Ok(());
             };
             let labels = super::labels(&ns);
-            let mut warned = Vec::new();
-            for mode in ["enforce", "warn"] {
-                let Some(p) = policy(labels, mode) else {
-                    continue;
-                };
+            // Workloads are never refused: only the warn level is evaluated, as in kube.
+            if let Some(p) = policy(labels, "warn") {
                 let v = violations(p.level, template.get("metadata"), template.get("spec"));
-                let msg = format!(
-                    "would violate PodSecurity \"{}\": {}",
-                    p.label(),
-                    v.join(", ")
-                );
-                if !v.is_empty() && !warned.contains(&msg) {
-                    a.warn(msg.clone());
-                    warned.push(msg);
+                if !v.is_empty() {
+                    a.warn(format!(
+                        "would violate PodSecurity \"{}\": {}",
+                        p.label(),
+                        v.join(", ")
+                    ));
                 }
             }
             Ok(())
@@ -242,17 +247,7 @@ async fn validate_namespace(a: &Attributes<'_>) -> ApiResult<()> {
     let labels = super::labels(obj);
     let errors = label_errors(labels);
     if !errors.is_empty() {
-        let mut e = ApiError::new(
-            403,
-            "Forbidden",
-            format!(
-                "namespaces \"{}\" is forbidden: {}",
-                a.name(),
-                errors.join(", ")
-            ),
-        );
-        e.details = Some(serde_json::json!({"name": a.name(), "kind": "namespaces"}));
-        return Err(e);
+        return Err(ApiError::invalid("Namespace", "", a.name(), errors));
     }
     if a.operation() != Operation::Update {
         return Ok(());
@@ -1158,8 +1153,21 @@ mod tests {
             policy(bad.as_ref(), "enforce").map(|p| p.level),
             Some(Level::Restricted)
         );
+        let bad_warn = labels(json!({"pod-security.kubernetes.io/warn": "strict",
+            "pod-security.kubernetes.io/warn-version": "v2"}));
         assert_eq!(
-            label_errors(bad.as_ref()),
+            policy(bad_warn.as_ref(), "warn"),
+            Some(Policy {
+                level: Level::Privileged,
+                version: "latest".into()
+            }),
+            "warn fails open"
+        );
+        assert_eq!(
+            label_errors(bad.as_ref())
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>(),
             vec![
                 "metadata.labels[pod-security.kubernetes.io/enforce]: Invalid value: \"strict\": must be one of privileged, baseline, restricted"
             ]
