@@ -148,6 +148,42 @@ async fn pod_security_restricted_refuses_a_privileged_pod_with_kubes_message_and
 }
 
 #[tokio::test]
+async fn namespace_lifecycle_keeps_the_standard_namespaces_and_refuses_creates_in_missing_ones() {
+    within(TIMEOUT_SECONDS, "NamespaceLifecycle", async {
+        let s = Server::start_api_only().expect("server");
+        let c = s.client().await.expect("client");
+        for ns in ["default", "kube-system", "kube-public"] {
+            let e = call_json(
+                &c,
+                "DELETE",
+                &format!("/api/v1/namespaces/{ns}"),
+                Value::Null,
+            )
+            .await
+            .expect_err("an immortal namespace");
+            let st = status_of(&e);
+            assert_eq!((st.code, st.reason.as_str()), (403, "Forbidden"), "{st:?}");
+            assert_eq!(
+                st.message,
+                format!("namespaces \"{ns}\" is forbidden: this namespace may not be deleted")
+            );
+        }
+        let e = call_json(
+            &c,
+            "POST",
+            "/api/v1/namespaces/nowhere/pods",
+            pod("p", json!({})),
+        )
+        .await
+        .expect_err("no namespace");
+        let st = status_of(&e);
+        assert_eq!(st.code, 404, "{st:?}");
+        assert_eq!(st.message, "namespaces \"nowhere\" not found");
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn pod_security_warn_label_gives_kubectl_a_warning() {
     within(TIMEOUT_SECONDS, "PodSecurity warn", async {
         let s = Server::start_api_only().expect("server");
