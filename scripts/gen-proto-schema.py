@@ -56,6 +56,8 @@ GROUP_VERSIONS = [
     "autoscaling/v2",
     "certificates.k8s.io/v1",
     "node.k8s.io/v1",
+    "authentication.k8s.io/v1",
+    "authorization.k8s.io/v1",
 ]
 
 META = "k8s.io.apimachinery.pkg.apis.meta.v1"

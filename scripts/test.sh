@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The one test command (README.md): installs what the tests need on a fresh machine, then
 # runs every test in the workspace — Rust (store, API, kubectl and kube-rs end to end) and
-# the official Python client against the real binary — then checks and lints the
-# FoundationDB backend (feature `fdb`). CI (.ci/run) runs exactly this.
+# the official Python client against the real binary — then fuzzes every decoder briefly
+# (cargo fuzz) and checks and lints the FoundationDB backend (feature `fdb`). CI (.ci/run) runs exactly this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -38,6 +38,11 @@ if [ ! -x "$VENV/bin/pytest" ]; then
 fi
 echo "== pytest tests/python"
 "$VENV/bin/pytest" -q tests/python || status=$?
+
+# Short fuzz runs of every decoder (JSON/YAML/protobuf bodies, selectors, patches):
+# scripts/fuzz.sh, FUZZ_SECONDS each (20 by default).
+echo "== scripts/fuzz.sh"
+scripts/fuzz.sh || status=$?
 
 # The FoundationDB backend: this machine has no FoundationDB, so CI proves it compiles and is
 # lint-clean (bindgen needs libclang; linking, which needs libfdb_c, is not done here). Its

@@ -261,6 +261,11 @@ pub fn from_store(e: logbook_store::Error) -> ApiError {
             format!("{what} is too large: {size} bytes, limit {limit}"),
         ),
         E::InvalidArgument(m) => ApiError::bad_request(m),
+        E::Transform { .. } => {
+            // kube-apiserver answers a value it cannot decrypt with 500 InternalError too.
+            tracing::error!(error = %e, "stored value cannot be opened");
+            ApiError::internal(e.to_string())
+        }
         E::TransactionConflict | E::TransactionTooOld => {
             ApiError::too_many_requests("the store is busy (transaction conflicts); retry")
         }

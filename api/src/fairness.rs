@@ -98,9 +98,8 @@ mod tests {
         Identity {
             user: name.into(),
             groups: groups.iter().map(|g| (*g).to_string()).collect(),
-            user_agent: String::new(),
             source: "127.0.0.1:1".into(),
-            request_id: String::new(),
+            ..Identity::anonymous()
         }
     }
 

@@ -20,7 +20,12 @@ use crate::{Api, Identity, strategy};
 
 /// Read-modify-write retries when a concurrent writer got there first and the client gave
 /// no resourceVersion precondition (kube's GuaranteedUpdate loops the same way).
-pub const UPDATE_RETRIES_MAX: usize = 8;
+pub const UPDATE_RETRIES_MAX: usize = 32;
+/// Pause after the n-th lost race of a read-modify-write: n times this, so a busy object's
+/// other writer (a controller) gets to finish; at most [`UPDATE_RETRY_PAUSE_MAX_MS`].
+pub const UPDATE_RETRY_PAUSE_STEP_MS: u64 = 2;
+/// Longest pause between two read-modify-write attempts.
+pub const UPDATE_RETRY_PAUSE_MAX_MS: u64 = 50;
 
 /// One request on one resource, resolved.
 pub struct Ctx {
@@ -695,7 +700,12 @@ async fn modify(ctx: &Ctx, change: Change, verb: &str) -> ApiResult<Response> {
     let name = ctx.name().to_string();
     let subresource = ctx.target.subresource.as_deref();
     let review = Review::new(ctx, Operation::Update, &name, dry_run);
-    for _ in 0..UPDATE_RETRIES_MAX {
+    for attempt in 0..UPDATE_RETRIES_MAX {
+        if attempt > 0 {
+            let pause =
+                (attempt as u64 * UPDATE_RETRY_PAUSE_STEP_MS).min(UPDATE_RETRY_PAUSE_MAX_MS);
+            tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
+        }
         let Some(cur) = ctx.current(&name).await? else {
             if let Change::Replace(obj) = &change
                 && ctx.info.create_on_update
@@ -875,8 +885,10 @@ async fn modify(ctx: &Ctx, change: Change, verb: &str) -> ApiResult<Response> {
         meta_mut(&mut new).remove("resourceVersion");
         let mut old_cmp = old.clone();
         meta_mut(&mut old_cmp).remove("resourceVersion");
-        if new == old_cmp {
-            // Nothing changed: no event, the same resourceVersion (as kube does).
+        if new == old_cmp && !cur.stale {
+            // Nothing changed: no event, the same resourceVersion (as kube does). A stale
+            // stored form (sealed under an older key) is written anyway: that unchanged
+            // update is how `logbook secrets reencrypt` moves objects to the current key.
             return finish(ctx, is_scale, &cur.object, cur.position.0);
         }
         let remove = strategy::ready_to_remove(&new);

@@ -13,14 +13,15 @@
 //! Both page with `limit` / `continue` like any list. Each item names the change (position,
 //! time, verb, who: user, groups, user agent, source address, request id), its object, and
 //! the change as an RFC 6902 JSON patch from the previous revision (from `{}` for a create).
-//! Secret values in patches are redacted unless the caller may read Secrets.
+//! A caller sees the changes of the objects it may `get` (RBAC, as for a GET of the object)
+//! and no others: a Secret's values show only to readers of that Secret.
 
 use std::sync::Arc;
 
 use axum::http::StatusCode;
 use axum::response::Response;
 use logbook_schema::registry::{Registry, ResourceInfo};
-use logbook_store::{ChangeFilter, Event, EventType, Order, Position};
+use logbook_store::{ChangeFilter, Event, EventType, ObjectKey, Order, Position};
 use serde_json::{Value, json};
 
 use crate::error::{ApiError, ApiResult, from_store};
@@ -35,8 +36,6 @@ pub const VERSION: &str = "v1";
 /// Items a history list returns when the caller sets no `limit` (a history can be millions of
 /// events; an unbounded answer is never what a person wants).
 pub const HISTORY_PAGE_ITEMS_DEFAULT: usize = 500;
-/// The value every redacted Secret value is replaced by.
-pub const REDACTED: &str = "<redacted>";
 
 /// Adds `revisions` and `changes` to the registry (discovery then lists them).
 pub fn register(reg: &mut Registry) {
@@ -149,10 +148,37 @@ pub fn resolve_resource(reg: &Registry, s: &str) -> ApiResult<Arc<ResourceInfo>>
     }
 }
 
-/// Whether the caller may see Secret values. Until authorization arrives (the security
-/// issue brings RBAC), every authenticated identity may read Secrets, anonymous callers not.
-fn may_read_secrets(ctx: &Ctx) -> bool {
-    ctx.identity.user != "system:anonymous"
+/// Whether the caller may `get` the object an event is about: the history shows an object's
+/// revisions only to those who may read the object itself (RBAC and the node authorizer,
+/// as for a GET), so a Secret's values, like every other object's, show only to readers of
+/// that Secret. Decisions are kept per object for one page.
+async fn may_read(
+    ctx: &Ctx,
+    seen: &mut std::collections::HashMap<ObjectKey, bool>,
+    key: &ObjectKey,
+) -> ApiResult<bool> {
+    if let Some(d) = seen.get(key) {
+        return Ok(*d);
+    }
+    let (group, plural) = match key.resource.split_once('/') {
+        Some((g, p)) => (g, p),
+        None => ("", key.resource.as_str()),
+    };
+    let ask = crate::auth::Request::Resource {
+        attrs: crate::auth::rbac::ResourceAttrs {
+            verb: "get",
+            group,
+            resource: plural,
+            subresource: None,
+            namespace: &key.namespace,
+            name: &key.name,
+        },
+        field_selector: None,
+    };
+    let d = crate::auth::decide_now(&ctx.api, &ctx.identity, &ask).await?
+        == crate::auth::Decision::Allow;
+    seen.insert(key.clone(), d);
+    Ok(d)
 }
 
 /// Serves a list of `revisions` or `changes`.
@@ -267,9 +293,12 @@ pub async fn list(ctx: &Ctx) -> ApiResult<Response> {
         .changes(&filter, order, cursor, limit)
         .await
         .map_err(from_store)?;
-    let secrets_visible = may_read_secrets(ctx);
+    let mut readable = std::collections::HashMap::new();
     let mut items = Vec::with_capacity(page.events.len());
     for (i, e) in page.events.iter().enumerate() {
+        if !may_read(ctx, &mut readable, &e.key).await? {
+            continue;
+        }
         // The previous revision: often the next item of a newest-first page of one object.
         let prev = match e.prev_position {
             None => None,
@@ -288,13 +317,7 @@ pub async fn list(ctx: &Ctx) -> ApiResult<Response> {
                     .map(|ev| ev.object),
             },
         };
-        items.push(item(
-            &reg,
-            &ctx.info.kind,
-            e,
-            prev.as_deref(),
-            secrets_visible,
-        ));
+        items.push(item(&reg, &ctx.info.kind, e, prev.as_deref()));
     }
     let mut metadata = json!({"resourceVersion": head.0.to_string()});
     if let Some(c) = page.cursor {
@@ -322,7 +345,7 @@ fn time_of(unix_nanos: i64) -> String {
 }
 
 /// One change as the API shows it.
-fn item(reg: &Registry, kind: &str, e: &Event, prev: Option<&[u8]>, secrets: bool) -> Value {
+fn item(reg: &Registry, kind: &str, e: &Event, prev: Option<&[u8]>) -> Value {
     let parse = |b: &[u8]| serde_json::from_slice::<Value>(b).unwrap_or(Value::Null);
     let mut obj = parse(&e.object);
     let mut before = prev.map_or_else(|| json!({}), parse);
@@ -332,14 +355,11 @@ fn item(reg: &Registry, kind: &str, e: &Event, prev: Option<&[u8]>, secrets: boo
             m.remove("managedFields");
         }
     }
-    let mut patch = serde_json::to_value(json_patch::diff(&before, &obj)).unwrap_or(Value::Null);
+    let patch = serde_json::to_value(json_patch::diff(&before, &obj)).unwrap_or(Value::Null);
     let (group, plural) = match e.key.resource.split_once('/') {
         Some((g, p)) => (g.to_string(), p.to_string()),
         None => (String::new(), e.key.resource.clone()),
     };
-    if group.is_empty() && plural == "secrets" && !secrets {
-        redact_secret_patch(&mut patch);
-    }
     let api_version = obj
         .get("apiVersion")
         .cloned()
@@ -397,30 +417,6 @@ fn item(reg: &Registry, kind: &str, e: &Event, prev: Option<&[u8]>, secrets: boo
         out["fieldManager"] = json!(m);
     }
     out
-}
-
-/// Replaces every value a patch writes under `/data` or `/stringData` (or a whole Secret's
-/// `data`) with [`REDACTED`]: the auditor still sees which keys changed, not their values.
-fn redact_secret_patch(patch: &mut Value) {
-    fn redact(v: &mut Value) {
-        match v {
-            Value::Object(m) => m.values_mut().for_each(redact),
-            Value::Array(a) => a.iter_mut().for_each(redact),
-            other => *other = json!(REDACTED),
-        }
-    }
-    let Some(ops) = patch.as_array_mut() else {
-        return;
-    };
-    for op in ops {
-        let path = op.get("path").and_then(Value::as_str).unwrap_or("");
-        let sensitive = ["/data", "/stringData"]
-            .iter()
-            .any(|p| path == *p || path.starts_with(&format!("{p}/")));
-        if sensitive && let Some(v) = op.get_mut("value") {
-            redact(v);
-        }
-    }
 }
 
 /// The list as a `meta.k8s.io` Table (what `kubectl get revisions.history.logbook.dev` asks).
@@ -514,26 +510,6 @@ mod tests {
         }
         assert_eq!(resolve_resource(&reg, "nonsense").unwrap_err().code, 400);
         assert_eq!(resolve_resource(&reg, "revisions").unwrap_err().code, 400);
-    }
-
-    #[test]
-    fn secret_values_in_patches_are_redacted_but_their_keys_are_kept() {
-        let mut patch = json!([
-            {"op": "add", "path": "/data", "value": {"password": "c2VjcmV0"}},
-            {"op": "replace", "path": "/data/token", "value": "dG9r"},
-            {"op": "replace", "path": "/metadata/labels/app", "value": "web"},
-            {"op": "remove", "path": "/data/old"},
-        ]);
-        redact_secret_patch(&mut patch);
-        assert_eq!(
-            patch,
-            json!([
-                {"op": "add", "path": "/data", "value": {"password": REDACTED}},
-                {"op": "replace", "path": "/data/token", "value": REDACTED},
-                {"op": "replace", "path": "/metadata/labels/app", "value": "web"},
-                {"op": "remove", "path": "/data/old"},
-            ])
-        );
     }
 
     #[test]

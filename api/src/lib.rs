@@ -24,6 +24,7 @@
 //!   before anything is appended.
 
 pub mod admission;
+pub mod auth;
 pub mod crd;
 pub mod discovery;
 pub mod duplicates;
@@ -87,12 +88,17 @@ pub const HTTP1_HEADER_READ_TIMEOUT_MS: u64 = 120_000;
 pub struct ServeOptions {
     /// See [`HTTP1_HEADER_READ_TIMEOUT_MS`].
     pub http1_header_read_timeout: Duration,
+    /// Checks client certificate chains after the handshake (the TLS configuration's
+    /// verifier defers them, [`auth::tls::DeferredClientVerifier`]); `None`: every presented
+    /// certificate is refused.
+    pub client_verifier: Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>,
 }
 
 impl Default for ServeOptions {
     fn default() -> Self {
         ServeOptions {
             http1_header_read_timeout: Duration::from_millis(HTTP1_HEADER_READ_TIMEOUT_MS),
+            client_verifier: None,
         }
     }
 }
@@ -121,7 +127,11 @@ pub const KUBERNETES_VERSION: (&str, &str) = ("1", "33");
 #[derive(Clone, Debug)]
 pub struct Identity {
     pub user: String,
+    /// The user's uid, when the authenticator knows one (a ServiceAccount's).
+    pub uid: String,
     pub groups: Vec<String>,
+    /// Extra fields of the user (a bound token's pod, its credential id).
+    pub extra: std::collections::BTreeMap<String, Vec<String>>,
     /// The request's `User-Agent` ("" when absent).
     pub user_agent: String,
     /// The client's address, `ip:port` ("" for the server's own writes).
@@ -136,7 +146,9 @@ impl Identity {
     pub fn anonymous() -> Self {
         Identity {
             user: "system:anonymous".into(),
+            uid: String::new(),
             groups: vec!["system:unauthenticated".into()],
+            extra: Default::default(),
             user_agent: String::new(),
             source: String::new(),
             request_id: String::new(),
@@ -147,7 +159,9 @@ impl Identity {
     pub fn system() -> Self {
         Identity {
             user: "system:logbook".into(),
+            uid: String::new(),
             groups: vec!["system:masters".into()],
+            extra: Default::default(),
             user_agent: concat!("logbook/", env!("CARGO_PKG_VERSION")).into(),
             source: String::new(),
             request_id: String::new(),
@@ -205,6 +219,10 @@ pub struct Api {
     inflight: Arc<Semaphore>,
     /// Each user's share of the requests in flight.
     pub shares: fairness::UserShares,
+    /// Authentication and authorization settings.
+    pub auth: auth::Auth,
+    /// The RBAC objects, indexed for decisions.
+    pub rbac: auth::rbac::Rbac,
     /// The admission chain's caches and webhook client limits.
     pub admission: admission::State,
 }
@@ -217,12 +235,14 @@ impl Api {
         shutdown: tokio::sync::watch::Receiver<bool>,
         server_address: String,
         service_ranges: service_alloc::Ranges,
+        auth: auth::Auth,
     ) -> Arc<Self> {
         Arc::new(Api {
             log,
             hub,
             registry: RegistryHandle::new({
                 history::register(&mut registry);
+                auth::reviews::register(&mut registry);
                 registry
             }),
             metrics: Metrics::default(),
@@ -234,6 +254,8 @@ impl Api {
             columns: table::Columns::default(),
             inflight: Arc::new(Semaphore::new(REQUESTS_INFLIGHT_MAX)),
             shares: fairness::UserShares::default(),
+            auth,
+            rbac: auth::rbac::Rbac::default(),
             admission: admission::State::default(),
         })
     }
@@ -284,7 +306,10 @@ impl Api {
                 }
             }
         }
-        self.bootstrap_kubernetes_service().await
+        self.bootstrap_kubernetes_service().await?;
+        auth::bootstrap(self).await?;
+        auth::rbac::start(self.clone()).await;
+        Ok(())
     }
 
     /// A request context for bootstrapping `resource` in `namespace` as `system:logbook`.
@@ -391,7 +416,28 @@ fn text(code: StatusCode, body: &'static str) -> Response {
     r
 }
 
-/// Routes and serves one request.
+/// Serves one request from the network: authenticates it (client certificate, bearer
+/// token, or anonymous when allowed), then [`handle`]s it. Health probes are answered
+/// without credentials.
+pub async fn handle_remote(
+    api: Arc<Api>,
+    cert: Option<Result<Identity, ()>>,
+    source: String,
+    req: Request<Body>,
+) -> Response {
+    let path = req.uri().path();
+    let mut identity = match auth::authenticate(&api, cert, req.headers()).await {
+        Ok(Some(id)) => id,
+        Ok(None) if auth::is_open_path(path) => Identity::anonymous(),
+        Ok(None) => return auth::authn::unauthorized_error().into_response(),
+        Err(e) => return e.into_response(),
+    };
+    identity.source = source;
+    handle(api, identity, req).await
+}
+
+/// Routes and serves one request of an authenticated `identity` (in-process clients call
+/// this directly, as who they are).
 pub async fn handle(api: Arc<Api>, mut identity: Identity, req: Request<Body>) -> Response {
     let started = Instant::now();
     identity.user_agent = req
@@ -413,6 +459,16 @@ pub async fn handle(api: Arc<Api>, mut identity: Identity, req: Request<Body>) -
         })
         .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_string);
     let audit_id = header::HeaderValue::from_str(&identity.request_id).ok();
+    let identity = match auth::impersonate(&api, identity, req.headers()).await {
+        Ok(i) => i,
+        Err(e) => {
+            let mut resp = e.into_response();
+            if let Some(id) = audit_id {
+                resp.headers_mut().insert("audit-id", id);
+            }
+            return resp;
+        }
+    };
     let mut resp = handle_routed(api, identity, req, started).await;
     if let Some(id) = audit_id {
         resp.headers_mut().insert("audit-id", id);
@@ -428,7 +484,20 @@ async fn handle_routed(
 ) -> Response {
     let path = req.uri().path().to_string();
     let route = parse_path(&path);
+    if !matches!(route, Some(Route::Resource(_))) && !auth::is_open_path(&path) {
+        let verb = req.method().as_str().to_ascii_lowercase();
+        let ask = auth::Request::Path {
+            verb: &verb,
+            path: &path,
+        };
+        if let Err(e) = auth::authorize(&api, &identity, &ask).await {
+            return e.into_response();
+        }
+    }
     let Some(route) = route else {
+        if let Some(r) = auth::reviews::oidc(api.auth.signer.as_ref(), &path) {
+            return r;
+        }
         if let Some(r) = openapi::route(&api.openapi, &api.registry.load(), req.headers(), &path) {
             return r;
         }
@@ -592,6 +661,28 @@ async fn resource_request(
             ))),
         );
     }
+    {
+        let ns = match (&target.namespace, info.group.as_str(), info.plural.as_str()) {
+            (Some(ns), _, _) => ns.as_str(),
+            // A namespace is its own namespace for RBAC (kube's RequestInfo).
+            (None, "", "namespaces") => target.name.as_deref().unwrap_or(""),
+            (None, _, _) => "",
+        };
+        let ask = auth::Request::Resource {
+            attrs: auth::rbac::ResourceAttrs {
+                verb,
+                group: &info.group,
+                resource: &info.plural,
+                subresource: target.subresource.as_deref(),
+                namespace: ns,
+                name: target.name.as_deref().unwrap_or(""),
+            },
+            field_selector: query.get("fieldSelector"),
+        };
+        if let Err(e) = auth::authorize(&api, &identity, &ask).await {
+            return (verb, Err(e));
+        }
+    }
     let (parts, body) = req.into_parts();
     let mut ctx = Ctx {
         api: api.clone(),
@@ -634,11 +725,22 @@ async fn resource_request(
         Ok(b) => b,
         Err(e) => return (verb, Err(e)),
     };
+    if verb == "create"
+        && ctx.target.subresource.is_none()
+        && let Some(node) = auth::node::node_name(&ctx.identity.user, &ctx.identity.groups)
+        && let Err(e) = auth::node::check_create(node, &ctx.info.group, &ctx.info.plural, &body)
+    {
+        return (verb, Err(e));
+    }
     let res = match (action.as_ref().map(|a| a.name), verb) {
+        (Some("token"), _) => auth::reviews::token_request(&ctx, body).await,
         (Some("binding"), _) => pod_actions::bind(&ctx, body).await,
         (Some("eviction"), _) => pod_actions::evict(&ctx, body).await,
         (Some(name), _) => pod_actions::node_stream(&ctx, name).await,
         (None, "list") if history::is_history(&ctx.info) => history::list(&ctx).await,
+        (None, "create") if auth::reviews::is_review(&ctx.info) => {
+            auth::reviews::create(&ctx, body).await
+        }
         (None, v) => dispatch(&ctx, v, body).await,
     };
     let res = res.map(|mut r| {
@@ -718,9 +820,7 @@ pub fn identity_from_cert(der: &[u8]) -> Option<Identity> {
     Some(Identity {
         user,
         groups,
-        user_agent: String::new(),
-        source: String::new(),
-        request_id: String::new(),
+        ..Identity::anonymous()
     })
 }
 
@@ -758,6 +858,7 @@ pub async fn serve(
         let api = api.clone();
         let watcher = graceful.watcher();
         let header_timeout = options.http1_header_read_timeout;
+        let verifier = options.client_verifier.clone();
         tokio::spawn(async move {
             let tls = match tokio::time::timeout(
                 Duration::from_millis(TLS_HANDSHAKE_TIMEOUT_MS),
@@ -772,18 +873,25 @@ pub async fn serve(
                 }
                 Err(_) => return,
             };
-            let mut identity = tls
-                .get_ref()
-                .1
-                .peer_certificates()
-                .and_then(|c| c.first())
-                .and_then(|c| identity_from_cert(c.as_ref()))
-                .unwrap_or_else(Identity::anonymous);
-            identity.source = peer.to_string();
+            // A presented certificate is checked against the CA here, so a foreign one is a
+            // 401 on each request rather than a failed handshake.
+            let cert = tls.get_ref().1.peer_certificates().map(|chain| {
+                let valid = verifier
+                    .as_deref()
+                    .is_some_and(|v| auth::tls::chain_is_valid(v, chain));
+                match chain.first() {
+                    Some(c) if valid => identity_from_cert(c.as_ref()).ok_or(()),
+                    _ => Err(()),
+                }
+            });
+            let source = peer.to_string();
             let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
                 let api = api.clone();
-                let identity = identity.clone();
-                async move { Ok::<_, Infallible>(handle(api, identity, req.map(Body::new)).await) }
+                let cert = cert.clone();
+                let source = source.clone();
+                async move {
+                    Ok::<_, Infallible>(handle_remote(api, cert, source, req.map(Body::new)).await)
+                }
             });
             let mut builder = auto::Builder::new(TokioExecutor::new());
             builder

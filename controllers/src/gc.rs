@@ -168,12 +168,20 @@ impl GarbageCollector {
                 api: Api::all_with(self.client.clone(), &resource.ar),
                 resource: resource.ar.clone(),
             };
-            let inf = Informer::from_source(
-                Box::new(source),
-                &format!("gc-{id}"),
-                self.state_dir.as_deref(),
-                None,
-            );
+            // Secrets' metadata is never saved: `kubectl apply` puts the whole Secret, values
+            // included, in the last-applied-configuration annotation, and nothing under the
+            // data directory may hold a Secret value in plaintext (the log seals them). Their
+            // informer lists again after a restart instead, and a file saved by an older
+            // version is removed.
+            let state_dir = if id == "secrets" {
+                if let Some(dir) = &self.state_dir {
+                    let _ = std::fs::remove_file(dir.join("gc-secrets.json"));
+                }
+                None
+            } else {
+                self.state_dir.as_deref()
+            };
+            let inf = Informer::from_source(Box::new(source), &format!("gc-{id}"), state_dir, None);
             let me = Arc::downgrade(self);
             let res = resource.clone();
             inf.on_change(move |old, new| {

@@ -208,7 +208,7 @@ pub(crate) fn lat_json(l: &Lat) -> Value {
 }
 
 /// Creates pods with `writers` concurrent clients for `secs` (or until `total` when set).
-async fn create_storm(
+pub(crate) async fn create_storm(
     c: &kube::Client,
     ns: &str,
     prefix: &str,

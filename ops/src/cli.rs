@@ -51,6 +51,12 @@ pub enum Command {
         #[command(subcommand)]
         action: UserAction,
     },
+    /// Secrets at rest: move them to the current encryption key, and see which keys the
+    /// retained revisions use (docs/security.md).
+    Secrets {
+        #[command(subcommand)]
+        action: SecretsAction,
+    },
     /// Tamper evidence for auditors.
     Audit {
         #[command(subcommand)]
@@ -86,6 +92,43 @@ pub struct UserAddArgs {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum SecretsAction {
+    /// Rewrite every Secret's current state under the server's current write key: an
+    /// unchanged update of each, which the server writes because the stored form is stale
+    /// (as `kubectl get secrets -A -o json | kubectl replace -f -` does for kube-apiserver).
+    /// Prints progress per namespace and a final count. Old revisions keep the key they
+    /// were written with: the log is never rewritten.
+    Reencrypt(SecretsReencryptArgs),
+    /// On a stopped store: how many retained revisions (and current objects) of each
+    /// encrypted resource use each key id, so you know when an old key may be dropped.
+    KeyUsage(SecretsKeyUsageArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SecretsReencryptArgs {
+    /// The kubeconfig (default: $KUBECONFIG, else <data-dir>/kubeconfig, else
+    /// ~/.kube/config).
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// The data directory whose admin kubeconfig is the default.
+    #[arg(long, default_value = "logbook-data")]
+    pub data_dir: PathBuf,
+    /// Secrets listed per page.
+    #[arg(long, default_value_t = crate::secrets::REENCRYPT_PAGE_ITEMS_DEFAULT)]
+    pub page_items: u32,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SecretsKeyUsageArgs {
+    /// The data directory (as given to `logbook serve`; the server must be stopped).
+    #[arg(long, default_value = "logbook-data")]
+    pub data_dir: PathBuf,
+    /// The resources to count, as in the encryption configuration (repeatable).
+    #[arg(long, default_value = "secrets")]
+    pub resource: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
 pub enum AuditAction {
     /// Re-derive, on a stopped store, every event hash, every per-object chain link (a chain
     /// may start at a compacted horizon) and every checkpoint; print progress, then a
@@ -112,6 +155,9 @@ pub enum BenchTarget {
     /// under the node lease load, server RSS, and how fast 500 nodes going silent at once
     /// are noticed.
     Scale(BenchScaleArgs),
+    /// What security costs: pod creates/s with 64 clients, security off
+    /// (AlwaysAllow) vs a client certificate and a ServiceAccount token under RBAC.
+    Auth(BenchApiArgs),
     /// The history benchmark: a store of 1,000,000 events, then an object's revisions, a
     /// list as of an old position and one user's change feed, over HTTPS.
     History(BenchApiArgs),
@@ -289,8 +335,30 @@ pub struct ServeArgs {
     /// included (default `HTTP1_HEADER_READ_TIMEOUT_MS`, 120s; tests shorten it).
     #[arg(long, hide = true, value_name = "DURATION")]
     pub http1_header_read_timeout: Option<String>,
+    /// kube-apiserver's EncryptionConfiguration file: which resources are encrypted before
+    /// their events are written, and with which keys (`aesgcm`, `identity`). Default:
+    /// <data-dir>/pki/encryption-config.yaml, generated on first start with a random key for
+    /// Secrets (docs/security.md).
+    #[arg(long, value_name = "PATH")]
+    pub encryption_provider_config: Option<PathBuf>,
     /// Do not run the built-in controllers in-process (run `logbook controllers` instead,
     /// or none).
+    /// Serve requests without credentials as `system:anonymous` (group
+    /// `system:unauthenticated`), authorized like any user; off: they get 401. Health probes
+    /// (`/healthz`, `/livez`, `/readyz`) never need credentials.
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub anonymous_auth: bool,
+    /// `Node,RBAC` (the default: system:masters, the node authorizer, then RBAC) or
+    /// `AlwaysAllow` (every authenticated request allowed: only for measuring what
+    /// authorization costs).
+    #[arg(long, default_value = "Node,RBAC", value_name = "MODE")]
+    pub authorization_mode: String,
+    /// The `iss` of ServiceAccount tokens and of OIDC discovery.
+    #[arg(long, default_value = logbook_api::auth::authn::SERVICE_ACCOUNT_ISSUER_DEFAULT)]
+    pub service_account_issuer: String,
+    /// Audiences a token must carry to authenticate to this server (default: the issuer).
+    #[arg(long, value_delimiter = ',')]
+    pub api_audiences: Vec<String>,
     #[arg(long)]
     pub no_controllers: bool,
     /// Do not run the scheduler in-process (run `logbook scheduler` instead, or none).

@@ -22,6 +22,10 @@ pub const CONTROLLERS_USER: &str = "system:kube-controller-manager";
 /// The identity the scheduler acts as (kube-scheduler's user name).
 pub const SCHEDULER_USER: &str = "system:kube-scheduler";
 
+/// The identity simulated nodes act as: one process plays many nodes, so it has a role of
+/// its own (`system:logbook:simulated-nodes`) rather than one node's identity.
+pub const SIMULATED_NODES_USER: &str = "system:logbook:simulated-nodes";
+
 /// The Lease the controllers elect their leader through (kube-controller-manager's
 /// `kube-system/kube-controller-manager`).
 pub const CONTROLLERS_LEASE: &str = "logbook-controllers";
@@ -89,7 +93,7 @@ pub fn sim_config(nodes: usize, shape: &SimShape) -> SimConfig {
 
 /// Starts simulated nodes inside `logbook serve`, acting as the nodes' group.
 pub fn start_nodes_in_process(api: &Arc<Api>, cfg: SimConfig, shutdown: watch::Receiver<bool>) {
-    let client = crate::inproc::client(api, "system:node:simulated", &["system:nodes"]);
+    let client = crate::inproc::client(api, SIMULATED_NODES_USER, &[]);
     tokio::spawn(async move {
         if let Err(e) = logbook_node::simulate::run(client, cfg, shutdown).await {
             tracing::error!("simulated nodes stopped: {e}");

@@ -15,10 +15,13 @@ pub fn client(api: &Arc<Api>, user: &str, groups: &[&str]) -> kube::Client {
     let api = Arc::clone(api);
     let identity = Identity {
         user: user.to_string(),
-        groups: groups.iter().map(|g| (*g).to_string()).collect(),
-        user_agent: String::new(),
+        groups: groups
+            .iter()
+            .map(|g| (*g).to_string())
+            .chain(std::iter::once("system:authenticated".to_string()))
+            .collect(),
         source: "in-process".to_string(),
-        request_id: String::new(),
+        ..Identity::anonymous()
     };
     let service = tower::service_fn(move |req: http::Request<kube::client::Body>| {
         let api = Arc::clone(&api);

@@ -2,6 +2,7 @@
 
 mod bench_api;
 mod bench_audit;
+mod bench_auth;
 mod bench_crd;
 mod bench_history;
 mod bench_scale;
@@ -10,17 +11,19 @@ mod bench_workloads;
 mod cli;
 mod compact;
 mod components;
+mod encryption;
 mod history_cli;
 mod inproc;
 mod pki;
 mod retention;
+mod secrets;
 mod serve;
 mod verify;
 
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-use crate::cli::{AuditAction, BenchTarget, Cli, Command, UserAction};
+use crate::cli::{AuditAction, BenchTarget, Cli, Command, SecretsAction, UserAction};
 
 // The store allocates many short-lived buffers per request (keys, decoded records); mimalloc
 // measured faster than glibc's malloc for that pattern (BENCHMARKS.md).
@@ -64,6 +67,9 @@ async fn main() -> anyhow::Result<()> {
             target: BenchTarget::Crd(args),
         } => bench_crd::run(args).await,
         Command::Bench {
+            target: BenchTarget::Auth(args),
+        } => bench_auth::run(args).await,
+        Command::Bench {
             target: BenchTarget::History(args),
         } => bench_history::run(args).await,
         Command::Bench {
@@ -91,6 +97,12 @@ async fn main() -> anyhow::Result<()> {
                 code => std::process::exit(code),
             }
         }
+        Command::Secrets {
+            action: SecretsAction::Reencrypt(args),
+        } => secrets::reencrypt(args).await,
+        Command::Secrets {
+            action: SecretsAction::KeyUsage(args),
+        } => secrets::key_usage(args).await,
         Command::User {
             action: UserAction::Add(args),
         } => {

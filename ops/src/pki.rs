@@ -23,11 +23,27 @@ pub struct Pki {
     pub server_key_pem: String,
     pub admin_cert_pem: String,
     pub admin_key_pem: String,
+    /// The service-account signing key (PKCS#8 DER, P-256): signs ServiceAccount tokens.
+    /// Replicas of one cluster share it, as they share the CA.
+    pub service_account_key_der: Vec<u8>,
+}
+
+/// Loads `pki/sa.key` (PEM, PKCS#8 P-256), creating it when missing.
+fn service_account_key(dir: &Path) -> Result<Vec<u8>> {
+    let path = dir.join("sa.key");
+    if !path.exists() {
+        let key = KeyPair::generate()?;
+        write_private(&path, &key.serialize_pem())?;
+        tracing::info!(path = %path.display(), "generated a service-account signing key");
+    }
+    let key = KeyPair::from_pem(&fs::read_to_string(&path)?)
+        .with_context(|| format!("reading {}", path.display()))?;
+    Ok(key.serialize_der())
 }
 
 /// Writes a file only its owner may read: created with mode 0600 (never readable by others,
 /// not even for a moment), and an existing one is narrowed to 0600 first.
-fn write_private(path: &Path, contents: &str) -> Result<()> {
+pub(crate) fn write_private(path: &Path, contents: &str) -> Result<()> {
     #[cfg(unix)]
     {
         use std::io::Write;
@@ -127,6 +143,7 @@ pub fn ensure(data_dir: &Path, hosts: &[String]) -> Result<Pki> {
     fs::write(dir.join("server.crt"), &server_cert_pem)?;
     write_private(&dir.join("server.key"), &server_key_pem)?;
 
+    let service_account_key_der = service_account_key(&dir)?;
     Ok(Pki {
         dir,
         ca_pem,
@@ -134,6 +151,7 @@ pub fn ensure(data_dir: &Path, hosts: &[String]) -> Result<Pki> {
         server_key_pem,
         admin_cert_pem: fs::read_to_string(&admin_cert)?,
         admin_key_pem: fs::read_to_string(&admin_key)?,
+        service_account_key_der,
     })
 }
 
@@ -208,11 +226,17 @@ fn kubeconfig_text(server: &str, ca: &str, cert: &str, key: &str, user: &str) ->
 }
 
 /// The rustls server configuration: the serving certificate, client certificates verified
-/// against the CA but optional (anonymous requests are allowed until authentication lands),
+/// against the CA after the handshake (a foreign one gets 401, see
+/// `logbook_api::auth::tls`), optional (tokens authenticate too),
 /// ALPN h2 then http/1.1. TLS 1.2 and 1.3 only, and only AEAD cipher suites (AES-GCM and
 /// ChaCha20-Poly1305 with ECDHE key exchange): rustls implements no CBC, RC4 or static-RSA
 /// suite, and the list below is checked to hold nothing else.
-pub fn server_config(pki: &Pki) -> Result<Arc<rustls::ServerConfig>> {
+pub fn server_config(
+    pki: &Pki,
+) -> Result<(
+    Arc<rustls::ServerConfig>,
+    Arc<dyn rustls::server::danger::ClientCertVerifier>,
+)> {
     let mut provider = rustls::crypto::ring::default_provider();
     provider.cipher_suites.retain(|s| {
         matches!(
@@ -245,10 +269,12 @@ pub fn server_config(pki: &Pki) -> Result<Arc<rustls::ServerConfig>> {
     .build()?;
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
-        .with_client_cert_verifier(verifier)
+        .with_client_cert_verifier(Arc::new(logbook_api::auth::tls::DeferredClientVerifier(
+            verifier.clone(),
+        )))
         .with_single_cert(certs, key)?;
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(Arc::new(cfg))
+    Ok((Arc::new(cfg), verifier))
 }
 
 /// Writes `<data-dir>/kubeconfig` for the admin user against `server` (an https URL).
@@ -263,5 +289,20 @@ pub fn write_kubeconfig(data_dir: &Path, pki: &Pki, server: &str) -> Result<Path
     let path = data_dir.join("kubeconfig");
     write_private(&path, &text)?;
     let _ = &pki.dir;
+    // Each component run as its own process gets its own identity (and so its own RBAC
+    // role), not the administrator's: `logbook controllers --kubeconfig
+    // <data-dir>/components/controllers.kubeconfig`, and so on.
+    for (file, user) in COMPONENT_KUBECONFIGS {
+        let out = data_dir.join("components").join(file);
+        if !out.exists() {
+            add_user(data_dir, user, &[], Some(out))?;
+        }
+    }
     Ok(path)
 }
+
+/// The kubeconfigs written for Logbook's own components, under `<data-dir>/components/`.
+pub const COMPONENT_KUBECONFIGS: [(&str, &str); 2] = [
+    ("controllers.kubeconfig", "system:kube-controller-manager"),
+    ("scheduler.kubeconfig", "system:kube-scheduler"),
+];

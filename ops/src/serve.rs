@@ -162,9 +162,13 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     }
     hosts.extend(args.advertise_address.iter().cloned());
     let pki = pki::ensure(&args.data_dir, &hosts)?;
-    let tls = pki::server_config(&pki)?;
+    let (tls, client_verifier) = pki::server_config(&pki)?;
 
+    // Secrets are sealed before their events are written (docs/security.md).
+    let transforms =
+        crate::encryption::for_serve(&args.data_dir, args.encryption_provider_config.as_deref())?;
     let (log, report) = open_store(&args).await?;
+    let log = log.with_value_transforms(transforms);
     let hub = WatchHub::start(log.clone(), HubConfig::default()).await?;
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let listener = tokio::net::TcpListener::bind(listen)
@@ -181,6 +185,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         &args.service_node_port_range,
     )
     .map_err(|e| anyhow::anyhow!("--service-cluster-ip-range/--service-node-port-range: {e}"))?;
+    let auth = auth_settings(&args, &pki)?;
     let api = Api::new(
         log.clone(),
         hub,
@@ -188,6 +193,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         shutdown_rx.clone(),
         format!("{advertised}:{port}"),
         ranges,
+        auth,
     );
     if let Some(n) = args.requests_inflight_per_user {
         api.shares.set_max(n);
@@ -272,7 +278,10 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         tracing::info!("shutting down");
         let _ = shutdown_tx.send(true);
     };
-    let mut options = logbook_api::ServeOptions::default();
+    let mut options = logbook_api::ServeOptions {
+        client_verifier: Some(client_verifier),
+        ..Default::default()
+    };
     if let Some(t) = &args.http1_header_read_timeout {
         options.http1_header_read_timeout =
             crate::retention::parse_duration(t).context("--http1-header-read-timeout")?;
@@ -280,6 +289,27 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     logbook_api::serve(Arc::clone(&api), listener, tls, options, shutdown).await?;
     eprintln!("logbook stopped");
     Ok(())
+}
+
+/// Authentication and authorization from the flags and the PKI's service-account key.
+fn auth_settings(args: &ServeArgs, pki: &pki::Pki) -> Result<logbook_api::auth::Auth> {
+    use logbook_api::auth::{Auth, AuthorizationMode, authn::TokenSigner};
+    let mode = match args.authorization_mode.as_str() {
+        "Node,RBAC" | "RBAC,Node" | "RBAC" => AuthorizationMode::NodeRbac,
+        "AlwaysAllow" => AuthorizationMode::AlwaysAllow,
+        other => anyhow::bail!("--authorization-mode {other:?}: expected Node,RBAC or AlwaysAllow"),
+    };
+    let signer = TokenSigner::from_pkcs8(
+        &pki.service_account_key_der,
+        &args.service_account_issuer,
+        args.api_audiences.clone(),
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(Auth {
+        signer: Some(signer),
+        anonymous: args.anonymous_auth,
+        mode,
+    })
 }
 
 pub(crate) async fn wait_for_signal() {

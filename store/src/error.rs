@@ -72,6 +72,12 @@ pub enum Error {
     #[error("corrupt record at {location}: {detail}")]
     Corrupt { location: String, detail: String },
 
+    /// An object's stored form could not be sealed or opened by its resource's
+    /// [`crate::transform::ValueTransformer`] (e.g. encrypted under a key the server no
+    /// longer holds, or altered). `detail` names the key id, never the value.
+    #[error("cannot read or write the stored value of {key}: {detail}")]
+    Transform { key: String, detail: String },
+
     /// A caller passed something malformed (bad continuation token, bad key).
     #[error("invalid argument: {0}")]
     InvalidArgument(String),

@@ -5,14 +5,19 @@
 //! and its projections ([`EventLog`]: current-state pointers, revision index, per-resource
 //! log; reads as of any retained position; compaction), per-resource retention and
 //! checkpoint chains ([`retention`]), verification ([`audit`]), and the watch hub
-//! ([`WatchHub`]) that turns the log into subscriptions.
+//! ([`WatchHub`]) that turns the log into subscriptions, and per-resource value transformers
+//! ([`transform`]: how Secrets are kept encrypted in the log).
 //!
 //! Where to start reading: [`kv`] for the storage contract, [`log`] for what one append
 //! writes, [`watch`] for how subscribers get every event exactly once.
 //!
 //! # Invariants
 //! - Knows no Kubernetes kinds or semantics: it stores keys, events and bytes. A resource
-//!   is an opaque string, an object an opaque byte string.
+//!   is an opaque string, an object an opaque byte string. Which resources are encrypted is
+//!   the caller's choice ([`transform`]); the store only applies a resource's transformer.
+//! - An object of a resource with a value transformer is sealed before its event is written
+//!   and opened by every public read; internal paths (compaction, retention, checkpoints,
+//!   verify) work on the sealed bytes and never need a key.
 //! - The log is the only state that cannot be rebuilt; the current-state, revision and
 //!   per-resource projections are written in the same transaction as the event they derive
 //!   from. Object bytes live only in the log.
@@ -31,6 +36,7 @@ pub mod position;
 pub mod record;
 pub mod retention;
 pub mod testing;
+pub mod transform;
 pub mod watch;
 
 pub use error::{Error, Result};
@@ -43,6 +49,7 @@ pub use log::{
 pub use position::Position;
 pub use record::{Actor, Event, EventType, StoredObject};
 pub use retention::{Checkpoint, CompactTo};
+pub use transform::{Opened, TransformError, ValueTransformer, ValueTransforms};
 pub use watch::{HubConfig, Subscription, WatchHub, WatchItem};
 
 use std::sync::Arc;

@@ -24,6 +24,7 @@ use crate::record::{
     self, Actor, Event, EventType, NewEvent, OBJECT_BYTES_MAX, ObjectRef, RECORD_CHUNKS_MAX,
     StoredObject,
 };
+use crate::transform::ValueTransforms;
 
 /// The on-disk format this code writes and reads.
 pub const STORE_FORMAT_VERSION: u64 = 1;
@@ -144,6 +145,9 @@ impl Default for LogConfig {
 pub struct EventLog {
     pub(crate) kv: Arc<dyn Kv>,
     parts: Arc<Partitions>,
+    /// Per-resource value transformers (see [`crate::transform`]); empty unless set with
+    /// [`EventLog::with_value_transforms`].
+    transforms: Arc<ValueTransforms>,
 }
 
 /// The log's partition count and every count it had before (it only grows). An event's
@@ -185,6 +189,13 @@ fn rev_range(key: &ObjectKey) -> (Vec<u8>, Vec<u8>) {
     let mut e = p;
     e.push(1);
     (b, e)
+}
+
+fn transform_error(key: &ObjectKey, e: crate::transform::TransformError) -> Error {
+    Error::Transform {
+        key: key.to_string(),
+        detail: e.0,
+    }
 }
 
 pub(crate) fn hex(bytes: &[u8]) -> String {
@@ -410,6 +421,7 @@ impl EventLog {
                             current: std::sync::atomic::AtomicU16::new(partitions),
                             older: std::sync::RwLock::new(older),
                         }),
+                        transforms: Arc::new(ValueTransforms::default()),
                     });
                 }
                 Err(e) if e.is_retryable() => continue,
@@ -614,12 +626,62 @@ impl EventLog {
             .load(std::sync::atomic::Ordering::Acquire)
     }
 
-    /// Appends one event and updates the projections, atomically and durably.
+    /// This log with `transforms` applied to the objects of their resources: sealed when
+    /// appended, opened by every public read (see [`crate::transform`]). Set it before the
+    /// log is cloned or shared: clones made earlier keep the set they had.
+    pub fn with_value_transforms(mut self, transforms: ValueTransforms) -> Self {
+        self.transforms = Arc::new(transforms);
+        self
+    }
+
+    /// An event as readers see it: its object opened by its resource's transformer.
+    pub(crate) fn open_event(&self, mut e: Event) -> Result<Event> {
+        if let Some(t) = self.transforms.get(&e.key.resource) {
+            e.object = t
+                .open(&e.key, &e.object)
+                .map_err(|err| transform_error(&e.key, err))?
+                .plain;
+        }
+        Ok(e)
+    }
+
+    fn open_events(&self, events: Vec<Event>) -> Result<Vec<Event>> {
+        if self.transforms.is_empty() {
+            return Ok(events);
+        }
+        events.into_iter().map(|e| self.open_event(e)).collect()
+    }
+
+    fn open_stored(&self, mut s: StoredObject) -> Result<StoredObject> {
+        if let Some(t) = self.transforms.get(&s.key.resource) {
+            let opened = t
+                .open(&s.key, &s.object)
+                .map_err(|err| transform_error(&s.key, err))?;
+            s.object = opened.plain;
+            s.stale = opened.stale;
+        }
+        Ok(s)
+    }
+
+    fn open_page(&self, mut page: ListPage) -> Result<ListPage> {
+        if self.transforms.is_empty() {
+            return Ok(page);
+        }
+        page.items = std::mem::take(&mut page.items)
+            .into_iter()
+            .map(|s| self.open_stored(s))
+            .collect::<Result<_>>()?;
+        Ok(page)
+    }
+
+    /// Appends one event and updates the projections, atomically and durably. An object of
+    /// a resource with a value transformer is sealed first; the returned event carries the
+    /// object as given.
     ///
     /// # Errors
     /// `AlreadyExists` (Added on a present object), `NotFound` (Modified/Deleted on an
     /// absent one), `Conflict` (an `expect` field differs), `TooLarge` (object above
-    /// [`OBJECT_BYTES_MAX`]).
+    /// [`OBJECT_BYTES_MAX`]), `Transform` (the object could not be sealed).
     pub async fn append(&self, req: &AppendRequest) -> Result<Event> {
         if req.object.len() > OBJECT_BYTES_MAX {
             return Err(Error::TooLarge {
@@ -628,6 +690,30 @@ impl EventLog {
                 limit: OBJECT_BYTES_MAX,
             });
         }
+        let Some(t) = self.transforms.get(&req.key.resource) else {
+            return self.append_stored(req).await;
+        };
+        // Sealed once, before any attempt: every retry writes, and `committed_already`
+        // compares, the same stored bytes (a fresh nonce per attempt would never match).
+        let sealed = AppendRequest {
+            key: req.key.clone(),
+            kind: req.kind,
+            object: t
+                .seal(&req.key, &req.object)
+                .map_err(|e| transform_error(&req.key, e))?,
+            uid: req.uid.clone(),
+            expect: req.expect.clone(),
+            actor: req.actor.clone(),
+            verb: req.verb.clone(),
+            request_id: req.request_id.clone(),
+        };
+        let mut event = self.append_stored(&sealed).await?;
+        event.object = req.object.clone();
+        Ok(event)
+    }
+
+    /// [`Self::append`] of an object already in its stored form.
+    async fn append_stored(&self, req: &AppendRequest) -> Result<Event> {
         let mut attempts = 0;
         let mut maybe_committed = false;
         loop {
@@ -1009,12 +1095,19 @@ impl EventLog {
     }
 
     /// The current state of one object.
+    ///
+    /// # Errors
+    /// `Transform` when its stored form cannot be opened.
     pub async fn get(&self, key: &ObjectKey) -> Result<Option<StoredObject>> {
         let mut tx = self.kv.begin().await?;
         let Some(r) = self.read_object_ref(tx.as_mut(), key, true).await? else {
             return Ok(None);
         };
-        Ok(self.resolve(tx.as_mut(), vec![r]).await?.pop())
+        self.resolve(tx.as_mut(), vec![r])
+            .await?
+            .pop()
+            .map(|s| self.open_stored(s))
+            .transpose()
     }
 
     async fn check_retained(
@@ -1047,8 +1140,23 @@ impl EventLog {
     ///
     /// # Errors
     /// `InvalidArgument` for a token that is not ours or belongs to another list;
-    /// `Compacted` when the token's position fell below the retention horizon.
+    /// `Compacted` when the token's position fell below the retention horizon; `Transform`
+    /// when an item's stored form cannot be opened.
     pub async fn list(
+        &self,
+        resource: &str,
+        namespace: Option<&str>,
+        at: ListAt,
+        limit: usize,
+        continue_token: Option<&str>,
+    ) -> Result<ListPage> {
+        let page = self
+            .list_stored(resource, namespace, at, limit, continue_token)
+            .await?;
+        self.open_page(page)
+    }
+
+    async fn list_stored(
         &self,
         resource: &str,
         namespace: Option<&str>,
@@ -1225,6 +1333,7 @@ impl EventLog {
                 object: e.object,
                 hash: e.hash,
                 request_id: e.request_id,
+                stale: false,
             });
         }
         Ok(self.page(items, at, more, resource, namespace))
@@ -1275,7 +1384,8 @@ impl EventLog {
     /// resource's own log, so its cost does not grow with other resources' traffic.
     ///
     /// # Errors
-    /// [`Error::Compacted`] when `after` is below the horizon.
+    /// [`Error::Compacted`] when `after` is below the horizon; `Transform` when an event's
+    /// object cannot be opened.
     pub async fn read_resource_log(
         &self,
         resource: &str,
@@ -1284,17 +1394,51 @@ impl EventLog {
         until: Option<Position>,
         limit: usize,
     ) -> Result<Vec<Event>> {
-        let mut tx = self.kv.begin().await?;
-        let horizon = self
-            .read_resource_horizon(tx.as_mut(), resource, true)
+        let events = self
+            .read_resource_log_stored(resource, namespace, after, until, limit, true)
             .await?;
-        if after < horizon {
-            return Err(Error::Compacted {
-                requested: after,
-                horizon,
-            });
+        self.open_events(events)
+    }
+
+    /// Every retained event of `resource` after `after` (exclusive; ZERO for all, including
+    /// the events kept at the retention horizon), at most `limit`, in log order, with the
+    /// objects **in their stored form** (not opened by the resource's value transformer).
+    /// For tools that inspect the stored form, such as which key sealed each revision;
+    /// never for serving objects.
+    pub async fn read_resource_log_unopened(
+        &self,
+        resource: &str,
+        after: Position,
+        limit: usize,
+    ) -> Result<Vec<Event>> {
+        self.read_resource_log_stored(resource, None, after, None, limit, false)
+            .await
+    }
+
+    /// [`Self::read_resource_log`] with the objects in their stored form (retention's walk:
+    /// it must not need a key to remove what an old key sealed).
+    pub(crate) async fn read_resource_log_stored(
+        &self,
+        resource: &str,
+        namespace: Option<&str>,
+        after: Position,
+        until: Option<Position>,
+        limit: usize,
+        check_horizon: bool,
+    ) -> Result<Vec<Event>> {
+        let mut tx = self.kv.begin().await?;
+        if check_horizon {
+            let horizon = self
+                .read_resource_horizon(tx.as_mut(), resource, true)
+                .await?;
+            if after < horizon {
+                return Err(Error::Compacted {
+                    requested: after,
+                    horizon,
+                });
+            }
+            self.check_fences(tx.as_mut(), after).await?;
         }
-        self.check_fences(tx.as_mut(), after).await?;
         let max = if limit == 0 { usize::MAX } else { limit };
         let prefix = keys::res_log(resource);
         let at = |p: Position| {
@@ -1365,7 +1509,21 @@ impl EventLog {
     /// With several partitions each is read up to a share of `limit` (not all of it, which
     /// would read `partitions` times what is returned); the merge then ends at the lowest
     /// last position among the partitions cut short, below which nothing can be missing.
+    ///
+    /// # Errors
+    /// `Compacted` below the horizon; `Transform` when an event's object cannot be opened.
     pub async fn read_log(
+        &self,
+        after: Position,
+        until: Option<Position>,
+        limit: usize,
+    ) -> Result<(Vec<Event>, bool)> {
+        let (events, more) = self.read_log_stored(after, until, limit).await?;
+        Ok((self.open_events(events)?, more))
+    }
+
+    /// [`Self::read_log`] with the objects in their stored form.
+    pub(crate) async fn read_log_stored(
         &self,
         after: Position,
         until: Option<Position>,
@@ -1482,7 +1640,7 @@ impl EventLog {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok((out, page.more))
+        Ok((self.open_events(out)?, page.more))
     }
 
     /// The object as of position `at`: the newest revision at or below it, or `None` if the
@@ -1515,7 +1673,9 @@ impl EventLog {
             }
         })?;
         self.read_event_at(tx.as_mut(), key, Position::from_versionstamp(vs))
-            .await
+            .await?
+            .map(|e| self.open_event(e))
+            .transpose()
     }
 
     /// Removes history at or below `horizon` that no read at or above it can need: every

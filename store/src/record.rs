@@ -348,6 +348,10 @@ pub struct StoredObject {
     pub hash: [u8; 32],
     /// Request id of the write that produced this state (idempotent retries).
     pub request_id: String,
+    /// The stored form is not what the resource's value transformer writes now (sealed
+    /// under an older key, or not sealed): an unchanged update should still be written.
+    /// Always false for resources without a transformer.
+    pub stale: bool,
 }
 
 impl StoredObject {
@@ -360,6 +364,7 @@ impl StoredObject {
             object: e.object,
             hash: e.hash,
             request_id: e.request_id,
+            stale: false,
         }
     }
 }

@@ -438,7 +438,14 @@ impl EventLog {
                 let mut h = current;
                 'walk: loop {
                     let events = self
-                        .read_resource_log(resource, None, h, None, COMPACT_BATCH_EVENTS_MAX)
+                        .read_resource_log_stored(
+                            resource,
+                            None,
+                            h,
+                            None,
+                            COMPACT_BATCH_EVENTS_MAX,
+                            true,
+                        )
                         .await?;
                     for e in &events {
                         if e.timestamp_unix_nanos > cutoff_unix_nanos {

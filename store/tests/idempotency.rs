@@ -166,3 +166,64 @@ async fn a_retried_append_whose_first_commit_was_lost_writes_the_event_once() {
     .await
     .expect("finished in 30 s");
 }
+
+/// Seals with a fresh "nonce" per call, as encryption does: a retry that sealed again would
+/// write (and look for) different bytes.
+#[derive(Debug, Default)]
+struct FreshNonce(std::sync::atomic::AtomicU64);
+
+impl logbook_store::ValueTransformer for FreshNonce {
+    fn seal(
+        &self,
+        _key: &ObjectKey,
+        plain: &[u8],
+    ) -> Result<Vec<u8>, logbook_store::TransformError> {
+        let n = self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut out = n.to_be_bytes().to_vec();
+        out.extend_from_slice(plain);
+        Ok(out)
+    }
+
+    fn open(
+        &self,
+        _key: &ObjectKey,
+        stored: &[u8],
+    ) -> Result<logbook_store::Opened, logbook_store::TransformError> {
+        Ok(logbook_store::Opened {
+            plain: stored.get(8..).unwrap_or_default().to_vec(),
+            stale: false,
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_append_of_a_sealed_object_reuses_its_sealed_bytes_and_finds_the_landed_commit() {
+    tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        let (_dir, log, next_write) = faulty_log().await;
+        let mut t = logbook_store::ValueTransforms::new();
+        t.insert("pods", Arc::new(FreshNonce::default()));
+        let log = log.with_value_transforms(t);
+        let key = ObjectKey::new("pods", "ns", "p");
+        log.append(&common::req(EventType::Added, "ns", "p", b"v1"))
+            .await
+            .expect("create");
+        *next_write.lock().expect("lock") = Some(Fault::CommittedButUnknown);
+        let mut update = common::req(EventType::Modified, "ns", "p", b"v2");
+        update.request_id = "req-sealed-update".into();
+        update.expect.position = Some(log.get(&key).await.expect("get").expect("present").position);
+        let written = log
+            .append(&update)
+            .await
+            .expect("the landed commit is found: the retry compares the same sealed bytes");
+        assert_eq!(written.object, b"v2");
+        let revisions = log.revisions(&key).await.expect("revisions");
+        let objects: Vec<&[u8]> = revisions.iter().map(|e| e.object.as_slice()).collect();
+        assert_eq!(
+            objects,
+            vec![b"v1".as_slice(), b"v2"],
+            "written exactly once"
+        );
+    })
+    .await
+    .expect("finished in 30 s");
+}

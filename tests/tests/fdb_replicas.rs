@@ -41,11 +41,12 @@ async fn a_write_on_one_replica_reaches_a_watch_and_a_consistent_read_on_the_oth
             "--no-scheduler",
         ];
         let a = Server::start_with(&args)?;
-        // The second replica trusts the same cluster CA, so one kubeconfig works on both.
+        // The second replica trusts the same cluster CA, so one kubeconfig works on both, and
+        // holds the same encryption keys, so it reads the Secrets the first one writes.
         let tmp = tempfile::tempdir()?;
         let b_dir = tmp.path().join("data");
         std::fs::create_dir_all(b_dir.join("pki"))?;
-        for f in ["ca.crt", "ca.key"] {
+        for f in ["ca.crt", "ca.key", "encryption-config.yaml"] {
             std::fs::copy(a.data_dir.join("pki").join(f), b_dir.join("pki").join(f))
                 .with_context(|| format!("copying {f} to the second replica"))?;
         }

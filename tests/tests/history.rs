@@ -18,10 +18,24 @@ async fn client_for(kubeconfig: &std::path::Path) -> Result<kube::Client> {
     Ok(kube::Client::try_from(cfg)?)
 }
 
+/// A user in `group`, which may edit everything (the `edit` ClusterRole, bound cluster-wide).
 fn add_user(server: &Server, name: &str, group: &str) -> Result<std::path::PathBuf> {
     let out = server.run_tool(&["user", "add", name, "--group", group])?;
     if !out.status.success() {
         bail!("user add: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let binding = format!("{group}-edit");
+    if server
+        .kubectl(&["get", "clusterrolebinding", &binding])
+        .is_err()
+    {
+        server.kubectl(&[
+            "create",
+            "clusterrolebinding",
+            &binding,
+            "--clusterrole=edit",
+            &format!("--group={group}"),
+        ])?;
     }
     Ok(server
         .data_dir
@@ -129,7 +143,7 @@ async fn the_history_api_answers_who_changed_what_and_folds_back_into_every_past
         let got: Vec<(String, String)> = revs.iter().map(|r| (r["user"]["username"].as_str().unwrap_or("").to_string(), r["verb"].as_str().unwrap_or("").to_string())).collect();
         let want: Vec<(String, String)> = vec![("bob", "patch"), ("alice", "patch"), ("bob", "patch"), ("alice", "create")].into_iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
         assert_eq!(got, want, "revisions of deploy/web newest first");
-        assert_eq!(revs[0]["user"]["groups"], json!(["ops"]));
+        assert_eq!(revs[0]["user"]["groups"], json!(["ops", "system:authenticated"]));
         assert_eq!(revs[0]["userAgent"], json!("history-test/1.0"));
         assert_eq!(revs[0]["sourceIP"], json!("127.0.0.1"));
         // The client's Audit-ID is the request id recorded with the change.
@@ -193,14 +207,22 @@ async fn the_history_api_answers_who_changed_what_and_folds_back_into_every_past
         assert_eq!(first["spec"]["replicas"], json!(1));
         assert_eq!(rv(&first), script[0].2);
 
-        // 5. Secret values: visible to an authenticated reader, redacted for an anonymous one.
+        // 5. The history obeys RBAC: a Secret's revisions (values included) show to those who
+        // may read the Secret, and not at all to a viewer, who may not.
         let secret_path = "/apis/history.logbook.dev/v1/namespaces/default/revisions?resource=secrets&name=creds";
         let seen = get(&admin, secret_path).await.expect("secret history");
         assert_eq!(seen["items"][0]["patch"].as_array().expect("ops").iter().find(|op| op["path"] == json!("/data")).expect("data op")["value"], json!({"password": "aHVudGVyMg=="}));
-        let anon = std::process::Command::new("curl").args(["-sk", &format!("{}{secret_path}", server.url())]).output().expect("curl");
-        let anon: Value = serde_json::from_slice(&anon.stdout).expect("anonymous answer is JSON");
-        assert_eq!(anon["items"][0]["patch"].as_array().expect("ops").iter().find(|op| op["path"] == json!("/data")).expect("data op")["value"], json!({"password": "<redacted>"}));
-        assert!(!anon.to_string().contains("aHVudGVyMg=="), "the secret value leaked: {anon}");
+        let out = server.run_tool(&["user", "add", "vera"]).expect("user add");
+        assert!(out.status.success());
+        server.kubectl(&["create", "rolebinding", "vera-view", "--clusterrole=view", "--user=vera"]).expect("binding");
+        let vera = client_for(&server.data_dir.join("users").join("vera.kubeconfig")).await.expect("vera's client");
+        let hidden = get(&vera, secret_path).await.expect("a viewer's secret history");
+        assert_eq!(hidden["items"], json!([]), "{hidden}");
+        let feed = get(&vera, "/apis/history.logbook.dev/v1/namespaces/default/changes").await.expect("a viewer's feed");
+        assert!(!feed.to_string().contains("aHVudGVyMg=="), "the secret value leaked: {feed}");
+        assert!(feed["items"].as_array().is_some_and(|i| !i.is_empty()), "the viewer sees the other changes: {feed}");
+        let other_ns = std::process::Command::new("curl").args(["-sk", &format!("{}{secret_path}", server.url())]).output().expect("curl");
+        assert!(String::from_utf8_lossy(&other_ns.stdout).contains("\"code\":401"), "anonymous: 401");
 
         // 6. Bad parameters are Kubernetes errors.
         for (bad, want) in [

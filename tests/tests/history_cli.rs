@@ -76,6 +76,15 @@ impl Cluster {
                 "logbook user add {user} failed: {}",
                 String::from_utf8_lossy(&out.stderr)
             );
+            server
+                .kubectl(&[
+                    "create",
+                    "clusterrolebinding",
+                    &format!("{group}-edit"),
+                    "--clusterrole=edit",
+                    &format!("--group={group}"),
+                ])
+                .expect("a binding for the user's group");
         }
         let users = server.data_dir.join("users");
         let c = Cluster {

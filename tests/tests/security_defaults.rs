@@ -154,7 +154,7 @@ async fn a_client_that_never_finishes_its_headers_is_disconnected() -> Result<()
         ok.stdin
             .take()
             .expect("stdin")
-            .write_all(b"GET /version HTTP/1.1\r\nHost: logbook\r\nConnection: close\r\n\r\n")?;
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: logbook\r\nConnection: close\r\n\r\n")?;
         let out = ok.wait_with_output()?;
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(text.starts_with("HTTP/1.1 200"), "{text}");
@@ -264,6 +264,14 @@ async fn a_noisy_user_gets_429_for_its_excess_while_another_user_is_served() -> 
             "4",
         ])?;
         let admin: Api<ConfigMap> = Api::namespaced(s.client().await?, "default");
+        s.kubectl(&[
+            "create",
+            "clusterrolebinding",
+            "users-view",
+            "--clusterrole=view",
+            "--user=noisy",
+            "--user=quiet",
+        ])?;
         let head: u64 = admin
             .list_metadata(&ListParams::default())
             .await?

@@ -6,8 +6,9 @@
 // (`--check` verifies the file is current). Groups covered:
 //   v1, apps/v1, batch/v1, coordination.k8s.io/v1, discovery.k8s.io/v1, events.k8s.io/v1,
 //   networking.k8s.io/v1, policy/v1, rbac.authorization.k8s.io/v1, scheduling.k8s.io/v1,
-//   storage.k8s.io/v1, autoscaling/v1, autoscaling/v2, certificates.k8s.io/v1, node.k8s.io/v1.
-// 364 messages, 66 (apiVersion, kind) pairs.
+//   storage.k8s.io/v1, autoscaling/v1, autoscaling/v2, certificates.k8s.io/v1, node.k8s.io/v1,
+//   authentication.k8s.io/v1, authorization.k8s.io/v1.
+// 392 messages, 75 (apiVersion, kind) pairs.
 //
 // Every JSON name is confirmed by k8s-openapi (no lowerCamelCase fallback).
 // Left out, newer than v1_33 (their tags are skipped, as that kube-apiserver skips them):
@@ -290,6 +291,248 @@ pub static MESSAGES: &[Message] = &[
         fields: &[
             Field { tag: 1, json: "type", kind: Kind::Scalar(Scalar::String) },
             Field { tag: 2, json: "rollingUpdate", kind: Kind::Message("k8s.io.api.apps.v1.RollingUpdateStatefulSetStrategy") },
+        ],
+    },
+    Message {
+        name: "k8s.io.api.authentication.v1.BoundObjectReference",
+        items_only: false,
+        fields: &[
+            Field { tag: 1, json: "kind", kind: Kind::Scalar(Scalar::String) },
+            Field { tag: 2, json: "apiVersion", kind: Kind::Scalar(Scalar::String) },
+            Field { tag: 3, json: "name", kind: Kind::Scalar(Scalar::String) },
+            Field { tag: 4, json: "uid", kind: Kind::Scalar(Scalar::String) },
+        ],
+    },
+    Message {
+        name: "k8s.io.api.authentication.v1.ExtraValue",
+        items_only: true,
+        fields: &[
+            Field { tag: 1, json: "items", kind: Kind::Repeated(Scalar::String) },
+        ],
+    },
+    Message {
+        name: "k8s.io.api.authentication.v1.SelfSubjectReview",
+        items_only: false,
+        fields: &[
+            Field { tag: 1, json: "metadata", kind: Kind::Message("k8s.io.apimachinery.pkg.apis.meta.v1.ObjectMeta") },
+            Field { tag: 2, json: "status", kind: Kind::Message("k8s.io.api.authentication.v1.SelfSubjectReviewStatus") },
+        ],
+    },
+    Message {
+        name: "k8s.io.api.authentication.v1.SelfSubjectReviewStatus",
+        items_only: false,
+        fields: &[
+            Field { tag: 1, json: "userInfo", kind: Kind::Message("k8s.io.api.authentication.v1.UserInfo") },
+        ],
+    },
+    Message {
+        name: "k8s.io.api.authentication.v1.TokenRequest",
+        items_only: false,
+        fields: &[
+            Field { tag: 1, json: "metadata", kind: Kind::Message("k8s.io.apimachinery.pkg.apis.meta.v1.ObjectMeta") },
+            Field { tag: 2, json: "spec", kind: Kind::Message("k8s.io.api.authentication.v1.TokenRequestSpec") },
+            Field { tag: 3, json: "status", kind: Kind::Message("k8s.io.api.authentication.v1.TokenRequestStatus") },
+        ],
+    },
+    Message {
+        name: "k8s.io.api.authentication.v1.TokenRequestSpec",
+        items_only: false,
+        fields: &[
+            Field { tag: 1, json: "audiences", kind: Kind::Repeated(Scalar::String) },
+            Field { tag: 3, json: "boundObjectRef", kind: Kind::Message("k8s.io.api.authentication.v1.BoundObjectReference") },
+            Field { tag: 4, json: "expirationSeconds", kind: Kind::Scalar(Scalar::Int64) },
+        ],
+    },
+    Message {
+        name: "k8s.io.api.authentication.v1.TokenRequestStatus",
+        items_only: false,
+        fields: &[
+            Field { tag: 1, json: "token", kind: Kind::Scalar(Scalar::String) },
+            Field { tag: 2, json: "expirationTimestamp", kind: Kind::Message("k8s.io.apimachinery.pkg.apis.meta.v1.Time") },
+        ],
+    },
+    Message {
+        name: "k8s.io.api.authentication.v1.TokenReview",
+        items_only: false,
+        fields: &[
+            Field { tag: 1, json: "metadata", kind: Kind::Message("k8s.io.apimachinery.pkg.apis.meta.v1.ObjectMeta") },
+            Field { tag: 2, json: "spec", kind: Kind::Message("k8s.io.api.authentication.v1.TokenReviewSpec") },
+            Field { tag: 3, json: "status", kind: Kind::Message("k8s.io.api.authentication.v1.TokenReviewStatus") },
+        ],
+    },
+    Message {
+        name: "k8s.io.api.authentication.v1.TokenReviewSpec",
+        items_only: false,
+        fields: &[
+            Field { tag: 1, json: "token", kind: Kind::Scalar(Scalar::String) },
+            Field { tag: 2, json: "audiences", kind: Kind::Repeated(Scalar::String) },
+        ],
+    },
+    Message {
+        name: "k8s.io.api.authentication.v1.TokenReviewStatus",
+        items_only: false,
+        fields: &[
+            Field { tag: 1, json: "authenticated", kind: Kind::Scalar(Scalar::Bool) },
+            Field { tag: 2, json: "user", kind: Kind::Message("k8s.io.api.authentication.v1.UserInfo") },
+            Field { tag: 3, json: "error", kind: Kind::Scalar(Scalar::String) },
+            Field { tag: 4, json: "audiences", kind: Kind::Repeated(Scalar::String) },
+        ],
+    },
+    Message {
+        name: "k8s.io.api.authentication.v1.UserInfo",
+        items_only: false,
+        fields: &[
+            Field { tag: 1, json: "username", kind: Kind::Scalar(Scalar::String) },
+            Field { tag: 2, json: "uid", kind: Kind::Scalar(Scalar::String) },
+            Field { tag: 3, json: "groups", kind: Kind::Repeated(Scalar::String) },
+            Field { tag: 4, json: "extra", kind: Kind::MessageMap("k8s.io.api.authentication.v1.ExtraValue") },
+        ],
+    },
+    Message {
+        name: "k8s.io.api.authorization.v1.ExtraValue",
+        items_only: true,
+        fields: &[
+            Field { tag: 1, json: "items", kind: Kind::Repeated(Scalar::String) },
+        ],
+    },
+    Message {
+        name: "k8s.io.api.authorization.v1.FieldSelectorAttributes",
+        items_only: false,
+        fields: &[
+            Field { tag: 1, json: "rawSelector", kind: Kind::Scalar(Scalar::String) },
+            Field { tag: 2, json: "requirements", kind: Kind::RepeatedMessage("k8s.io.apimachinery.pkg.apis.meta.v1.FieldSelectorRequirement") },
+        ],
+    },
+    Message {
+        name: "k8s.io.api.authorization.v1.LabelSelectorAttributes",
+        items_only: false,
+        fields: &[
+            Field { tag: 1, json: "rawSelector", kind: Kind::Scalar(Scalar::String) },
+            Field { tag: 2, json: "requirements", kind: Kind::RepeatedMessage("k8s.io.apimachinery.pkg.apis.meta.v1.LabelSelectorRequirement") },
+        ],
+    },
+    Message {
+        name: "k8s.io.api.authorization.v1.LocalSubjectAccessReview",
+        items_only: false,
+        fields: &[
+            Field { tag: 1, json: "metadata", kind: Kind::Message("k8s.io.apimachinery.pkg.apis.meta.v1.ObjectMeta") },
+            Field { tag: 2, json: "spec", kind: Kind::Message("k8s.io.api.authorization.v1.SubjectAccessReviewSpec") },
+            Field { tag: 3, json: "status", kind: Kind::Message("k8s.io.api.authorization.v1.SubjectAccessReviewStatus") },
+        ],
+    },
+    Message {
+        name: "k8s.io.api.authorization.v1.NonResourceAttributes",
+        items_only: false,
+        fields: &[
+            Field { tag: 1, json: "path", kind: Kind::Scalar(Scalar::String) },
+            Field { tag: 2, json: "verb", kind: Kind::Scalar(Scalar::String) },
+        ],
+    },
+    Message {
+        name: "k8s.io.api.authorization.v1.NonResourceRule",
+        items_only: false,
+        fields: &[
+            Field { tag: 1, json: "verbs", kind: Kind::Repeated(Scalar::String) },
+            Field { tag: 2, json: "nonResourceURLs", kind: Kind::Repeated(Scalar::String) },
+        ],
+    },
+    Message {
+        name: "k8s.io.api.authorization.v1.ResourceAttributes",
+        items_only: false,
+        fields: &[
+            Field { tag: 1, json: "namespace", kind: Kind::Scalar(Scalar::String) },
+            Field { tag: 2, json: "verb", kind: Kind::Scalar(Scalar::String) },
+            Field { tag: 3, json: "group", kind: Kind::Scalar(Scalar::String) },
+            Field { tag: 4, json: "version", kind: Kind::Scalar(Scalar::String) },
+            Field { tag: 5, json: "resource", kind: Kind::Scalar(Scalar::String) },
+            Field { tag: 6, json: "subresource", kind: Kind::Scalar(Scalar::String) },
+            Field { tag: 7, json: "name", kind: Kind::Scalar(Scalar::String) },
+            Field { tag: 8, json: "fieldSelector", kind: Kind::Message("k8s.io.api.authorization.v1.FieldSelectorAttributes") },
+            Field { tag: 9, json: "labelSelector", kind: Kind::Message("k8s.io.api.authorization.v1.LabelSelectorAttributes") },
+        ],
+    },
+    Message {
+        name: "k8s.io.api.authorization.v1.ResourceRule",
+        items_only: false,
+        fields: &[
+            Field { tag: 1, json: "verbs", kind: Kind::Repeated(Scalar::String) },
+            Field { tag: 2, json: "apiGroups", kind: Kind::Repeated(Scalar::String) },
+            Field { tag: 3, json: "resources", kind: Kind::Repeated(Scalar::String) },
+            Field { tag: 4, json: "resourceNames", kind: Kind::Repeated(Scalar::String) },
+        ],
+    },
+    Message {
+        name: "k8s.io.api.authorization.v1.SelfSubjectAccessReview",
+        items_only: false,
+        fields: &[
+            Field { tag: 1, json: "metadata", kind: Kind::Message("k8s.io.apimachinery.pkg.apis.meta.v1.ObjectMeta") },
+            Field { tag: 2, json: "spec", kind: Kind::Message("k8s.io.api.authorization.v1.SelfSubjectAccessReviewSpec") },
+            Field { tag: 3, json: "status", kind: Kind::Message("k8s.io.api.authorization.v1.SubjectAccessReviewStatus") },
+        ],
+    },
+    Message {
+        name: "k8s.io.api.authorization.v1.SelfSubjectAccessReviewSpec",
+        items_only: false,
+        fields: &[
+            Field { tag: 1, json: "resourceAttributes", kind: Kind::Message("k8s.io.api.authorization.v1.ResourceAttributes") },
+            Field { tag: 2, json: "nonResourceAttributes", kind: Kind::Message("k8s.io.api.authorization.v1.NonResourceAttributes") },
+        ],
+    },
+    Message {
+        name: "k8s.io.api.authorization.v1.SelfSubjectRulesReview",
+        items_only: false,
+        fields: &[
+            Field { tag: 1, json: "metadata", kind: Kind::Message("k8s.io.apimachinery.pkg.apis.meta.v1.ObjectMeta") },
+            Field { tag: 2, json: "spec", kind: Kind::Message("k8s.io.api.authorization.v1.SelfSubjectRulesReviewSpec") },
+            Field { tag: 3, json: "status", kind: Kind::Message("k8s.io.api.authorization.v1.SubjectRulesReviewStatus") },
+        ],
+    },
+    Message {
+        name: "k8s.io.api.authorization.v1.SelfSubjectRulesReviewSpec",
+        items_only: false,
+        fields: &[
+            Field { tag: 1, json: "namespace", kind: Kind::Scalar(Scalar::String) },
+        ],
+    },
+    Message {
+        name: "k8s.io.api.authorization.v1.SubjectAccessReview",
+        items_only: false,
+        fields: &[
+            Field { tag: 1, json: "metadata", kind: Kind::Message("k8s.io.apimachinery.pkg.apis.meta.v1.ObjectMeta") },
+            Field { tag: 2, json: "spec", kind: Kind::Message("k8s.io.api.authorization.v1.SubjectAccessReviewSpec") },
+            Field { tag: 3, json: "status", kind: Kind::Message("k8s.io.api.authorization.v1.SubjectAccessReviewStatus") },
+        ],
+    },
+    Message {
+        name: "k8s.io.api.authorization.v1.SubjectAccessReviewSpec",
+        items_only: false,
+        fields: &[
+            Field { tag: 1, json: "resourceAttributes", kind: Kind::Message("k8s.io.api.authorization.v1.ResourceAttributes") },
+            Field { tag: 2, json: "nonResourceAttributes", kind: Kind::Message("k8s.io.api.authorization.v1.NonResourceAttributes") },
+            Field { tag: 3, json: "user", kind: Kind::Scalar(Scalar::String) },
+            Field { tag: 4, json: "groups", kind: Kind::Repeated(Scalar::String) },
+            Field { tag: 5, json: "extra", kind: Kind::MessageMap("k8s.io.api.authorization.v1.ExtraValue") },
+            Field { tag: 6, json: "uid", kind: Kind::Scalar(Scalar::String) },
+        ],
+    },
+    Message {
+        name: "k8s.io.api.authorization.v1.SubjectAccessReviewStatus",
+        items_only: false,
+        fields: &[
+            Field { tag: 1, json: "allowed", kind: Kind::Scalar(Scalar::Bool) },
+            Field { tag: 2, json: "reason", kind: Kind::Scalar(Scalar::String) },
+            Field { tag: 3, json: "evaluationError", kind: Kind::Scalar(Scalar::String) },
+            Field { tag: 4, json: "denied", kind: Kind::Scalar(Scalar::Bool) },
+        ],
+    },
+    Message {
+        name: "k8s.io.api.authorization.v1.SubjectRulesReviewStatus",
+        items_only: false,
+        fields: &[
+            Field { tag: 1, json: "resourceRules", kind: Kind::RepeatedMessage("k8s.io.api.authorization.v1.ResourceRule") },
+            Field { tag: 2, json: "nonResourceRules", kind: Kind::RepeatedMessage("k8s.io.api.authorization.v1.NonResourceRule") },
+            Field { tag: 3, json: "incomplete", kind: Kind::Scalar(Scalar::Bool) },
+            Field { tag: 4, json: "evaluationError", kind: Kind::Scalar(Scalar::String) },
         ],
     },
     Message {
@@ -3541,6 +3784,15 @@ pub static MESSAGES: &[Message] = &[
         ],
     },
     Message {
+        name: "k8s.io.apimachinery.pkg.apis.meta.v1.FieldSelectorRequirement",
+        items_only: false,
+        fields: &[
+            Field { tag: 1, json: "key", kind: Kind::Scalar(Scalar::String) },
+            Field { tag: 2, json: "operator", kind: Kind::Scalar(Scalar::String) },
+            Field { tag: 3, json: "values", kind: Kind::Repeated(Scalar::String) },
+        ],
+    },
+    Message {
         name: "k8s.io.apimachinery.pkg.apis.meta.v1.FieldsV1",
         items_only: false,
         fields: &[
@@ -3703,6 +3955,15 @@ pub static KINDS: &[(&str, &str, &str)] = &[
     ("apps/v1", "Deployment", "k8s.io.api.apps.v1.Deployment"),
     ("apps/v1", "ReplicaSet", "k8s.io.api.apps.v1.ReplicaSet"),
     ("apps/v1", "StatefulSet", "k8s.io.api.apps.v1.StatefulSet"),
+    ("authentication.k8s.io/v1", "DeleteOptions", "k8s.io.apimachinery.pkg.apis.meta.v1.DeleteOptions"),
+    ("authentication.k8s.io/v1", "SelfSubjectReview", "k8s.io.api.authentication.v1.SelfSubjectReview"),
+    ("authentication.k8s.io/v1", "TokenRequest", "k8s.io.api.authentication.v1.TokenRequest"),
+    ("authentication.k8s.io/v1", "TokenReview", "k8s.io.api.authentication.v1.TokenReview"),
+    ("authorization.k8s.io/v1", "DeleteOptions", "k8s.io.apimachinery.pkg.apis.meta.v1.DeleteOptions"),
+    ("authorization.k8s.io/v1", "LocalSubjectAccessReview", "k8s.io.api.authorization.v1.LocalSubjectAccessReview"),
+    ("authorization.k8s.io/v1", "SelfSubjectAccessReview", "k8s.io.api.authorization.v1.SelfSubjectAccessReview"),
+    ("authorization.k8s.io/v1", "SelfSubjectRulesReview", "k8s.io.api.authorization.v1.SelfSubjectRulesReview"),
+    ("authorization.k8s.io/v1", "SubjectAccessReview", "k8s.io.api.authorization.v1.SubjectAccessReview"),
     ("autoscaling/v1", "DeleteOptions", "k8s.io.apimachinery.pkg.apis.meta.v1.DeleteOptions"),
     ("autoscaling/v1", "HorizontalPodAutoscaler", "k8s.io.api.autoscaling.v1.HorizontalPodAutoscaler"),
     ("autoscaling/v1", "Scale", "k8s.io.api.autoscaling.v1.Scale"),

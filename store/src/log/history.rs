@@ -140,6 +140,18 @@ impl EventLog {
         cursor: Option<Position>,
         limit: usize,
     ) -> Result<ChangePage> {
+        let mut page = self.changes_stored(filter, order, cursor, limit).await?;
+        page.events = self.open_events(std::mem::take(&mut page.events))?;
+        Ok(page)
+    }
+
+    async fn changes_stored(
+        &self,
+        filter: &ChangeFilter,
+        order: Order,
+        cursor: Option<Position>,
+        limit: usize,
+    ) -> Result<ChangePage> {
         let limit = limit.clamp(1, CHANGES_PAGE_ITEMS_MAX);
         let newest_first = order == Order::NewestFirst;
         // The open interval (lo, hi] still to read.
@@ -334,7 +346,10 @@ impl EventLog {
     /// it was compacted away).
     pub async fn event(&self, key: &ObjectKey, position: Position) -> Result<Option<Event>> {
         let mut tx = self.kv.begin().await?;
-        self.read_event_at(tx.as_mut(), key, position).await
+        self.read_event_at(tx.as_mut(), key, position)
+            .await?
+            .map(|e| self.open_event(e))
+            .transpose()
     }
 
     /// The newest position whose event was stamped at or before `unix_nanos` (ZERO when
@@ -368,7 +383,9 @@ impl EventLog {
         .max(horizon);
         let mut read = 0usize;
         loop {
-            let (events, more) = self.read_log(at, None, TIME_SCAN_BATCH_EVENTS).await?;
+            let (events, more) = self
+                .read_log_stored(at, None, TIME_SCAN_BATCH_EVENTS)
+                .await?;
             for e in &events {
                 if e.timestamp_unix_nanos > unix_nanos {
                     return Ok(at);
