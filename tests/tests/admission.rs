@@ -326,8 +326,13 @@ async fn start_webhook() -> Webhook {
                         let review: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
                         let uid = review["request"]["uid"].clone();
                         let response = match path.as_str() {
-                            "/deny" => json!({"uid": uid, "allowed": false,
-                            "status": {"code": 403, "message": "pods labelled webhook=deny are not welcome"}}),
+                            "/deny" => {
+                                let user = review["request"]["userInfo"]["username"]
+                                    .as_str()
+                                    .unwrap_or("");
+                                json!({"uid": uid, "allowed": false, "status": {"code": 403,
+                                "message": format!("pods labelled webhook=deny are not welcome, {user}")}})
+                            }
                             "/mutate" => {
                                 let patch = json!([{"op": "add", "path": "/metadata/labels/mutated", "value": "yes"}]);
                                 json!({"uid": uid, "allowed": true, "patchType": "JSONPatch",
@@ -421,7 +426,7 @@ async fn admission_webhooks_deny_mutate_and_follow_their_failure_policy_and_time
         assert_eq!(st.code, 403, "{st:?}");
         assert_eq!(
             st.message,
-            "admission webhook \"deny.test.logbook.dev\" denied the request: pods labelled webhook=deny are not welcome"
+            "admission webhook \"deny.test.logbook.dev\" denied the request: pods labelled webhook=deny are not welcome, logbook-admin"
         );
         call_json(&c, "POST", pods, labelled("unselected", "other"))
             .await

@@ -273,7 +273,7 @@ fn review(a: &Attributes<'_>, uid: &str) -> Value {
         "requestResource": resource,
         "name": a.name(),
         "operation": a.operation().as_str(),
-        "userInfo": {"username": a.ctx.identity.user, "groups": a.ctx.identity.groups},
+        "userInfo": user_info(&a.ctx.identity),
         "object": a.object().map_or(Value::Null, |o| Value::Object(o.clone())),
         "oldObject": a.old_object.map_or(Value::Null, |o| Value::Object(o.clone())),
         "dryRun": a.dry_run(),
@@ -287,6 +287,18 @@ fn review(a: &Attributes<'_>, uid: &str) -> Value {
         request["namespace"] = json!(a.namespace());
     }
     json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": request})
+}
+
+/// kube's `authentication/v1` UserInfo of the requester (uid and extra only when known).
+fn user_info(id: &crate::Identity) -> Value {
+    let mut u = json!({"username": id.user, "groups": id.groups});
+    if !id.uid.is_empty() {
+        u["uid"] = json!(id.uid);
+    }
+    if !id.extra.is_empty() {
+        u["extra"] = json!(id.extra);
+    }
+    u
 }
 
 /// Calls one webhook. `Ok(Some(response))` when it allowed the request, `Ok(None)` when a
