@@ -12,6 +12,7 @@ use logbook_schema::selector::LabelSelector;
 use logbook_store::{AppendRequest, EventType, Expect, ObjectKey, Position, StoredObject};
 use serde_json::{Map, Value, json};
 
+use crate::admission::{Operation, Review};
 use crate::error::{ApiError, ApiResult, from_store};
 use crate::object::{decode_stored, encode_stored, meta_mut, meta_str, render_for};
 use crate::request::{Query, Target};
@@ -192,7 +193,7 @@ impl Ctx {
     }
 
     /// Adds `Warning` headers to the response.
-    fn warn(&self, warnings: Vec<String>) {
+    pub(crate) fn warn(&self, warnings: Vec<String>) {
         if warnings.is_empty() {
             return;
         }
@@ -252,6 +253,7 @@ impl Ctx {
         let started = std::time::Instant::now();
         let res = self.api.log.append(&req).await;
         self.api.metrics.observe_commit(started.elapsed());
+        self.api.admission.note_write(&req.key.resource);
         res.map_err(|e| match e {
             logbook_store::Error::AlreadyExists { .. } => {
                 ApiError::already_exists(&self.info.group, &self.info.plural, name)
@@ -474,6 +476,16 @@ async fn create_object(
     let generated = strategy::generate_name(&mut obj);
     let uid = uuid::Uuid::new_v4().to_string();
     let mut obj = ctx.typed(obj)?;
+    // Admission sees the object defaulted, as kube-apiserver's decoder defaults it; the
+    // server's own fields (uid, timestamps, status) come after, in the strategy.
+    strategy::default(&ctx.info, &mut obj);
+    let review = Review::new(
+        ctx,
+        Operation::Create,
+        meta_str(&obj, "name").unwrap_or_default(),
+        dry_run,
+    );
+    review.mutate(Some(&mut obj), None).await?;
     strategy::prepare_create(&ctx.info, &mut obj, &uid);
     // Defaulting after the server's own fields, not before: kube-apiserver defaults again
     // when it reads an object back, so what clients see includes defaults of fields that
@@ -484,7 +496,6 @@ async fn create_object(
         let ns = ctx.namespace().to_string();
         meta_mut(&mut obj).insert("namespace".into(), Value::String(ns));
     }
-    crate::serviceaccount::admit_pod(ctx, &mut obj).await?;
     let warnings = strategy::validate(&ctx.info, &obj)?;
     ctx.warn(warnings);
     if track {
@@ -492,10 +503,9 @@ async fn create_object(
         crate::fields::track_update(ctx, &fm, None, &mut obj);
     }
     let mut name = meta_str(&obj, "name").unwrap_or_default().to_string();
-    if ctx.info.namespaced {
-        require_namespace(ctx, ctx.namespace()).await?;
-    }
-    // Held until the object is written: creates counted against a quota are serialized.
+    review.validate(Some(&mut obj), None).await?;
+    // ResourceQuota, last as in kube: held until the object is written, so creates counted
+    // against a quota are serialized (api/src/quota.rs).
     let _admitted = crate::quota::admit_create(ctx, &obj).await?;
     let held = crate::service_alloc::allocate(ctx, &mut obj, None, dry_run).await?;
     if dry_run {
@@ -547,30 +557,6 @@ async fn create_object(
         StatusCode::CREATED,
         render_for(&ctx.info, &ev.object, ev.position.0),
     ))
-}
-
-/// Objects are created only in a namespace that exists and is not being deleted
-/// (kube's NamespaceLifecycle admission).
-async fn require_namespace(ctx: &Ctx, ns: &str) -> ApiResult<()> {
-    let key = ObjectKey::new("namespaces", "", ns);
-    match ctx.api.log.get(&key).await.map_err(from_store)? {
-        Some(cur) => {
-            let obj = decode_stored(&cur.object, cur.position.0)?;
-            if obj
-                .get("metadata")
-                .and_then(|m| m.get("deletionTimestamp"))
-                .is_some()
-            {
-                return Err(ApiError::namespace_terminating(
-                    &ctx.info.group,
-                    &ctx.info.plural,
-                    ns,
-                ));
-            }
-            Ok(())
-        }
-        None => Err(ApiError::not_found("", "namespaces", ns)),
-    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -716,6 +702,7 @@ async fn modify(ctx: &Ctx, change: Change, verb: &str) -> ApiResult<Response> {
     let fm = ctx.field_manager()?;
     let name = ctx.name().to_string();
     let subresource = ctx.target.subresource.as_deref();
+    let review = Review::new(ctx, Operation::Update, &name, dry_run);
     for attempt in 0..UPDATE_RETRIES_MAX {
         if attempt > 0 {
             let pause =
@@ -830,7 +817,14 @@ async fn modify(ctx: &Ctx, change: Change, verb: &str) -> ApiResult<Response> {
                 .cloned(),
             _ => None,
         };
+        let old_scale = if is_scale {
+            base.as_object().cloned()
+        } else {
+            None
+        };
         let new = if is_scale {
+            // Admission of a `/scale` write sees the Scale, as in kube-apiserver.
+            review.mutate(Some(changed_obj), old_scale.as_ref()).await?;
             apply_scale(ctx, &old, changed_obj)?
         } else {
             let mut n = std::mem::take(changed_obj);
@@ -856,11 +850,13 @@ async fn modify(ctx: &Ctx, change: Change, verb: &str) -> ApiResult<Response> {
             }
             let status_endpoint = subresource == Some("status");
             if subresource == Some("finalize") {
+                review.mutate(Some(&mut n), Some(&old)).await?;
                 strategy::prepare_finalize(&old, &n)
             } else {
                 if !status_endpoint {
                     strategy::default(&ctx.info, &mut n);
                 }
+                review.mutate(Some(&mut n), Some(&old)).await?;
                 strategy::prepare_update(&ctx.info, &old, n, status_endpoint)
             }
         };
@@ -876,6 +872,17 @@ async fn modify(ctx: &Ctx, change: Change, verb: &str) -> ApiResult<Response> {
         if let Some(mf) = applied_managed_fields {
             // The status strategy keeps the stored metadata; an apply's ownership is new.
             meta_mut(&mut new).insert("managedFields".into(), mf);
+        }
+        if is_scale {
+            let mut scale = match scale_of(ctx, &new)? {
+                Value::Object(m) => m,
+                _ => Map::new(),
+            };
+            review
+                .validate(Some(&mut scale), old_scale.as_ref())
+                .await?;
+        } else {
+            review.validate(Some(&mut new), Some(&old)).await?;
         }
         to_storage_version(&ctx.info, &mut new);
         meta_mut(&mut new).remove("resourceVersion");
@@ -1177,6 +1184,13 @@ fn expect_of(cur: &StoredObject) -> Expect {
 }
 
 pub async fn delete_one(ctx: &Ctx, name: &str, opts: &DeleteOptions) -> ApiResult<Deleted> {
+    let mut review = Review::new(ctx, Operation::Delete, name, opts.dry_run);
+    if let Some(p) = &opts.propagation {
+        review.options["propagationPolicy"] = json!(p);
+    }
+    if let Some(g) = opts.grace_period_seconds {
+        review.options["gracePeriodSeconds"] = json!(g);
+    }
     for _ in 0..UPDATE_RETRIES_MAX {
         let cur = ctx
             .current(name)
@@ -1209,6 +1223,11 @@ pub async fn delete_one(ctx: &Ctx, name: &str, opts: &DeleteOptions) -> ApiResul
             ));
         }
         let mut obj = decode_stored(&cur.object, cur.position.0)?;
+        if ctx.target.subresource.is_none() {
+            // (An eviction's delete was admitted as the eviction.)
+            review.mutate(None, Some(&obj)).await?;
+            review.validate(None, Some(&obj)).await?;
+        }
         if obj
             .get("metadata")
             .and_then(|m| m.get("deletionTimestamp"))

@@ -1,7 +1,8 @@
 //! logbook-api: the Kubernetes HTTP(S) API over the event log.
 //!
 //! Owns: routing of Kubernetes paths ([`request`]), the request corridor — identity from
-//! the TLS client certificate, decode, strategy ([`strategy`]), store — for every verb
+//! the TLS client certificate, decode, admission ([`admission`]: mutating, then
+//! validating), strategy ([`strategy`]), store — for every verb
 //! ([`handlers`], [`list`], [`watch`]), server-side printing — Tables and
 //! PartialObjectMetadata negotiated from `Accept` ([`table`]) — discovery ([`discovery`]),
 //! OpenAPI v2/v3 ([`openapi`]), field ownership and server-side apply ([`fields`]), the
@@ -22,6 +23,7 @@
 //! - A request body is read under [`REQUEST_BODY_BYTES_MAX`]; a malformed body is refused
 //!   before anything is appended.
 
+pub mod admission;
 pub mod auth;
 pub mod crd;
 pub mod discovery;
@@ -40,7 +42,6 @@ pub mod pod_actions;
 pub mod quota;
 pub mod request;
 pub mod service_alloc;
-pub mod serviceaccount;
 pub mod strategy;
 pub mod table;
 pub mod watch;
@@ -225,6 +226,8 @@ pub struct Api {
     pub rbac: auth::rbac::Rbac,
     /// Creates in a namespace with quotas are admitted one at a time.
     pub quota_locks: quota::NamespaceLocks,
+    /// The admission chain's caches and webhook client limits.
+    pub admission: admission::State,
 }
 
 impl Api {
@@ -257,6 +260,7 @@ impl Api {
             auth,
             rbac: auth::rbac::Rbac::default(),
             quota_locks: quota::NamespaceLocks::default(),
+            admission: admission::State::default(),
         })
     }
 

@@ -13,6 +13,7 @@ use logbook_schema::LabelSelector;
 use logbook_store::{EventType, Expect, ListAt};
 use serde_json::{Map, Value, json};
 
+use crate::admission::{Operation, Review};
 use crate::error::{ApiError, ApiResult, from_store};
 use crate::handlers::{
     Ctx, DeleteOptions, UPDATE_RETRIES_MAX, delete_one, parse_body, value_response,
@@ -63,12 +64,17 @@ pub async fn bind(ctx: &Ctx, body: Bytes) -> ApiResult<Response> {
             }],
         ));
     }
+    let dry_run = ctx.dry_run()?;
+    // Admission sees the Binding, a CREATE of `pods/binding`, as in kube-apiserver.
+    let mut binding = binding;
+    let review = Review::new(ctx, Operation::Create, &name, dry_run);
+    review.mutate(Some(&mut binding), None).await?;
+    review.validate(Some(&mut binding), None).await?;
     let annotations = binding
         .get("metadata")
         .and_then(|m| m.get("annotations"))
         .and_then(Value::as_object)
         .cloned();
-    let dry_run = ctx.dry_run()?;
     for _ in 0..UPDATE_RETRIES_MAX {
         let cur = ctx
             .current(&name)
@@ -185,6 +191,12 @@ pub async fn evict(ctx: &Ctx, body: Bytes) -> ApiResult<Response> {
             .and_then(Value::as_str)
             .map(str::to_string);
     }
+    // Admission sees the Eviction, a CREATE of `pods/eviction`; the delete it causes is not
+    // admitted again (kube deletes with ValidateAllObjectFunc).
+    let mut eviction = eviction;
+    let review = Review::new(ctx, Operation::Create, &name, opts.dry_run);
+    review.mutate(Some(&mut eviction), None).await?;
+    review.validate(Some(&mut eviction), None).await?;
     let cur = ctx
         .current(&name)
         .await?
@@ -346,6 +358,12 @@ pub async fn node_stream(ctx: &Ctx, sub: &str) -> ApiResult<Response> {
         .await?
         .ok_or_else(|| ctx.not_found(&name))?;
     let pod = decode_stored(&cur.object, cur.position.0)?;
+    if sub != "log" {
+        // exec, attach and portforward are CONNECT operations for admission.
+        let review = Review::new(ctx, Operation::Connect, &name, false);
+        review.mutate(None, None).await?;
+        review.validate(None, None).await?;
+    }
     let node = pod
         .get("spec")
         .and_then(|s| s.get("nodeName"))

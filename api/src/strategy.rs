@@ -284,7 +284,6 @@ pub fn prepare_create(info: &ResourceInfo, obj: &mut Map<String, Value>, uid: &s
     }
     match (info.group.as_str(), info.plural.as_str()) {
         ("", "pods") => {
-            default_toleration_seconds(obj);
             let qos = pod_qos_class(obj.get("spec"));
             obj.insert(
                 "status".into(),
@@ -313,49 +312,6 @@ pub fn prepare_create(info: &ResourceInfo, obj: &mut Map<String, Value>, uid: &s
             );
         }
         _ => {}
-    }
-}
-
-/// How long a new pod tolerates its node being not-ready or unreachable before taint-based
-/// eviction deletes it, in seconds (kube's DefaultTolerationSeconds admission plugin,
-/// `--default-not-ready-toleration-seconds` and `--default-unreachable-toleration-seconds`).
-pub const DEFAULT_TOLERATION_SECONDS: i64 = 300;
-
-/// The DefaultTolerationSeconds admission plugin: a pod that does not already tolerate the
-/// `not-ready` / `unreachable` NoExecute taints gets a toleration of each for
-/// [`DEFAULT_TOLERATION_SECONDS`].
-fn default_toleration_seconds(pod: &mut Map<String, Value>) {
-    let Some(spec) = pod.get_mut("spec").and_then(Value::as_object_mut) else {
-        return;
-    };
-    let tolerations = spec
-        .entry("tolerations")
-        .or_insert_with(|| Value::Array(Vec::new()));
-    if tolerations.is_null() {
-        *tolerations = Value::Array(Vec::new());
-    }
-    let Some(list) = tolerations.as_array_mut() else {
-        return;
-    };
-    for key in [
-        "node.kubernetes.io/not-ready",
-        "node.kubernetes.io/unreachable",
-    ] {
-        // kube checks for a toleration of this key with effect NoExecute or any effect.
-        let covered = list.iter().any(|t| {
-            let effect = t.get("effect").and_then(Value::as_str).unwrap_or("");
-            let k = t.get("key").and_then(Value::as_str).unwrap_or("");
-            let exists = t.get("operator").and_then(Value::as_str) == Some("Exists");
-            (effect.is_empty() || effect == "NoExecute") && (k == key || (k.is_empty() && exists))
-        });
-        if !covered {
-            list.push(json!({
-                "key": key,
-                "operator": "Exists",
-                "effect": "NoExecute",
-                "tolerationSeconds": DEFAULT_TOLERATION_SECONDS,
-            }));
-        }
     }
 }
 
@@ -414,10 +370,6 @@ pub fn prepare_update(
                 None => spec.remove("finalizers"),
             };
         }
-    }
-    if info.group.is_empty() && info.plural == "pods" && !status_endpoint {
-        // DefaultTolerationSeconds admits updates too: a manifest without them replaces.
-        default_toleration_seconds(&mut new);
     }
     if status_endpoint {
         let mut out = old.clone();

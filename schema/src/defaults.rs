@@ -56,6 +56,10 @@ pub fn apply(info: &ResourceInfo, obj: &mut Map<String, Value>) {
         ("apps", "daemonsets") => daemon_set(obj),
         ("batch", "jobs") => job(obj),
         ("batch", "cronjobs") => cron_job(obj),
+        ("admissionregistration.k8s.io", "mutatingwebhookconfigurations") => webhooks(obj, true),
+        ("admissionregistration.k8s.io", "validatingwebhookconfigurations") => {
+            webhooks(obj, false);
+        }
         _ => {}
     }
 }
@@ -660,6 +664,31 @@ fn namespace(obj: &mut Map<String, Value>) {
             .unwrap_or_default();
         finalizers.push(json!("kubernetes"));
         spec.insert("finalizers".into(), Value::Array(finalizers));
+    }
+}
+
+/// admissionregistration/v1's webhook defaults (`SetDefaults_ValidatingWebhook` and
+/// `SetDefaults_MutatingWebhook`).
+fn webhooks(obj: &mut Map<String, Value>, mutating: bool) {
+    for hook in each_obj(obj, "webhooks") {
+        default_str(hook, "failurePolicy", "Fail");
+        default_str(hook, "matchPolicy", "Equivalent");
+        default_value(hook, "namespaceSelector", json!({}));
+        default_value(hook, "objectSelector", json!({}));
+        default_value(hook, "timeoutSeconds", json!(10));
+        if mutating {
+            default_str(hook, "reinvocationPolicy", "Never");
+        }
+        for rule in each_obj(hook, "rules") {
+            default_str(rule, "scope", "*");
+        }
+        if let Some(svc) = hook
+            .get_mut("clientConfig")
+            .and_then(|c| c.get_mut("service"))
+            .and_then(Value::as_object_mut)
+        {
+            default_value(svc, "port", json!(443));
+        }
     }
 }
 

@@ -110,14 +110,31 @@ impl Quantity {
         self.nanos < 0
     }
 
-    /// The value in nano-units (`1` is 10^9, `1m` is 10^6).
+    /// Orders two quantities by value (`1Gi` > `1G`, `1000m` == `1`).
+    pub fn cmp_value(&self, other: &Quantity) -> Ordering {
+        self.nanos.cmp(&other.nanos)
+    }
+
+    /// The value in nano-units (`1` is 10^9), for sums and ratios.
     pub fn nanos(&self) -> i128 {
         self.nanos
     }
 
-    /// Orders two quantities by value (`1Gi` > `1G`, `1000m` == `1`).
-    pub fn cmp_value(&self, other: &Quantity) -> Ordering {
-        self.nanos.cmp(&other.nanos)
+    /// A quantity of `nanos` nano-units.
+    pub fn from_nanos(nanos: i128) -> Quantity {
+        Quantity { nanos }
+    }
+
+    /// The canonical text of the value in decimal units: `2`, `500m`, `1500u`, `7n`
+    /// (apimachinery's `String()` for decimal quantities; binary sizes print in bytes).
+    pub fn to_canonical(&self) -> String {
+        let n = self.nanos;
+        for (div, suffix) in [(1_000_000_000, ""), (1_000_000, "m"), (1_000, "u")] {
+            if n % div == 0 {
+                return format!("{}{suffix}", n / div);
+            }
+        }
+        format!("{n}n")
     }
 }
 

@@ -807,6 +807,15 @@ impl Registry {
                 .put_creates(),
         );
 
+        // admissionregistration.k8s.io/v1: the webhook configurations the API's admission
+        // chain calls (logbook-api `admission::webhook`).
+        r.add(typed::<
+            api::admissionregistration::v1::MutatingWebhookConfiguration,
+        >());
+        r.add(typed::<
+            api::admissionregistration::v1::ValidatingWebhookConfiguration,
+        >());
+
         r.add(typed::<api::scheduling::v1::PriorityClass>().short(&["pc"]));
 
         // storage.k8s.io/v1
@@ -1095,6 +1104,14 @@ mod tests {
             ),
             ("scheduling.k8s.io", "v1", &["priorityclasses"]),
             (
+                "admissionregistration.k8s.io",
+                "v1",
+                &[
+                    "mutatingwebhookconfigurations",
+                    "validatingwebhookconfigurations",
+                ],
+            ),
+            (
                 "storage.k8s.io",
                 "v1",
                 &[
@@ -1140,6 +1157,7 @@ mod tests {
             ("policy", vec!["v1"]),
             ("rbac.authorization.k8s.io", vec!["v1"]),
             ("storage.k8s.io", vec!["v1"]),
+            ("admissionregistration.k8s.io", vec!["v1"]),
             ("apiextensions.k8s.io", vec!["v1"]),
             ("scheduling.k8s.io", vec!["v1"]),
             ("coordination.k8s.io", vec!["v1"]),

@@ -58,9 +58,118 @@ pub fn validate(info: &ResourceInfo, obj: &Value) -> Findings {
         ("apps", "daemonsets") => daemon_set(obj, &mut f),
         ("batch", "jobs") => job(obj, &mut f),
         ("batch", "cronjobs") => cron_job(obj, &mut f),
+        (
+            "admissionregistration.k8s.io",
+            "mutatingwebhookconfigurations" | "validatingwebhookconfigurations",
+        ) => webhook_configuration(obj, &mut f.causes),
         _ => {}
     }
     f
+}
+
+/// admissionregistration/v1's webhook rules (`validateWebhook`): unique qualified names,
+/// `sideEffects` None/NoneOnDryRun, `admissionReviewVersions` including v1, timeouts of
+/// 1–30 s, the policies' values, and exactly one of `url` (https) or `service`.
+fn webhook_configuration(obj: &Value, causes: &mut Vec<Cause>) {
+    let mut names: Vec<&str> = Vec::new();
+    let hooks = obj.get("webhooks").and_then(Value::as_array);
+    for (i, hook) in hooks.into_iter().flatten().enumerate() {
+        let at = |f: &str| format!("webhooks[{i}].{f}");
+        let name = str_of(Some(hook), "name");
+        if name.is_empty() {
+            causes.push(Cause::required(&at("name"), ""));
+        } else {
+            let mut errs = is_dns1123_subdomain(name);
+            if name.split('.').count() < 3 {
+                errs.push(
+                    "should be a domain with at least three segments separated by dots".into(),
+                );
+            }
+            for e in errs {
+                causes.push(Cause::invalid(&at("name"), &go_quote(name), &e));
+            }
+            if names.contains(&name) {
+                causes.push(Cause::duplicate(&at("name"), name));
+            }
+            names.push(name);
+        }
+        match hook.get("sideEffects").and_then(Value::as_str) {
+            None => causes.push(Cause::required(
+                &at("sideEffects"),
+                "must specify one of None, NoneOnDryRun",
+            )),
+            Some("None" | "NoneOnDryRun") => {}
+            Some(v) => causes.push(Cause::not_supported(
+                &at("sideEffects"),
+                v,
+                &["None", "NoneOnDryRun"],
+            )),
+        }
+        let versions: Vec<&str> = hook
+            .get("admissionReviewVersions")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        if versions.is_empty() {
+            causes.push(Cause::required(
+                &at("admissionReviewVersions"),
+                "must specify one of v1, v1beta1",
+            ));
+        } else if !versions.iter().any(|v| matches!(*v, "v1" | "v1beta1")) {
+            causes.push(Cause::invalid(
+                &at("admissionReviewVersions"),
+                &go_string_slice(&versions.iter().map(|v| v.to_string()).collect::<Vec<_>>()),
+                "must include at least one of v1, v1beta1",
+            ));
+        }
+        if let Some(t) = hook.get("timeoutSeconds").and_then(Value::as_i64)
+            && !(1..=30).contains(&t)
+        {
+            causes.push(Cause::invalid(
+                &at("timeoutSeconds"),
+                &t.to_string(),
+                "the timeout value must be between 1 and 30 seconds",
+            ));
+        }
+        for (field, allowed) in [
+            ("failurePolicy", &["Fail", "Ignore"][..]),
+            ("matchPolicy", &["Equivalent", "Exact"][..]),
+            ("reinvocationPolicy", &["IfNeeded", "Never"][..]),
+        ] {
+            if let Some(v) = hook.get(field).and_then(Value::as_str)
+                && !allowed.contains(&v)
+            {
+                causes.push(Cause::not_supported(&at(field), v, allowed));
+            }
+        }
+        let cfg = hook.get("clientConfig");
+        let url = cfg.and_then(|c| c.get("url")).and_then(Value::as_str);
+        let service = cfg.and_then(|c| c.get("service")).filter(|s| !s.is_null());
+        match (url, service) {
+            (Some(_), Some(_)) | (None, None) => causes.push(Cause::required(
+                &at("clientConfig"),
+                "exactly one of url or service is required",
+            )),
+            (Some(u), None) if !u.starts_with("https://") => causes.push(Cause::invalid(
+                &at("clientConfig.url"),
+                &go_quote(u),
+                "'https' is the only allowed URL scheme",
+            )),
+            (None, Some(svc)) => {
+                for f in ["namespace", "name"] {
+                    if str_of(Some(svc), f).is_empty() {
+                        causes.push(Cause::required(
+                            &at(&format!("clientConfig.service.{f}")),
+                            "",
+                        ));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
 }
 
 /// Validates the change from `old` to `new` (both whole objects, `new` already defaulted):

@@ -588,3 +588,75 @@ fn port_names_follow_iana_svc_name() {
         assert_eq!(is_valid_port_name(name).len(), *errs, "{name:?}");
     }
 }
+
+#[test]
+fn webhook_configurations_are_defaulted_and_checked_as_kube_does() {
+    let g = "admissionregistration.k8s.io";
+    let hook = |extra: Value| {
+        let mut h = json!({"name": "a.b.c", "sideEffects": "None", "admissionReviewVersions": ["v1"],
+            "clientConfig": {"url": "https://example.com/x"}});
+        for (k, v) in extra.as_object().unwrap() {
+            h[k] = v.clone();
+        }
+        json!({"metadata": {"name": "w"}, "webhooks": [h]})
+    };
+    // (case, object, expected causes)
+    let cases: Vec<(&str, Value, Vec<&str>)> = vec![
+        ("valid", hook(json!({})), vec![]),
+        (
+            "no side effects",
+            hook(json!({"sideEffects": null})),
+            vec!["webhooks[0].sideEffects: Required value: must specify one of None, NoneOnDryRun"],
+        ),
+        (
+            "side effects Some",
+            hook(json!({"sideEffects": "Some"})),
+            vec![
+                "webhooks[0].sideEffects: Unsupported value: \"Some\": supported values: \"None\", \"NoneOnDryRun\"",
+            ],
+        ),
+        (
+            "a timeout past 30 s",
+            hook(json!({"timeoutSeconds": 31})),
+            vec![
+                "webhooks[0].timeoutSeconds: Invalid value: 31: the timeout value must be between 1 and 30 seconds",
+            ],
+        ),
+        (
+            "http",
+            hook(json!({"clientConfig": {"url": "http://example.com"}})),
+            vec![
+                "webhooks[0].clientConfig.url: Invalid value: \"http://example.com\": 'https' is the only allowed URL scheme",
+            ],
+        ),
+        (
+            "two segments",
+            hook(json!({"name": "a.b"})),
+            vec![
+                "webhooks[0].name: Invalid value: \"a.b\": should be a domain with at least three segments separated by dots",
+            ],
+        ),
+    ];
+    for (case, obj, want) in cases {
+        let got = check(g, "validatingwebhookconfigurations", obj);
+        assert_eq!(lines(&got.causes), want, "{case}");
+    }
+    let i = info(g, "mutatingwebhookconfigurations");
+    let mut m = hook(json!({})).as_object().unwrap().clone();
+    crate::defaults::apply(&i, &mut m);
+    let h = &m["webhooks"][0];
+    assert_eq!(
+        (
+            &h["failurePolicy"],
+            &h["matchPolicy"],
+            &h["timeoutSeconds"],
+            &h["reinvocationPolicy"]
+        ),
+        (
+            &json!("Fail"),
+            &json!("Equivalent"),
+            &json!(10),
+            &json!("Never")
+        )
+    );
+}

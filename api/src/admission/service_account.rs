@@ -9,12 +9,38 @@
 //! volume) instead of refusing it (kube refuses until the ServiceAccount controller has
 //! created it), so pods can be created on a server started without controllers.
 
+use futures::future::BoxFuture;
 use logbook_store::ObjectKey;
 use serde_json::{Map, Value, json};
 
+use super::{Attributes, Operation, Plugin};
 use crate::error::{ApiError, ApiResult, from_store};
 use crate::handlers::Ctx;
 use crate::object::decode_stored;
+
+pub struct ServiceAccount;
+
+impl Plugin for ServiceAccount {
+    fn name(&self) -> &'static str {
+        "ServiceAccount"
+    }
+
+    fn admit<'a>(&'a self, a: &'a mut Attributes<'_>) -> BoxFuture<'a, ApiResult<()>> {
+        Box::pin(async move {
+            if !(a.is_core("pods")
+                && a.subresource().is_empty()
+                && matches!(a.operation(), Operation::Create))
+            {
+                return Ok(());
+            }
+            let ctx = a.ctx;
+            match a.object.as_deref_mut() {
+                Some(pod) => admit_pod(ctx, pod).await,
+                None => Ok(()),
+            }
+        })
+    }
+}
 
 /// Where the token, CA and namespace appear in a container.
 pub const SA_MOUNT_PATH: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
@@ -36,9 +62,6 @@ fn suffix() -> String {
 /// # Errors
 /// 403 when the pod names a ServiceAccount that does not exist; a store failure.
 pub async fn admit_pod(ctx: &Ctx, pod: &mut Map<String, Value>) -> ApiResult<()> {
-    if !(ctx.info.group.is_empty() && ctx.info.plural == "pods") {
-        return Ok(());
-    }
     let ns = ctx.namespace().to_string();
     let pod_name = pod
         .get("metadata")
