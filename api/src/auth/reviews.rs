@@ -17,7 +17,7 @@ use logbook_schema::registry::{ActionSubresource, Registry, ResourceInfo};
 use logbook_store::ObjectKey;
 use serde_json::{Map, Value, json};
 
-use super::rbac::{self, ResourceAttrs};
+use super::rbac::{self, ResourceAttrs, strings};
 use super::{Decision, Request, authn};
 use crate::Identity;
 use crate::error::{ApiError, ApiResult, from_store};
@@ -112,16 +112,6 @@ fn user_info(id: &Identity) -> Value {
         u["extra"] = json!(id.extra);
     }
     u
-}
-
-fn strings(v: Option<&Value>) -> Vec<String> {
-    v.and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(|s| s.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// Serves a `create` of a review resource.
