@@ -217,6 +217,8 @@ pub struct Api {
     inflight: Arc<Semaphore>,
     /// Each user's share of the requests in flight.
     pub shares: fairness::UserShares,
+    /// Each certificate user's executing slots and queue, before a request is handled.
+    pub gates: fairness::Gates,
     /// Authentication and authorization settings.
     pub auth: auth::Auth,
     /// The RBAC objects, indexed for decisions.
@@ -250,6 +252,7 @@ impl Api {
             columns: table::Columns::default(),
             inflight: Arc::new(Semaphore::new(REQUESTS_INFLIGHT_MAX)),
             shares: fairness::UserShares::default(),
+            gates: fairness::Gates::default(),
             auth,
             rbac: auth::rbac::Rbac::default(),
         })
@@ -880,11 +883,33 @@ pub async fn serve(
                 }
             });
             let source = peer.to_string();
+            // The user this connection's requests are gated as (fairness.rs), known from
+            // its certificate before any request is read.
+            let gated: Option<Arc<str>> = match &cert {
+                Some(Ok(id)) if !fairness::is_exempt(id) => Some(id.user.as_str().into()),
+                _ => None,
+            };
             let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
                 let api = api.clone();
                 let cert = cert.clone();
                 let source = source.clone();
+                let gated = gated.clone();
                 async move {
+                    let _ticket = match &gated {
+                        Some(user) => match api.gates.admit(user).await {
+                            Ok(t) => Some(t),
+                            Err(queued) => {
+                                return Ok::<_, Infallible>(
+                                    ApiError::too_many_requests(format!(
+                                        "user {user:?} has {} requests executing and {queued} waiting, its whole share; retry later",
+                                        api.gates.executing_max()
+                                    ))
+                                    .into_response(),
+                                );
+                            }
+                        },
+                        None => None,
+                    };
                     Ok::<_, Infallible>(handle_remote(api, cert, source, req.map(Body::new)).await)
                 }
             });
