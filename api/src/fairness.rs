@@ -2,18 +2,21 @@
 //!
 //! 1. **The connection gate** ([`Gates`]), for users known from their client certificate
 //!    (known once per connection, before any request is read): each such user has at most
-//!    [`REQUESTS_EXECUTING_PER_USER_MAX`] requests executing; the next
-//!    [`REQUESTS_QUEUED_PER_USER_MAX`] wait, parked, in that user's own FIFO queue; past
-//!    that the request is answered 429 with `Retry-After` at once, before authorization,
-//!    routing or its body. A parked request is not runnable, so a user flooding the server
-//!    puts only its executing requests and its refusals in front of anyone else's work on
-//!    the runtime's queues: without the gate, a user at 10× the server's capacity kept
-//!    thousands of requests runnable and another user's p50 went from 2 ms to 2.3 s even
-//!    though every excess request was refused; with it, 81 ms (`logbook bench fairness`,
-//!    BENCHMARKS.md). The refusals still cost a task each, which is why that is not yet
-//!    2 ms (FIXME(issue 9): park a stream before its task is runnable, refusals included).
-//!    A slot is held until the handler returns its response, so a watch holds one only
-//!    while it is set up.
+//!    [`REQUESTS_EXECUTING_PER_USER_MAX`] requests executing. Every other HTTP/2 stream of
+//!    the user waits, parked, in that user's own FIFO queue before its task does anything
+//!    ([`GatedExecutor`]); a stream that found [`REQUESTS_QUEUED_PER_USER_MAX`] ahead of it
+//!    is answered 429 with `Retry-After` when its turn comes, before authentication of the
+//!    request, routing, authorization or its body. So a user's backlog, refusals included,
+//!    is never runnable in front of another user's work: without the gate, a user at 10×
+//!    the server's capacity kept thousands of requests runnable on tokio's
+//!    first-come-first-served queues and another user's p50 went from 2 ms to 2.3 s even
+//!    though every excess request was refused (`logbook bench fairness`, BENCHMARKS.md).
+//!    What is left is the flooding connections' own work (TLS records, HTTP/2 frames),
+//!    done on the same cores: FIXME(issue 9): the quiet user's p99 is still tens of times
+//!    its baseline under a 10× flood; stop reading a flooding user's connections while its
+//!    queue is full. HTTP/1 connections serve one request at a time and wait in
+//!    [`Gates::admit`] (429 when the queue is full). A slot is held until the handler
+//!    returns its response, so a watch holds one only while it is set up.
 //! 2. **The in-flight share** ([`UserShares`]) for every authenticated identity (tokens and
 //!    impersonated users too, whom the gate cannot know): at most
 //!    [`REQUESTS_INFLIGHT_PER_USER_MAX`] non-watch requests of one user in flight within the
@@ -168,6 +171,43 @@ impl Drop for Ticket {
     }
 }
 
+tokio::task_local! {
+    /// The gate's turn of the HTTP/2 stream this task serves (set by [`GatedExecutor`]).
+    static TURN: std::cell::RefCell<Option<(Ticket, bool)>>;
+}
+
+/// The turn [`GatedExecutor`] took for the current task's stream, if any.
+pub fn take_turn() -> Option<(Ticket, bool)> {
+    TURN.try_with(|t| t.borrow_mut().take()).ok().flatten()
+}
+
+/// Spawns each HTTP/2 stream of a connection; a gated user's stream first waits for its
+/// turn ([`Gates::turn`]) and runs with it in [`take_turn`].
+#[derive(Clone, Debug)]
+pub struct GatedExecutor {
+    pub gates: Arc<Gates>,
+    /// The connection's certificate user, unless exempt.
+    pub user: Option<Arc<str>>,
+}
+
+impl<F> hyper::rt::Executor<F> for GatedExecutor
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn execute(&self, fut: F) {
+        let Some(user) = self.user.clone() else {
+            tokio::spawn(fut);
+            return;
+        };
+        let gates = self.gates.clone();
+        tokio::spawn(async move {
+            let turn = gates.turn(&user).await;
+            TURN.scope(std::cell::RefCell::new(turn), fut).await
+        });
+    }
+}
+
 /// Counts a request as waiting at a gate until dropped (also when its client goes away).
 struct Waiting<'a>(&'a Gate);
 
@@ -191,24 +231,49 @@ impl Gates {
         self.executing_max.load(Ordering::Relaxed)
     }
 
+    /// One HTTP/2 stream's turn: waits, parked, in `user`'s FIFO queue until one of the
+    /// user's executing slots is free, refusals included, so a user's backlog (even of
+    /// requests to refuse) is never runnable in front of another user's work. The flag
+    /// says the stream found the queue full when it arrived: it is to be answered 429 as
+    /// soon as it runs.
+    pub async fn turn(&self, user: &str) -> Option<(Ticket, bool)> {
+        let gate = self.gate(user);
+        let queued = gate.queued.fetch_add(1, Ordering::Relaxed);
+        let waiting = Waiting(&gate);
+        let refuse = queued >= self.queued_max.load(Ordering::Relaxed);
+        let permit = gate.slots.clone().acquire_owned().await.ok();
+        drop(waiting);
+        Some((
+            Ticket {
+                permit: Some(permit?),
+                user: user.to_string(),
+                gate,
+                users: self.users.clone(),
+            },
+            refuse,
+        ))
+    }
+
+    fn gate(&self, user: &str) -> Arc<Gate> {
+        let mut users = self.users.lock().unwrap_or_else(|p| p.into_inner());
+        users
+            .entry(user.to_string())
+            .or_insert_with(|| {
+                Arc::new(Gate {
+                    slots: Arc::new(Semaphore::new(self.executing_max())),
+                    queued: AtomicUsize::new(0),
+                })
+            })
+            .clone()
+    }
+
     /// An executing slot for one request of `user`, after waiting in the user's queue if
     /// its slots are taken.
     ///
     /// # Errors
     /// `Err(queued)` when the user's queue is full: the request is to be refused.
     pub async fn admit(&self, user: &str) -> Result<Ticket, usize> {
-        let gate = {
-            let mut users = self.users.lock().unwrap_or_else(|p| p.into_inner());
-            users
-                .entry(user.to_string())
-                .or_insert_with(|| {
-                    Arc::new(Gate {
-                        slots: Arc::new(Semaphore::new(self.executing_max())),
-                        queued: AtomicUsize::new(0),
-                    })
-                })
-                .clone()
-        };
+        let gate = self.gate(user);
         let ticket = |permit, gate| Ticket {
             permit: Some(permit),
             user: user.to_string(),
