@@ -220,6 +220,8 @@ pub struct Api {
     inflight: Arc<Semaphore>,
     /// Each user's share of the requests in flight.
     pub shares: fairness::UserShares,
+    /// Each certificate user's executing slots and queue, before a request is handled.
+    pub gates: Arc<fairness::Gates>,
     /// Authentication and authorization settings.
     pub auth: auth::Auth,
     /// The RBAC objects, indexed for decisions.
@@ -257,6 +259,7 @@ impl Api {
             columns: table::Columns::default(),
             inflight: Arc::new(Semaphore::new(REQUESTS_INFLIGHT_MAX)),
             shares: fairness::UserShares::default(),
+            gates: Arc::new(fairness::Gates::default()),
             auth,
             rbac: auth::rbac::Rbac::default(),
             quota_locks: quota::NamespaceLocks::default(),
@@ -840,7 +843,7 @@ pub async fn serve(
     options: ServeOptions,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> std::io::Result<()> {
-    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use hyper_util::rt::TokioIo;
     use hyper_util::server::conn::auto;
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
@@ -889,15 +892,54 @@ pub async fn serve(
                 }
             });
             let source = peer.to_string();
+            // The user this connection's requests are gated as (fairness.rs), known from
+            // its certificate before any request is read.
+            let gated: Option<Arc<str>> = match &cert {
+                Some(Ok(id)) if !fairness::is_exempt(id) => Some(id.user.as_str().into()),
+                _ => None,
+            };
+            let (api_gates, gated_user) = (api.gates.clone(), gated.clone());
             let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
                 let api = api.clone();
                 let cert = cert.clone();
                 let source = source.clone();
+                let gated = gated.clone();
                 async move {
+                    // HTTP/2: the executor already waited for this stream's turn.
+                    let turn = fairness::take_turn();
+                    if let (Some((_, true)), Some(user)) = (&turn, &gated) {
+                        return Ok::<_, Infallible>(
+                            ApiError::too_many_requests(format!(
+                                "user {user:?} has {} requests executing and its queue full; retry later",
+                                api.gates.executing_max()
+                            ))
+                            .into_response(),
+                        );
+                    }
+                    let _ticket = match (&gated, turn) {
+                        (_, Some((t, _))) => Some(t),
+                        // HTTP/1 serves one request at a time per connection; it waits here.
+                        (Some(user), None) => match api.gates.admit(user).await {
+                            Ok(t) => Some(t),
+                            Err(queued) => {
+                                return Ok::<_, Infallible>(
+                                    ApiError::too_many_requests(format!(
+                                        "user {user:?} has {} requests executing and {queued} waiting, its whole share; retry later",
+                                        api.gates.executing_max()
+                                    ))
+                                    .into_response(),
+                                );
+                            }
+                        },
+                        (None, None) => None,
+                    };
                     Ok::<_, Infallible>(handle_remote(api, cert, source, req.map(Body::new)).await)
                 }
             });
-            let mut builder = auto::Builder::new(TokioExecutor::new());
+            let mut builder = auto::Builder::new(fairness::GatedExecutor {
+                gates: api_gates,
+                user: gated_user,
+            });
             builder
                 .http1()
                 .timer(hyper_util::rt::TokioTimer::new())

@@ -275,7 +275,7 @@ pub(crate) async fn create_storm(
 /// at `start + k / rate`; its latency counts from when it was due, so a server that falls
 /// behind is charged for the queueing (no coordinated omission) while the number of
 /// connections stays fixed (no handshake storms in the load generator).
-async fn paced<F, Fut>(rate: u64, secs: u64, workers: usize, op: F) -> Result<Vec<u64>>
+pub(crate) async fn paced<F, Fut>(rate: u64, secs: u64, workers: usize, op: F) -> Result<Vec<u64>>
 where
     F: Fn(u64) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = Result<()>> + Send + 'static,

@@ -158,6 +158,9 @@ pub enum BenchTarget {
     /// What security costs: pod creates/s with 64 clients, security off
     /// (AlwaysAllow) vs a client certificate and a ServiceAccount token under RBAC.
     Auth(BenchApiArgs),
+    /// Per-user fairness: a quiet user's p50/p99 alone and while a noisy user offers 10x
+    /// the server's measured capacity (it should mostly get 429s).
+    Fairness(BenchApiArgs),
     /// The history benchmark: a store of 1,000,000 events, then an object's revisions, a
     /// list as of an old position and one user's change feed, over HTTPS.
     History(BenchApiArgs),

@@ -4,6 +4,7 @@ mod bench_api;
 mod bench_audit;
 mod bench_auth;
 mod bench_crd;
+mod bench_fairness;
 mod bench_history;
 mod bench_scale;
 mod bench_store;
@@ -69,6 +70,9 @@ async fn main() -> anyhow::Result<()> {
         Command::Bench {
             target: BenchTarget::Auth(args),
         } => bench_auth::run(args).await,
+        Command::Bench {
+            target: BenchTarget::Fairness(args),
+        } => bench_fairness::run(args).await,
         Command::Bench {
             target: BenchTarget::History(args),
         } => bench_history::run(args).await,

@@ -197,6 +197,11 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     );
     if let Some(n) = args.requests_inflight_per_user {
         api.shares.set_max(n);
+        // A lower share also bounds the gate's executing slots, with a queue as long.
+        api.gates.set_limits(
+            n.min(logbook_api::fairness::REQUESTS_EXECUTING_PER_USER_MAX),
+            n.min(logbook_api::fairness::REQUESTS_QUEUED_PER_USER_MAX),
+        );
     }
     api.bootstrap()
         .await
