@@ -682,8 +682,17 @@ fn to_storage_version(info: &ResourceInfo, obj: &mut Map<String, Value>) {
 
 /// Applies a JSON patch as kube-apiserver's library does: a `test` of `null` passes on a
 /// path that does not exist (kube-rs' `finalizer()` tests `/metadata/finalizers` against
-/// null before adding the first finalizer); otherwise RFC 6902.
-fn apply_json_patch(doc: &mut Value, p: &json_patch::Patch) -> Result<(), json_patch::PatchError> {
+/// null before adding the first finalizer); otherwise RFC 6902. One operation at a time:
+/// json-patch 5.0's whole-patch apply panics when it undoes a `move` after a later
+/// operation fails (found by `fuzz/fuzz_targets/patches.rs`); a failed patch here leaves
+/// `doc` part-way, and the request writes nothing.
+///
+/// # Errors
+/// The first operation that fails.
+pub fn apply_json_patch(
+    doc: &mut Value,
+    p: &json_patch::Patch,
+) -> Result<(), json_patch::PatchError> {
     for op in p.iter() {
         if let json_patch::PatchOperation::Test(t) = op
             && t.value.is_null()

@@ -17,8 +17,9 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     if let Ok(p) = serde_json::from_value::<json_patch::Patch>(patch.clone()) {
+        // The server's own apply (one operation at a time; see its doc comment).
         let mut doc = original.clone();
-        let _ = json_patch::patch(&mut doc, &p);
+        let _ = logbook_api::handlers::apply_json_patch(&mut doc, &p);
     }
     let mut doc = original.clone();
     json_patch::merge(&mut doc, &patch);
