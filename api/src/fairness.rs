@@ -1,39 +1,52 @@
-//! Per-user shares of the server, in two places:
+//! Per-user shares of the server, so that one user's flood does not become every user's
+//! latency:
 //!
 //! 1. **The connection gate** ([`Gates`]), for users known from their client certificate
 //!    (known once per connection, before any request is read): each such user has at most
-//!    [`REQUESTS_EXECUTING_PER_USER_MAX`] requests executing. Every other HTTP/2 stream of
-//!    the user waits, parked, in that user's own FIFO queue before its task does anything
-//!    ([`GatedExecutor`]); a stream that found [`REQUESTS_QUEUED_PER_USER_MAX`] ahead of it
-//!    is answered 429 with `Retry-After` when its turn comes, before authentication of the
-//!    request, routing, authorization or its body. So a user's backlog, refusals included,
-//!    is never runnable in front of another user's work: without the gate, a user at 10×
-//!    the server's capacity kept thousands of requests runnable on tokio's
-//!    first-come-first-served queues and another user's p50 went from 2 ms to 2.3 s even
-//!    though every excess request was refused (`logbook bench fairness`, BENCHMARKS.md).
-//!    What is left is the flooding connections' own work (TLS records, HTTP/2 frames),
-//!    done on the same cores: FIXME(issue 9): the quiet user's p99 is still tens of times
-//!    its baseline under a 10× flood; stop reading a flooding user's connections while its
-//!    queue is full. HTTP/1 connections serve one request at a time and wait in
-//!    [`Gates::admit`] (429 when the queue is full). A slot is held until the handler
+//!    [`REQUESTS_EXECUTING_PER_USER_MAX`] requests executing and a FIFO queue of
+//!    [`REQUESTS_QUEUED_PER_USER_MAX`] waiting. HTTP/2 streams wait, parked, before their
+//!    task does anything ([`GatedExecutor`]); HTTP/1 requests wait in [`Gates::admit`].
+//!    A request that finds the queue full is answered 429 with `Retry-After` before
+//!    authentication, routing, authorization or its body. A slot is held until the handler
 //!    returns its response, so a watch holds one only while it is set up.
-//! 2. **The in-flight share** ([`UserShares`]) for every authenticated identity (tokens and
+//! 2. **Backpressure** ([`GatedIo`]): while a user's queue is full, its idle connections
+//!    are not read (for at most [`READ_GATE_WAIT_MAX_MS`], then the next request is read
+//!    and refused if there is still no room). The flood stays in the client's sockets
+//!    instead of costing the server a TLS record, a parse and a 429 each: with refusals
+//!    alone, a user at 10× capacity made the server answer 26,000 429s/s and another
+//!    user's p99 was 49–160× its baseline.
+//! 3. **Priority** ([`Gates::run`]): a light user's request (fewer than
+//!    [`LIGHT_USER_EXECUTING_MAX`] executing, none waiting) runs ahead of heavy users'
+//!    requests: while one executes, heavy requests step aside at their await points
+//!    ([`StepAside`], bounded), and while light users are active heavy users share
+//!    [`HEAVY_LANE_CONTENDED_MAX`] lanes, so the runnable work queued in front of a light
+//!    request stays short. tokio has no task priorities; this is one. Uncontended, a heavy
+//!    user has all its slots (a single user's bulk load is not slowed).
+//! 4. **The in-flight share** ([`UserShares`]) for every authenticated identity (tokens and
 //!    impersonated users too, whom the gate cannot know): at most
 //!    [`REQUESTS_INFLIGHT_PER_USER_MAX`] non-watch requests of one user in flight within the
 //!    server's [`crate::REQUESTS_INFLIGHT_MAX`]; past that, 429.
 //!
-//! The server's own in-process components and `system:masters` are exempt from both (kube's
-//! API Priority and Fairness gives them the exempt and system priority levels).
+//! The server's own in-process components and `system:masters` are exempt from all of it
+//! (kube's API Priority and Fairness gives them the exempt and system priority levels).
+//! Token users are not gated per connection (their identity is known only per request),
+//! so 2 and 3 do not apply to them yet.
 //!
 //! Simpler than kube's APF, whose per-flow concurrency and queues the gate borrows: one
 //! queue per user (no shuffle sharding), no flow schemas or priority levels, every request
 //! one seat.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
 
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Sleep;
 
 use crate::Identity;
 
@@ -46,6 +59,40 @@ pub const REQUESTS_INFLIGHT_PER_USER_MAX: usize = 512;
 pub const REQUESTS_EXECUTING_PER_USER_MAX: usize = 64;
 /// Requests of one certificate user waiting for the gate; more are refused with 429.
 pub const REQUESTS_QUEUED_PER_USER_MAX: usize = 64;
+
+/// A certificate user with fewer requests than this executing (and none waiting) is light:
+/// while one of its requests executes, heavy users' requests step aside ([`StepAside`]).
+pub const LIGHT_USER_EXECUTING_MAX: usize = 8;
+/// A certificate user with this many requests executing, or any waiting, is heavy.
+pub const HEAVY_USER_EXECUTING_MIN: usize = 16;
+/// While light users are active ([`CONTENDED_WINDOW_MS`]), heavy users' requests that start
+/// executing share this many lanes (all heavy users together), so the work runnable in
+/// front of a light request stays short; uncontended, a heavy user has all its slots.
+pub const HEAVY_LANE_CONTENDED_MAX: usize = 4;
+/// How long after the last light request the server still counts as contended, ms.
+pub const CONTENDED_WINDOW_MS: u64 = 1_000;
+/// How long a heavy user's request steps aside at once, at most, milliseconds (it resumes
+/// earlier when no light request is executing any more).
+pub const HEAVY_STEP_ASIDE_MS: u64 = 5;
+/// How many times one heavy request steps aside, at most; then it runs like any other. This
+/// bounds how much a heavy user is slowed, and any priority inversion (a light request
+/// waiting on something a heavy one holds) to `HEAVY_STEP_ASIDE_MS` × this.
+pub const HEAVY_STEP_ASIDE_COUNT_MAX: u32 = 20;
+/// How often an idle connection whose reading waits for room in its user's queue looks at
+/// the queue again, milliseconds, besides being woken when a request leaves it (this only
+/// recovers a wakeup lost to a connection that closed; it never reads into a full queue).
+pub const READ_GATE_RECHECK_MS: u64 = 250;
+/// How long an idle connection waits to read while its user's queue is full, at most,
+/// milliseconds; then its next request is read and, if the queue is still full, refused
+/// with 429. Like the time kube's API Priority and Fairness lets a request wait in its
+/// queue (15 s there), shorter so a flooding client learns to back off soon.
+pub const READ_GATE_WAIT_MAX_MS: u64 = 5_000;
+/// Connections of one user whose wakers a gate keeps (the oldest past this rely on their
+/// recheck timer).
+pub const READERS_PARKED_PER_USER_MAX: usize = 4_096;
+/// Heavy requests parked while light ones execute whose wakers are kept (past this all are
+/// woken and the list starts again).
+const STEPPING_ASIDE_PARKED_MAX: usize = 65_536;
 
 /// The group whose members are never limited per user.
 const EXEMPT_GROUP: &str = "system:masters";
@@ -131,6 +178,53 @@ pub fn is_exempt(who: &Identity) -> bool {
 struct Gate {
     slots: Arc<Semaphore>,
     queued: AtomicUsize,
+    /// The user's connections whose reading waits for room in its queue ([`GatedIo`]),
+    /// oldest first; one is woken per request leaving the queue.
+    readers: Mutex<VecDeque<(Waker, Arc<AtomicBool>)>>,
+    /// The executing bound this gate was made with.
+    executing_max: usize,
+}
+
+impl Gate {
+    /// Requests of the user executing now.
+    fn executing(&self) -> usize {
+        self.executing_max
+            .saturating_sub(self.slots.available_permits())
+    }
+
+    /// Whether the user wants more than a light share: requests waiting for a slot, or at
+    /// least [`HEAVY_USER_EXECUTING_MIN`] executing.
+    fn is_heavy(&self) -> bool {
+        self.queued.load(Ordering::Relaxed) > 0 || self.executing() >= HEAVY_USER_EXECUTING_MIN
+    }
+
+    /// Wakes the connection that has waited longest to read (a request left the queue).
+    fn wake_reader(&self) {
+        let next = self
+            .readers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop_front();
+        if let Some((w, parked)) = next {
+            parked.store(false, Ordering::Release);
+            w.wake();
+        }
+    }
+
+    /// Registers a connection that waits to read, once (`parked` is its flag).
+    fn park_reader(&self, waker: &Waker, parked: &Arc<AtomicBool>) {
+        if parked.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let mut readers = self.readers.lock().unwrap_or_else(|p| p.into_inner());
+        if readers.len() >= READERS_PARKED_PER_USER_MAX {
+            // The oldest falls back on its recheck timer.
+            if let Some((_, p)) = readers.pop_front() {
+                p.store(false, Ordering::Release);
+            }
+        }
+        readers.push_back((waker.clone(), parked.clone()));
+    }
 }
 
 /// The connection gate: per certificate user, a bounded number of requests executing and a
@@ -141,6 +235,73 @@ pub struct Gates {
     executing_max: AtomicUsize,
     queued_max: AtomicUsize,
     users: Arc<Mutex<HashMap<String, Arc<Gate>>>>,
+    light: Arc<Light>,
+}
+
+/// Light requests executing, and the heavy ones stepping aside until they are done.
+#[derive(Debug)]
+struct Light {
+    executing: AtomicUsize,
+    parked: Mutex<Vec<Waker>>,
+    /// When a light request last started or ended, ms since `epoch`.
+    last_ms: AtomicU64,
+    epoch: Instant,
+    /// Heavy requests' lane while the server is contended ([`HEAVY_LANE_CONTENDED_MAX`]).
+    heavy_lane: Arc<Semaphore>,
+}
+
+impl Default for Light {
+    fn default() -> Self {
+        Light {
+            executing: AtomicUsize::new(0),
+            parked: Mutex::new(Vec::new()),
+            last_ms: AtomicU64::new(0),
+            epoch: Instant::now(),
+            heavy_lane: Arc::new(Semaphore::new(HEAVY_LANE_CONTENDED_MAX)),
+        }
+    }
+}
+
+impl Light {
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn touch(&self) {
+        self.last_ms.store(self.now_ms().max(1), Ordering::Relaxed);
+    }
+
+    /// Whether light users are active: one executing, or one ended within
+    /// [`CONTENDED_WINDOW_MS`].
+    fn contended(&self) -> bool {
+        self.executing.load(Ordering::Acquire) > 0 || {
+            let last = self.last_ms.load(Ordering::Relaxed);
+            last > 0 && self.now_ms().saturating_sub(last) < CONTENDED_WINDOW_MS
+        }
+    }
+
+    fn park(&self, waker: &Waker) {
+        let mut parked = self.parked.lock().unwrap_or_else(|p| p.into_inner());
+        if parked.len() >= STEPPING_ASIDE_PARKED_MAX {
+            parked.drain(..).for_each(Waker::wake);
+        }
+        parked.push(waker.clone());
+    }
+}
+
+/// Counts one light request as executing until dropped.
+#[derive(Debug)]
+pub struct LightGuard(Arc<Light>);
+
+impl Drop for LightGuard {
+    fn drop(&mut self) {
+        self.0.touch();
+        if self.0.executing.fetch_sub(1, Ordering::AcqRel) == 1 {
+            let parked =
+                std::mem::take(&mut *self.0.parked.lock().unwrap_or_else(|p| p.into_inner()));
+            parked.into_iter().for_each(Waker::wake);
+        }
+    }
 }
 
 impl Default for Gates {
@@ -149,6 +310,7 @@ impl Default for Gates {
             executing_max: AtomicUsize::new(REQUESTS_EXECUTING_PER_USER_MAX),
             queued_max: AtomicUsize::new(REQUESTS_QUEUED_PER_USER_MAX),
             users: Arc::new(Mutex::new(HashMap::new())),
+            light: Arc::default(),
         }
     }
 }
@@ -216,6 +378,7 @@ struct Waiting<'a>(&'a Gate);
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
         self.0.queued.fetch_sub(1, Ordering::Relaxed);
+        self.0.wake_reader();
     }
 }
 
@@ -264,6 +427,8 @@ impl Gates {
                 Arc::new(Gate {
                     slots: Arc::new(Semaphore::new(self.executing_max())),
                     queued: AtomicUsize::new(0),
+                    readers: Mutex::new(VecDeque::new()),
+                    executing_max: self.executing_max(),
                 })
             })
             .clone()
@@ -305,6 +470,242 @@ impl Gates {
             // The semaphore is never closed.
             Err(_) => Err(queued),
         }
+    }
+}
+
+impl Gates {
+    /// Runs a gated request's `work` at its user's priority: a light user's request counts
+    /// as light while it runs; a heavy user's steps aside for light ones ([`StepAside`]).
+    pub async fn run<F: Future>(&self, ticket: &Ticket, work: F) -> F::Output {
+        let gate = &ticket.gate;
+        if gate.queued.load(Ordering::Relaxed) == 0 && gate.executing() <= LIGHT_USER_EXECUTING_MAX
+        {
+            self.light.executing.fetch_add(1, Ordering::AcqRel);
+            self.light.touch();
+            let _light = LightGuard(self.light.clone());
+            work.await
+        } else {
+            let _lane = if self.light.contended() {
+                self.light.heavy_lane.clone().acquire_owned().await.ok()
+            } else {
+                None
+            };
+            StepAside {
+                work: Box::pin(work),
+                gate: gate.clone(),
+                light: self.light.clone(),
+                pause: None,
+                count: 0,
+            }
+            .await
+        }
+    }
+
+    /// Whether an idle connection of `user` is to wait before reading another request:
+    /// the user's queue is full.
+    fn queue_is_full(&self, user: &str) -> Option<Arc<Gate>> {
+        let gate = self
+            .users
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(user)
+            .cloned()?;
+        (gate.queued.load(Ordering::Relaxed) >= self.queued_max.load(Ordering::Relaxed))
+            .then_some(gate)
+    }
+}
+
+/// A heavy user's request: before each step, while a light request is executing and its
+/// user is still heavy, it waits (at most [`HEAVY_STEP_ASIDE_MS`] at a time and
+/// [`HEAVY_STEP_ASIDE_COUNT_MAX`] times), so on a saturated server the cores go to light
+/// users' requests first. tokio has no task priorities; this is one, at await points.
+pub struct StepAside<F: Future> {
+    work: Pin<Box<F>>,
+    gate: Arc<Gate>,
+    light: Arc<Light>,
+    pause: Option<Pin<Box<Sleep>>>,
+    count: u32,
+}
+
+impl<F: Future> Future for StepAside<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = &mut *self;
+        if this.light.executing.load(Ordering::Acquire) > 0 && this.gate.is_heavy() {
+            if this.pause.is_none() && this.count < HEAVY_STEP_ASIDE_COUNT_MAX {
+                this.count += 1;
+                this.pause = Some(Box::pin(tokio::time::sleep(Duration::from_millis(
+                    HEAVY_STEP_ASIDE_MS,
+                ))));
+            }
+            if let Some(pause) = this.pause.as_mut()
+                && pause.as_mut().poll(cx).is_pending()
+            {
+                this.light.park(cx.waker());
+                // A light request may have finished before the waker was parked.
+                if this.light.executing.load(Ordering::Acquire) > 0 {
+                    return Poll::Pending;
+                }
+            }
+        }
+        this.pause = None;
+        this.work.as_mut().poll(cx)
+    }
+}
+
+/// A connection's requests in progress (handlers not yet returned); while there are
+/// none, [`GatedIo`] may hold back reading.
+#[derive(Debug, Default)]
+pub struct InProgress(AtomicUsize);
+
+/// Counts one request as in progress on its connection until dropped.
+#[derive(Debug)]
+pub struct InProgressGuard(Arc<InProgress>);
+
+impl InProgress {
+    /// Counts a request that has started on the connection.
+    pub fn start(self: &Arc<Self>) -> InProgressGuard {
+        self.0.fetch_add(1, Ordering::AcqRel);
+        InProgressGuard(self.clone())
+    }
+}
+
+impl Drop for InProgressGuard {
+    fn drop(&mut self) {
+        self.0.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A gated user's connection: while nothing is in progress on it and the user's queue is
+/// full, it does not read, so a flood stays in the client's socket (TCP backpressure)
+/// instead of costing the server a parse and a 429 each. It reads again when a request
+/// leaves the queue (the longest-waiting connection first; the queue is looked at again
+/// every [`READ_GATE_RECHECK_MS`] too), or after [`READ_GATE_WAIT_MAX_MS`], when a request
+/// that still finds the queue full gets its 429 with `Retry-After`; so do requests read in
+/// one go past the queue's room (HTTP/2 frames, pipelined HTTP/1). A connection with a request in progress always reads (that request's body, or
+/// HTTP/2 frames), so the gate never holds up work it admitted. Writes pass through.
+pub struct GatedIo<T> {
+    inner: T,
+    gate: Option<ReadGate>,
+}
+
+/// What [`GatedIo`] needs to know whether to read.
+pub struct ReadGate {
+    /// The server's gates.
+    pub gates: Arc<Gates>,
+    /// The connection's certificate user.
+    pub user: Arc<str>,
+    /// The connection's requests in progress.
+    pub in_progress: Arc<InProgress>,
+    recheck: Option<Pin<Box<Sleep>>>,
+    /// When this connection's wait to read ends ([`READ_GATE_WAIT_MAX_MS`]).
+    deadline: Option<Pin<Box<Sleep>>>,
+    /// Whether this connection is in its user's list of waiting readers.
+    parked: Arc<AtomicBool>,
+}
+
+impl<T> GatedIo<T> {
+    /// Wraps `inner`; `gate` is `None` for connections that are not gated.
+    pub fn new(inner: T, gate: Option<(Arc<Gates>, Arc<str>, Arc<InProgress>)>) -> Self {
+        GatedIo {
+            inner,
+            gate: gate.map(|(gates, user, in_progress)| ReadGate {
+                gates,
+                user,
+                in_progress,
+                recheck: None,
+                deadline: None,
+                parked: Arc::default(),
+            }),
+        }
+    }
+}
+
+impl ReadGate {
+    /// Whether reading is to wait now (the waker is then registered).
+    fn must_wait(&mut self, cx: &mut Context<'_>) -> bool {
+        let gate = if self.in_progress.0.load(Ordering::Acquire) > 0 {
+            None
+        } else {
+            self.gates.queue_is_full(&self.user)
+        };
+        let Some(gate) = gate else {
+            (self.recheck, self.deadline) = (None, None);
+            return false;
+        };
+        let deadline = self.deadline.get_or_insert_with(|| {
+            Box::pin(tokio::time::sleep(Duration::from_millis(
+                READ_GATE_WAIT_MAX_MS,
+            )))
+        });
+        if deadline.as_mut().poll(cx).is_ready() {
+            // Waited long enough: the next request is read, and refused if still no room.
+            (self.recheck, self.deadline) = (None, None);
+            return false;
+        }
+        // The timer only recovers a lost wakeup (a woken connection that closed): when it
+        // fires the queue is looked at again, and reading still waits while it is full.
+        loop {
+            let recheck = self.recheck.get_or_insert_with(|| {
+                Box::pin(tokio::time::sleep(Duration::from_millis(
+                    READ_GATE_RECHECK_MS,
+                )))
+            });
+            if recheck.as_mut().poll(cx).is_pending() {
+                break;
+            }
+            self.recheck = None;
+        }
+        gate.park_reader(cx.waker(), &self.parked);
+        // The queue may have drained before the waker was parked.
+        self.gates.queue_is_full(&self.user).is_some()
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for GatedIo<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        if let Some(gate) = this.gate.as_mut()
+            && gate.must_wait(cx)
+        {
+            return Poll::Pending;
+        }
+        Pin::new(&mut this.inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for GatedIo<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
     }
 }
 
@@ -372,6 +773,160 @@ mod tests {
         assert!(
             gates.users.lock().map(|u| u.is_empty()).unwrap_or(false),
             "idle users are forgotten"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_heavy_users_request_steps_aside_while_a_light_one_executes() {
+        use std::sync::atomic::AtomicBool;
+        let gates = Gates::default();
+        gates.set_limits(HEAVY_USER_EXECUTING_MIN, 4);
+        let mut heavy = Vec::new();
+        for _ in 0..HEAVY_USER_EXECUTING_MIN {
+            heavy.push(gates.admit("noisy").await.expect("a slot"));
+        }
+        let light = gates.admit("quiet").await.expect("a slot");
+        let (release, released) = (
+            Arc::new(tokio::sync::Notify::new()),
+            Arc::new(AtomicBool::new(false)),
+        );
+        let quiet_work = {
+            let (release, released) = (release.clone(), released.clone());
+            async move {
+                release.notified().await;
+                released.store(true, Ordering::SeqCst);
+            }
+        };
+        let quiet = gates.run(&light, quiet_work);
+        tokio::pin!(quiet);
+        assert!(
+            futures::poll!(quiet.as_mut()).is_pending(),
+            "the light request executes"
+        );
+        let ran_during_light = Arc::new(AtomicBool::new(false));
+        let noisy = {
+            let (ran, released) = (ran_during_light.clone(), released.clone());
+            gates.run(&heavy[0], async move {
+                if !released.load(Ordering::SeqCst) {
+                    ran.store(true, Ordering::SeqCst);
+                }
+            })
+        };
+        tokio::pin!(noisy);
+        assert!(
+            futures::poll!(noisy.as_mut()).is_pending(),
+            "the heavy request waits while the light one executes"
+        );
+        release.notify_one();
+        quiet.await;
+        tokio::time::timeout(Duration::from_secs(5), noisy)
+            .await
+            .expect("the heavy request runs once the light one is done");
+        assert!(!ran_during_light.load(Ordering::SeqCst));
+    }
+
+    #[tokio::test]
+    async fn a_heavy_request_steps_aside_a_bounded_number_of_times() {
+        let gates = Gates::default();
+        gates.set_limits(HEAVY_USER_EXECUTING_MIN, 4);
+        let mut heavy = Vec::new();
+        for _ in 0..HEAVY_USER_EXECUTING_MIN {
+            heavy.push(gates.admit("noisy").await.expect("a slot"));
+        }
+        let light = gates.admit("quiet").await.expect("a slot");
+        // A light request that never finishes (one waiting on the heavy one, say).
+        let stuck = gates.run(&light, std::future::pending::<()>());
+        tokio::pin!(stuck);
+        assert!(futures::poll!(stuck.as_mut()).is_pending());
+        let started = std::time::Instant::now();
+        tokio::time::timeout(Duration::from_secs(5), gates.run(&heavy[0], async {}))
+            .await
+            .expect("the heavy request ran after its bounded pauses");
+        let bound =
+            Duration::from_millis(HEAVY_STEP_ASIDE_MS * u64::from(HEAVY_STEP_ASIDE_COUNT_MAX));
+        assert!(started.elapsed() < bound * 3, "{:?}", started.elapsed());
+    }
+
+    #[tokio::test]
+    async fn an_idle_connection_reads_only_while_its_users_queue_has_room() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let gates = Arc::new(Gates::default());
+        gates.set_limits(1, 1);
+        let executing = gates.admit("noisy").await.expect("the slot");
+        let queued = {
+            let gates = gates.clone();
+            tokio::spawn(async move { gates.admit("noisy").await.map(|_| ()) })
+        };
+        while gates.queue_is_full("noisy").is_none() {
+            tokio::task::yield_now().await;
+        }
+        let (client, server) = tokio::io::duplex(64);
+        let in_progress = Arc::new(InProgress::default());
+        let mut io = GatedIo::new(
+            server,
+            Some((gates.clone(), "noisy".into(), in_progress.clone())),
+        );
+        let mut client = client;
+        client.write_all(b"GET").await.expect("write");
+        let mut buf = [0u8; 3];
+        assert!(
+            tokio::time::timeout(Duration::from_millis(100), io.read_exact(&mut buf))
+                .await
+                .is_err(),
+            "the idle connection does not read while the queue is full"
+        );
+        // A request in progress on the connection always reads (its body, say).
+        let guard = in_progress.start();
+        tokio::time::timeout(Duration::from_secs(5), io.read_exact(&mut buf))
+            .await
+            .expect("reads with a request in progress")
+            .expect("read");
+        drop(guard);
+        client.write_all(b"GET").await.expect("write");
+        let read = tokio::spawn(async move {
+            let mut buf = [0u8; 3];
+            io.read_exact(&mut buf).await.map(|_| buf)
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!read.is_finished(), "still waiting for room");
+        drop(executing);
+        assert!(queued.await.expect("join").is_ok());
+        let got = tokio::time::timeout(Duration::from_secs(5), read)
+            .await
+            .expect("woken when the queue drained")
+            .expect("join")
+            .expect("read");
+        assert_eq!(&got, b"GET");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_connection_waits_to_read_for_a_bounded_time() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let gates = Arc::new(Gates::default());
+        gates.set_limits(1, 1);
+        let _executing = gates.admit("noisy").await.expect("the slot");
+        let _queued = {
+            let gates = gates.clone();
+            tokio::spawn(async move { gates.admit("noisy").await.map(|_| ()) })
+        };
+        while gates.queue_is_full("noisy").is_none() {
+            tokio::task::yield_now().await;
+        }
+        let (mut client, server) = tokio::io::duplex(64);
+        let mut io = GatedIo::new(
+            server,
+            Some((gates.clone(), "noisy".into(), Arc::default())),
+        );
+        client.write_all(b"GET").await.expect("write");
+        let started = tokio::time::Instant::now();
+        let mut buf = [0u8; 3];
+        io.read_exact(&mut buf).await.expect("read");
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_millis(READ_GATE_WAIT_MAX_MS)
+                && waited
+                    < Duration::from_millis(READ_GATE_WAIT_MAX_MS + READ_GATE_RECHECK_MS + 100),
+            "read after {waited:?}"
         );
     }
 }

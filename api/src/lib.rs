@@ -899,12 +899,23 @@ pub async fn serve(
                 _ => None,
             };
             let (api_gates, gated_user) = (api.gates.clone(), gated.clone());
+            let in_progress = Arc::new(fairness::InProgress::default());
+            let io = fairness::GatedIo::new(
+                tls,
+                gated
+                    .clone()
+                    .map(|u| (api.gates.clone(), u, in_progress.clone())),
+            );
             let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
                 let api = api.clone();
                 let cert = cert.clone();
                 let source = source.clone();
                 let gated = gated.clone();
+                // Counted from when the request's head is parsed, so its connection keeps
+                // reading its body (fairness::GatedIo).
+                let in_progress = in_progress.start();
                 async move {
+                    let _in_progress = in_progress;
                     // HTTP/2: the executor already waited for this stream's turn.
                     let turn = fairness::take_turn();
                     if let (Some((_, true)), Some(user)) = (&turn, &gated) {
@@ -916,7 +927,7 @@ pub async fn serve(
                             .into_response(),
                         );
                     }
-                    let _ticket = match (&gated, turn) {
+                    let ticket = match (&gated, turn) {
                         (_, Some((t, _))) => Some(t),
                         // HTTP/1 serves one request at a time per connection; it waits here.
                         (Some(user), None) => match api.gates.admit(user).await {
@@ -933,7 +944,11 @@ pub async fn serve(
                         },
                         (None, None) => None,
                     };
-                    Ok::<_, Infallible>(handle_remote(api, cert, source, req.map(Body::new)).await)
+                    let work = handle_remote(api.clone(), cert, source, req.map(Body::new));
+                    Ok::<_, Infallible>(match &ticket {
+                        Some(t) => api.gates.run(t, work).await,
+                        None => work.await,
+                    })
                 }
             });
             let mut builder = auto::Builder::new(fairness::GatedExecutor {
@@ -953,7 +968,7 @@ pub async fn serve(
                 .max_pending_accept_reset_streams(HTTP2_PENDING_RESET_STREAMS_MAX)
                 .keep_alive_interval(Duration::from_millis(HTTP2_KEEPALIVE_INTERVAL_MS))
                 .keep_alive_timeout(Duration::from_millis(HTTP2_KEEPALIVE_TIMEOUT_MS));
-            let conn = builder.serve_connection(TokioIo::new(tls), svc);
+            let conn = builder.serve_connection(TokioIo::new(io), svc);
             if let Err(e) = watcher.watch(conn.into_owned()).await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
