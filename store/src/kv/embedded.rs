@@ -14,6 +14,13 @@
 //!   makes the redb file complete and empties the log; opening replays what the file lacks
 //!   (see [`super::wal`]). redb commits are atomic (checksummed commit slots), so a crash
 //!   leaves the last checkpoint plus the log.
+//! - A checkpoint does not hold up writers. It runs on its own thread while the committer
+//!   goes on: new records go to the other of two log files, and batches committed meanwhile
+//!   are published to readers from an in-memory overlay ([`Pending`]) above the redb
+//!   snapshot, since redb's write lock is the checkpoint's. When the checkpoint is durable,
+//!   its log file is emptied and the overlay is folded into redb (one non-durable commit).
+//!   Before, every write waited for each checkpoint's fsync: 9 ms (p50) to 25 ms, four
+//!   times a second under load, which was most of a quiet client's p99.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::io::Write;
@@ -48,6 +55,9 @@ pub const DATA_FILE_NAME: &str = "logbook.redb";
 pub const INIT_MARKER_FILE_NAME: &str = "logbook.initialized";
 /// The write-ahead log inside the data directory (see [`super::wal`]).
 pub const WAL_FILE_NAME: &str = "logbook.wal";
+/// The second write-ahead log file: records go to one file while a checkpoint empties the
+/// other. Opening replays both, in version order.
+pub const WAL_SECOND_FILE_NAME: &str = "logbook.wal.1";
 
 pub use super::{KV_KEY_BYTES_MAX, KV_VALUE_BYTES_MAX};
 
@@ -78,6 +88,9 @@ pub struct EmbeddedConfig {
     /// A group commit stops taking transactions once their mutations add up to this many
     /// bytes (bounds one write-ahead record).
     pub commit_batch_bytes_max: usize,
+    /// Most keys the overlay of batches committed during a checkpoint holds; past it the
+    /// committer waits for the checkpoint (and folds the overlay) before the next batch.
+    pub overlay_keys_max: usize,
 }
 
 impl EmbeddedConfig {
@@ -93,6 +106,7 @@ impl EmbeddedConfig {
             checkpoint_interval_ms: 250,
             checkpoint_wal_bytes_max: 256 * 1024 * 1024,
             commit_batch_bytes_max: 64 * 1024 * 1024,
+            overlay_keys_max: 65_536,
         }
     }
 }
@@ -137,6 +151,8 @@ struct KeyWatcher {
 struct Shared {
     db: Arc<Db>,
     watchers: Mutex<Vec<KeyWatcher>>,
+    /// Batches committed while a checkpoint holds redb's write lock (see the module header).
+    pending: Mutex<Option<Arc<Pending>>>,
     failed: AtomicBool,
 }
 
@@ -170,9 +186,12 @@ impl Embedded {
         let db = Db(Some(guarded("opening the database file", || {
             open_database(&path, &cfg)
         })?));
-        let wal_path = cfg.dir.join(WAL_FILE_NAME);
-        let (version, wal) = guarded("replaying the write-ahead log", || {
-            replay_wal(&db, &wal_path)
+        let wal_paths = [
+            cfg.dir.join(WAL_FILE_NAME),
+            cfg.dir.join(WAL_SECOND_FILE_NAME),
+        ];
+        let (version, [wal, wal_spare]) = guarded("replaying the write-ahead log", || {
+            replay_wal(&db, &wal_paths)
         })?;
         if !marker.exists() {
             std::fs::write(&marker, b"logbook store\n")?;
@@ -182,13 +201,16 @@ impl Embedded {
         let shared = Arc::new(Shared {
             db: Arc::new(db),
             watchers: Mutex::new(Vec::new()),
+            pending: Mutex::new(None),
             failed: AtomicBool::new(false),
         });
         let (tx, rx) = mpsc::channel(cfg.commit_queue_txns_max.max(1));
         let committer_shared = shared.clone();
         let handle = std::thread::Builder::new()
             .name("logbook-committer".into())
-            .spawn(move || Committer::new(committer_shared, cfg, version, wal).run(rx))?;
+            .spawn(move || {
+                Committer::new(committer_shared, cfg, version, wal, wal_spare).run(rx)
+            })?;
         Ok(Embedded {
             shared,
             commits: tx,
@@ -220,11 +242,21 @@ impl Embedded {
         }
     }
 
-    fn read_snapshot(&self) -> Result<(redb::ReadTransaction, u64)> {
+    fn read_snapshot(&self) -> Result<Snapshot> {
         guarded("starting a read", || self.read_snapshot_unguarded())
     }
 
-    fn read_snapshot_unguarded(&self) -> Result<(redb::ReadTransaction, u64)> {
+    /// A redb read transaction, its version and the overlay above it, if any. The overlay is
+    /// taken before the redb snapshot: the committer folds an overlay into redb before it
+    /// drops it, so the pair never misses a batch; an overlay the snapshot already holds
+    /// (redb's version has reached it) is left out.
+    fn read_snapshot_unguarded(&self) -> Result<Snapshot> {
+        let pending = self
+            .shared
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         let rtx = self.shared.db.begin_read().map_err(Error::backend)?;
         let version = {
             let sys = rtx.open_table(SYS).map_err(Error::backend)?;
@@ -233,28 +265,38 @@ impl Embedded {
                 .map(|g| g.value())
                 .unwrap_or(0)
         };
-        Ok((rtx, version))
+        let pending = pending.filter(|p| p.version > version);
+        let version = pending.as_ref().map_or(version, |p| p.version);
+        Ok((rtx, version, pending))
     }
 }
 
 /// Brings the redb file up to date with the write-ahead log: replays every record newer than
-/// the file's committed version, makes the result durable and empties the log. Returns the
-/// committed version and the log, open for appending.
-fn replay_wal(db: &redb::Database, wal_path: &Path) -> Result<(u64, std::fs::File)> {
-    let location = wal_path.display().to_string();
-    let bytes = match std::fs::read(wal_path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-        Err(e) => return Err(e.into()),
-    };
-    let contents = wal::read(&location, &bytes)?;
-    if contents.valid_bytes < bytes.len() as u64 {
-        tracing::warn!(
-            wal = %location,
-            dropped_bytes = bytes.len() as u64 - contents.valid_bytes,
-            "dropping the torn tail of the write-ahead log (a write cut short by a crash, never acknowledged)"
-        );
+/// the file's committed version from both log files (in version order: a crash during a
+/// checkpoint leaves older records in one file and newer ones in the other), makes the
+/// result durable and empties the log. Returns the committed version and the two log files,
+/// open for appending (records go to the first).
+fn replay_wal(db: &redb::Database, wal_paths: &[PathBuf; 2]) -> Result<(u64, [std::fs::File; 2])> {
+    let mut records = Vec::new();
+    for wal_path in wal_paths {
+        let location = wal_path.display().to_string();
+        let bytes = match std::fs::read(wal_path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(e.into()),
+        };
+        let contents = wal::read(&location, &bytes)?;
+        if contents.valid_bytes < bytes.len() as u64 {
+            tracing::warn!(
+                wal = %location,
+                dropped_bytes = bytes.len() as u64 - contents.valid_bytes,
+                "dropping the torn tail of the write-ahead log (a write cut short by a crash, never acknowledged)"
+            );
+        }
+        records.extend(contents.records);
     }
+    records.sort_by_key(|(v, _)| *v);
+    let location = wal_paths[0].display().to_string();
     let mut wtx = db.begin_write().map_err(Error::backend)?;
     wtx.set_durability(redb::Durability::Immediate)
         .map_err(Error::backend)?;
@@ -268,7 +310,7 @@ fn replay_wal(db: &redb::Database, wal_path: &Path) -> Result<(u64, std::fs::Fil
             .map_err(Error::backend)?
             .map(|g| g.value())
             .unwrap_or(0);
-        if let Some((first, _)) = contents.records.first()
+        if let Some((first, _)) = records.iter().find(|(v, _)| *v > version)
             && *first > version + 1
         {
             return Err(Error::Corrupt {
@@ -278,7 +320,7 @@ fn replay_wal(db: &redb::Database, wal_path: &Path) -> Result<(u64, std::fs::Fil
                 ),
             });
         }
-        for (v, ops) in &contents.records {
+        for (v, ops) in &records {
             if *v <= version {
                 continue;
             }
@@ -295,13 +337,121 @@ fn replay_wal(db: &redb::Database, wal_path: &Path) -> Result<(u64, std::fs::Fil
     if replayed > 0 {
         tracing::info!(records = replayed, version, "replayed the write-ahead log");
     }
-    let wal = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(wal_path)?;
-    wal.set_len(0)?;
-    wal.sync_all()?;
-    Ok((version, wal))
+    let open = |path: &PathBuf| -> Result<std::fs::File> {
+        let wal = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        wal.set_len(0)?;
+        wal.sync_all()?;
+        Ok(wal)
+    };
+    Ok((version, [open(&wal_paths[0])?, open(&wal_paths[1])?]))
+}
+
+/// A read's view: a redb read transaction, its version, and the overlay above it.
+type Snapshot = (redb::ReadTransaction, u64, Option<Arc<Pending>>);
+
+/// Batches committed while a checkpoint holds redb's write lock, as readers see them above
+/// the redb snapshot: each key's newest value (`None`: deleted) and the ranges cleared (keys
+/// set after a clear are in `entries`).
+#[derive(Clone, Debug, Default)]
+struct Pending {
+    version: u64,
+    entries: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    cleared: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+impl Pending {
+    fn in_cleared(&self, key: &[u8]) -> bool {
+        self.cleared
+            .iter()
+            .any(|(b, e)| b.as_slice() <= key && key < e.as_slice())
+    }
+
+    /// `Some(value)` when the overlay decides `key` (`Some(None)`: deleted), `None` when the
+    /// redb snapshot does.
+    fn get(&self, key: &[u8]) -> Option<Option<Vec<u8>>> {
+        match self.entries.get(key) {
+            Some(v) => Some(v.clone()),
+            None if self.in_cleared(key) => Some(None),
+            None => None,
+        }
+    }
+
+    fn apply(&mut self, op: &WalOp) {
+        match op {
+            WalOp::Put(k, v) => {
+                self.entries.insert(k.clone(), Some(v.clone()));
+            }
+            WalOp::Delete(k) => {
+                self.entries.insert(k.clone(), None);
+            }
+            WalOp::DeleteRange(b, e) => {
+                if b >= e {
+                    return;
+                }
+                let inside: Vec<Vec<u8>> = self
+                    .entries
+                    .range::<[u8], _>((
+                        Bound::Included(b.as_slice()),
+                        Bound::Excluded(e.as_slice()),
+                    ))
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                for k in inside {
+                    self.entries.remove(&k);
+                }
+                self.cleared.push((b.clone(), e.clone()));
+            }
+        }
+    }
+}
+
+/// A key of the overlay and its value (`None`: deleted).
+type OverlayEntry = (Vec<u8>, Option<Vec<u8>>);
+
+/// A redb range merged with the overlay above it, in the range's direction.
+struct PendingMerge<'a> {
+    db: std::iter::Peekable<Box<dyn Iterator<Item = Result<OwnedEntry>> + 'a>>,
+    overlay: std::iter::Peekable<std::vec::IntoIter<OverlayEntry>>,
+    pending: Arc<Pending>,
+    reverse: bool,
+}
+
+impl Iterator for PendingMerge<'_> {
+    type Item = Result<OwnedEntry>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        use std::cmp::Ordering as Order;
+        loop {
+            let order = match (self.db.peek(), self.overlay.peek()) {
+                (None, None) => return None,
+                (Some(Err(_)), _) => return self.db.next(),
+                (Some(Ok(_)), None) => Order::Less,
+                (None, Some(_)) => Order::Greater,
+                (Some(Ok((dk, _))), Some((ok, _))) => {
+                    let o = dk.cmp(ok);
+                    if self.reverse { o.reverse() } else { o }
+                }
+            };
+            match order {
+                Order::Less => match self.db.next()? {
+                    Ok((k, _)) if self.pending.in_cleared(&k) => continue,
+                    other => return Some(other),
+                },
+                Order::Greater | Order::Equal => {
+                    if order == Order::Equal {
+                        self.db.next();
+                    }
+                    match self.overlay.next()? {
+                        (k, Some(v)) => return Some(Ok((k, v))),
+                        (_, None) => continue,
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// A key and value copied out of redb.
@@ -391,12 +541,13 @@ fn open_database(path: &Path, cfg: &EmbeddedConfig) -> Result<redb::Database> {
 #[async_trait]
 impl Kv for Embedded {
     async fn begin(&self) -> Result<Box<dyn Transaction>> {
-        let (rtx, read_version) = self.read_snapshot()?;
+        let (rtx, read_version, pending) = self.read_snapshot()?;
         let table = rtx.open_table(KV).map_err(Error::backend)?;
         Ok(Box::new(EmbeddedTx {
             commits: self.commits.clone(),
             _rtx: rtx,
             table,
+            pending,
             read_version,
             overlay: BTreeMap::new(),
             cleared: Vec::new(),
@@ -438,6 +589,8 @@ struct EmbeddedTx {
     commits: mpsc::Sender<CommitRequest>,
     _rtx: redb::ReadTransaction,
     table: redb::ReadOnlyTable<&'static [u8], &'static [u8]>,
+    /// Batches committed during a checkpoint, above `table`.
+    pending: Option<Arc<Pending>>,
     read_version: u64,
     overlay: BTreeMap<Vec<u8>, Overlay>,
     cleared: Vec<(Vec<u8>, Vec<u8>)>,
@@ -474,6 +627,26 @@ impl EmbeddedTx {
                 Box::new(db_range.map(map))
             }
         };
+        if let Some(pending) = &self.pending {
+            let in_range = pending.entries.range::<[u8], _>((
+                Bound::Included(req.begin.as_slice()),
+                Bound::Excluded(req.end.as_slice()),
+            ));
+            let entries: Vec<OverlayEntry> = if req.reverse {
+                in_range
+                    .rev()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect()
+            } else {
+                in_range.map(|(k, v)| (k.clone(), v.clone())).collect()
+            };
+            db_iter = Box::new(PendingMerge {
+                db: db_iter.peekable(),
+                overlay: entries.into_iter().peekable(),
+                pending: pending.clone(),
+                reverse: req.reverse,
+            });
+        }
         let ov_range = self.overlay.range::<[u8], _>((
             Bound::Included(req.begin.as_slice()),
             Bound::Excluded(req.end.as_slice()),
@@ -535,6 +708,9 @@ impl EmbeddedTx {
     }
 
     fn base_get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        if let Some(decided) = self.pending.as_ref().and_then(|p| p.get(key)) {
+            return Ok(decided);
+        }
         guarded("reading a key", || {
             Ok(self
                 .table
@@ -779,11 +955,82 @@ struct Committer {
     history: VecDeque<BatchWrites>,
     /// Every batch with a version above this is in `history`.
     history_floor: u64,
+    /// The log file records go to now.
     wal: std::fs::File,
+    /// The other log file: empty, or being emptied by a running checkpoint (then `None`).
+    wal_spare: Option<std::fs::File>,
+    /// Bytes in `wal`.
     wal_bytes: u64,
     last_checkpoint: Instant,
     /// Versions above this are durable only in the WAL so far.
     checkpointed: u64,
+    /// The running checkpoint, if any.
+    checkpoint: Option<RunningCheckpoint>,
+    /// While a checkpoint runs: the overlay readers see and the ops to fold into redb.
+    overlay: Option<(Arc<Pending>, Vec<WalOp>)>,
+}
+
+/// A checkpoint on its own thread: the version it makes durable, and its outcome (the log
+/// file it emptied).
+struct RunningCheckpoint {
+    version: u64,
+    started: Instant,
+    done: std::sync::mpsc::Receiver<Result<std::fs::File>>,
+}
+
+/// Where a group commit's resolved mutations go: a redb write transaction, or (during a
+/// checkpoint) the overlay.
+trait Target {
+    /// The current value of `key`, earlier mutations of the batch included.
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>>;
+    fn apply(&mut self, op: &WalOp) -> Result<()>;
+}
+
+struct RedbTarget<'a, 'b>(&'a mut redb::Table<'b, &'static [u8], &'static [u8]>);
+
+impl Target for RedbTarget<'_, '_> {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .0
+            .get(key)
+            .map_err(Error::backend)?
+            .map(|g| g.value().to_vec()))
+    }
+
+    fn apply(&mut self, op: &WalOp) -> Result<()> {
+        apply_op(self.0, op)
+    }
+}
+
+struct OverlayTarget<'a> {
+    pending: &'a mut Pending,
+    base: &'a redb::ReadOnlyTable<&'static [u8], &'static [u8]>,
+    ops: Vec<WalOp>,
+}
+
+impl Target for OverlayTarget<'_> {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        if let Some(decided) = self.pending.get(key) {
+            return Ok(decided);
+        }
+        Ok(self
+            .base
+            .get(key)
+            .map_err(Error::backend)?
+            .map(|g| g.value().to_vec()))
+    }
+
+    fn apply(&mut self, op: &WalOp) -> Result<()> {
+        self.pending.apply(op);
+        self.ops.push(op.clone());
+        Ok(())
+    }
+}
+
+/// A resolved group commit, before its log record is written.
+enum Staged {
+    Redb(Box<redb::WriteTransaction>),
+    Overlay(Pending, Vec<WalOp>),
 }
 
 fn substitute(bytes: &mut [u8], offset: usize, vs: &Versionstamp) {
@@ -791,7 +1038,13 @@ fn substitute(bytes: &mut [u8], offset: usize, vs: &Versionstamp) {
 }
 
 impl Committer {
-    fn new(shared: Arc<Shared>, cfg: EmbeddedConfig, version: u64, wal: std::fs::File) -> Self {
+    fn new(
+        shared: Arc<Shared>,
+        cfg: EmbeddedConfig,
+        version: u64,
+        wal: std::fs::File,
+        wal_spare: std::fs::File,
+    ) -> Self {
         Committer {
             shared,
             cfg,
@@ -799,9 +1052,12 @@ impl Committer {
             history: VecDeque::new(),
             history_floor: version,
             wal,
+            wal_spare: Some(wal_spare),
             wal_bytes: 0,
             last_checkpoint: Instant::now(),
             checkpointed: version,
+            checkpoint: None,
+            overlay: None,
         }
     }
 
@@ -810,9 +1066,16 @@ impl Committer {
         loop {
             let first = match held.take() {
                 Some(r) => r,
-                None => match rx.blocking_recv() {
-                    Some(r) => r,
-                    None => break,
+                None => match rx.try_recv() {
+                    Ok(r) => r,
+                    Err(_) => {
+                        // Idle: fold a finished checkpoint's overlay before sleeping.
+                        self.finish_checkpoint(false);
+                        match rx.blocking_recv() {
+                            Some(r) => r,
+                            None => break,
+                        }
+                    }
                 },
             };
             let mut bytes = first.bytes;
@@ -836,61 +1099,143 @@ impl Committer {
                 }
                 continue;
             }
+            self.finish_checkpoint(false);
+            let overlay_full = self
+                .overlay
+                .as_ref()
+                .is_some_and(|(p, _)| p.entries.len() >= self.cfg.overlay_keys_max);
+            if overlay_full {
+                self.finish_checkpoint(true);
+            }
             self.commit_batch(batch);
-            if self.checkpoint_due()
-                && let Err(e) = self.checkpoint()
-            {
-                tracing::error!(error = %e, "checkpoint failed; the store refuses writes until reopened");
-                self.shared.failed.store(true, Ordering::Release);
+            if self.checkpoint_due() {
+                self.start_checkpoint();
             }
         }
-        if self.checkpointed < self.version
-            && let Err(e) = self.checkpoint()
-        {
-            tracing::warn!(error = %e, "final checkpoint failed; the write-ahead log will be replayed on open");
+        self.finish_checkpoint(true);
+        if self.checkpointed < self.version && !self.shared.failed.load(Ordering::Acquire) {
+            self.start_checkpoint();
+            self.finish_checkpoint(true);
         }
         tracing::debug!("committer stopped: every sender is gone");
     }
 
     fn checkpoint_due(&self) -> bool {
-        self.checkpointed < self.version
+        self.checkpoint.is_none()
+            && self.checkpointed < self.version
             && (self.wal_bytes >= self.cfg.checkpoint_wal_bytes_max
                 || self.last_checkpoint.elapsed()
                     >= Duration::from_millis(self.cfg.checkpoint_interval_ms))
     }
 
-    /// Makes the redb file durable up to `self.version`, then empties the WAL.
-    fn checkpoint(&mut self) -> Result<()> {
-        guarded("taking a checkpoint", || self.checkpoint_unguarded())
+    /// Starts making the redb file durable up to `self.version` on its own thread; records
+    /// go to the other log file from now on, and batches to the overlay until it is done.
+    fn start_checkpoint(&mut self) {
+        let Some(spare) = self.wal_spare.take() else {
+            return;
+        };
+        let old = std::mem::replace(&mut self.wal, spare);
+        self.wal_bytes = 0;
+        let (tx, done) = std::sync::mpsc::channel();
+        let (db, version) = (self.shared.db.clone(), self.version);
+        let spawned = std::thread::Builder::new()
+            .name("logbook-checkpoint".into())
+            .spawn(move || {
+                let r = guarded("taking a checkpoint", || {
+                    checkpoint_redb(&db, version)?;
+                    // Records up to `version` are now redundant; a crash before this
+                    // truncation only makes the next open skip them.
+                    old.set_len(0)?;
+                    old.sync_all()?;
+                    Ok(old)
+                });
+                // The database is released before the committer hears back, so a store
+                // closed right after can be opened again at once.
+                drop(db);
+                let _ = tx.send(r);
+            });
+        match spawned {
+            Ok(_) => {
+                self.checkpoint = Some(RunningCheckpoint {
+                    version,
+                    started: Instant::now(),
+                    done,
+                });
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start a checkpoint thread; the store refuses writes until reopened");
+                self.shared.failed.store(true, Ordering::Release);
+            }
+        }
     }
 
-    fn checkpoint_unguarded(&mut self) -> Result<()> {
-        let started = Instant::now();
-        let mut wtx = self.shared.db.begin_write().map_err(Error::backend)?;
-        wtx.set_durability(redb::Durability::Immediate)
-            .map_err(Error::backend)?;
-        // Save the allocator state with the checkpoint, so that opening after a crash does
-        // not walk the whole file to rebuild it (one such commit a second is cheap).
-        wtx.set_quick_repair(true);
-        {
-            let mut sys = wtx.open_table(SYS).map_err(Error::backend)?;
-            sys.insert(SYS_VERSION, self.version)
-                .map_err(Error::backend)?;
+    /// Collects a finished checkpoint (waiting for it when `wait`) and folds the overlay of
+    /// the batches committed meanwhile into redb.
+    fn finish_checkpoint(&mut self, wait: bool) {
+        let Some(running) = &self.checkpoint else {
+            return;
+        };
+        let outcome = if wait {
+            running.done.recv().unwrap_or(Err(Error::Closed))
+        } else {
+            match running.done.try_recv() {
+                Ok(r) => r,
+                Err(std::sync::mpsc::TryRecvError::Empty) => return,
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => Err(Error::Closed),
+            }
+        };
+        let Some(running) = self.checkpoint.take() else {
+            return;
+        };
+        match outcome {
+            Ok(emptied) => {
+                self.wal_spare = Some(emptied);
+                self.checkpointed = running.version;
+                self.last_checkpoint = Instant::now();
+                tracing::debug!(
+                    took_us = running.started.elapsed().as_micros() as u64,
+                    version = running.version,
+                    "checkpoint"
+                );
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "checkpoint failed; the store refuses writes until reopened");
+                self.shared.failed.store(true, Ordering::Release);
+            }
         }
-        wtx.commit().map_err(Error::backend)?;
-        // Records up to `version` are now redundant; a crash before this truncation only
-        // makes the next open skip them.
-        self.wal.set_len(0)?;
-        self.wal.sync_all()?;
-        self.wal_bytes = 0;
-        self.checkpointed = self.version;
-        self.last_checkpoint = Instant::now();
-        tracing::debug!(
-            took_us = started.elapsed().as_micros() as u64,
-            version = self.version,
-            "checkpoint"
-        );
-        Ok(())
+        let Some((pending, ops)) = self.overlay.take() else {
+            return;
+        };
+        let folded = guarded("folding the overlay into the database", || {
+            let mut wtx = self.shared.db.begin_write().map_err(Error::backend)?;
+            wtx.set_durability(redb::Durability::None)
+                .map_err(Error::backend)?;
+            {
+                let mut table = wtx.open_table(KV).map_err(Error::backend)?;
+                for op in &ops {
+                    apply_op(&mut table, op)?;
+                }
+                let mut sys = wtx.open_table(SYS).map_err(Error::backend)?;
+                sys.insert(SYS_VERSION, pending.version)
+                    .map_err(Error::backend)?;
+            }
+            wtx.commit().map_err(Error::backend)
+        });
+        match folded {
+            // redb holds the overlay now: readers stop using it (see read_snapshot).
+            Ok(()) => {
+                *self
+                    .shared
+                    .pending
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner()) = None
+            }
+            Err(e) => {
+                // Readers keep the overlay; the log has every batch for the next open.
+                tracing::error!(error = %e, "folding the overlay failed; the store refuses writes until reopened");
+                self.shared.failed.store(true, Ordering::Release);
+            }
+        }
     }
 
     /// Drops conflict history older than the window, at most
@@ -944,6 +1289,39 @@ impl Committer {
         Ok(())
     }
 
+    /// Checks each request of `batch` against the history and the batch so far, and resolves
+    /// the survivors' mutations into `target`.
+    fn resolve_batch(
+        &self,
+        batch: Vec<CommitRequest>,
+        version: u64,
+        target: &mut dyn Target,
+        accepted: &mut Vec<(oneshot::Sender<Result<Committed>>, Committed)>,
+        writes: &mut WriteSet,
+        wal_payload: &mut Vec<u8>,
+    ) -> Result<()> {
+        let mut order: u16 = 0;
+        for req in batch {
+            if let Err(e) = self.check(&req, writes) {
+                let _ = req.reply.send(Err(e));
+                continue;
+            }
+            let vs = Versionstamp::new(version, order);
+            order = order.wrapping_add(1);
+            for m in req.mutations {
+                apply(target, m, &vs, writes, wal_payload)?;
+            }
+            accepted.push((
+                req.reply,
+                Committed {
+                    version,
+                    versionstamp: Some(vs),
+                },
+            ));
+        }
+        Ok(())
+    }
+
     fn commit_batch(&mut self, batch: Vec<CommitRequest>) {
         let now = Instant::now();
         self.expire_history(now);
@@ -960,44 +1338,59 @@ impl Committer {
             Vec::with_capacity(batch.len());
         let mut writes = WriteSet::default();
         let mut wal_payload: Vec<u8> = Vec::new();
-        let result = guarded(
-            "applying a group commit",
-            || -> Result<redb::WriteTransaction> {
-                let mut wtx = self.shared.db.begin_write().map_err(Error::backend)?;
-                // Durability comes from the write-ahead record written before this commit; the
-                // redb file catches up at the next checkpoint.
-                wtx.set_durability(redb::Durability::None)
-                    .map_err(Error::backend)?;
-                {
-                    let mut table = wtx.open_table(KV).map_err(Error::backend)?;
-                    let mut order: u16 = 0;
-                    for req in batch {
-                        if let Err(e) = self.check(&req, &writes) {
-                            let _ = req.reply.send(Err(e));
-                            continue;
-                        }
-                        let vs = Versionstamp::new(version, order);
-                        order = order.wrapping_add(1);
-                        for m in req.mutations {
-                            apply(&mut table, m, &vs, &mut writes, &mut wal_payload)?;
-                        }
-                        accepted.push((
-                            req.reply,
-                            Committed {
-                                version,
-                                versionstamp: Some(vs),
-                            },
-                        ));
-                    }
-                    let mut sys = wtx.open_table(SYS).map_err(Error::backend)?;
-                    sys.insert(SYS_VERSION, version).map_err(Error::backend)?;
-                }
-                Ok(wtx)
-            },
-        );
-        let committed = result.and_then(|wtx| {
+        let result = guarded("applying a group commit", || -> Result<Staged> {
+            if self.checkpoint.is_some() {
+                // redb's write lock is the checkpoint's: resolve against the overlay above
+                // the latest redb state, into a copy of the overlay published once durable.
+                let rtx = self.shared.db.begin_read().map_err(Error::backend)?;
+                let base = rtx.open_table(KV).map_err(Error::backend)?;
+                let mut next = match &self.overlay {
+                    Some((p, _)) => Pending::clone(p),
+                    None => Pending::default(),
+                };
+                let mut target = OverlayTarget {
+                    pending: &mut next,
+                    base: &base,
+                    ops: Vec::new(),
+                };
+                self.resolve_batch(
+                    batch,
+                    version,
+                    &mut target,
+                    &mut accepted,
+                    &mut writes,
+                    &mut wal_payload,
+                )?;
+                let ops = target.ops;
+                next.version = version;
+                return Ok(Staged::Overlay(next, ops));
+            }
+            let mut wtx = self.shared.db.begin_write().map_err(Error::backend)?;
+            // Durability comes from the write-ahead record written before this commit; the
+            // redb file catches up at the next checkpoint.
+            wtx.set_durability(redb::Durability::None)
+                .map_err(Error::backend)?;
+            {
+                let mut table = wtx.open_table(KV).map_err(Error::backend)?;
+                self.resolve_batch(
+                    batch,
+                    version,
+                    &mut RedbTarget(&mut table),
+                    &mut accepted,
+                    &mut writes,
+                    &mut wal_payload,
+                )?;
+                let mut sys = wtx.open_table(SYS).map_err(Error::backend)?;
+                sys.insert(SYS_VERSION, version).map_err(Error::backend)?;
+            }
+            Ok(Staged::Redb(Box::new(wtx)))
+        });
+        let committed = result.and_then(|staged| {
             if accepted.is_empty() {
-                return wtx.abort().map_err(Error::backend);
+                return match staged {
+                    Staged::Redb(wtx) => wtx.abort().map_err(Error::backend),
+                    Staged::Overlay(..) => Ok(()),
+                };
             }
             // A write is acknowledged only once it is on disk: the record is fsynced before
             // the batch becomes visible to any reader.
@@ -1008,7 +1401,21 @@ impl Committer {
             self.wal.sync_data()?;
             let synced = now.elapsed();
             self.wal_bytes += record.len() as u64;
-            let r = wtx.commit().map_err(Error::backend);
+            let r = match staged {
+                Staged::Redb(wtx) => wtx.commit().map_err(Error::backend),
+                Staged::Overlay(next, ops) => {
+                    let next = Arc::new(next);
+                    *self
+                        .shared
+                        .pending
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner()) = Some(next.clone());
+                    let mut all = self.overlay.take().map(|(_, o)| o).unwrap_or_default();
+                    all.extend(ops);
+                    self.overlay = Some((next, all));
+                    Ok(())
+                }
+            };
             let total = now.elapsed();
             if total >= Duration::from_millis(SLOW_BATCH_LOG_MS) {
                 tracing::info!(
@@ -1068,10 +1475,25 @@ impl Committer {
     }
 }
 
+/// Makes the redb file durable with `version` as its committed version (a checkpoint).
+fn checkpoint_redb(db: &redb::Database, version: u64) -> Result<()> {
+    let mut wtx = db.begin_write().map_err(Error::backend)?;
+    wtx.set_durability(redb::Durability::Immediate)
+        .map_err(Error::backend)?;
+    // Save the allocator state with the checkpoint, so that opening after a crash does
+    // not walk the whole file to rebuild it (one such commit a second is cheap).
+    wtx.set_quick_repair(true);
+    {
+        let mut sys = wtx.open_table(SYS).map_err(Error::backend)?;
+        sys.insert(SYS_VERSION, version).map_err(Error::backend)?;
+    }
+    wtx.commit().map_err(Error::backend)
+}
+
 /// Resolves one mutation (versionstamp substituted, atomic op evaluated against the batch's
 /// state), applies it, records its write-conflict range and appends it to the WAL record.
 fn apply(
-    table: &mut redb::Table<&[u8], &[u8]>,
+    target: &mut dyn Target,
     m: Mutation,
     vs: &Versionstamp,
     writes: &mut WriteSet,
@@ -1082,10 +1504,7 @@ fn apply(
         Mutation::Clear(k) => WalOp::Delete(k),
         Mutation::ClearRange(b, e) => WalOp::DeleteRange(b, e),
         Mutation::Atomic(k, param, op) => {
-            let existing = table
-                .get(k.as_slice())
-                .map_err(Error::backend)?
-                .map(|g| g.value().to_vec());
+            let existing = target.get(&k)?;
             let v = apply_atomic(existing.as_deref(), &param, op);
             WalOp::Put(k, v)
         }
@@ -1098,7 +1517,7 @@ fn apply(
             WalOp::Put(k, v)
         }
     };
-    apply_op(table, &op)?;
+    target.apply(&op)?;
     wal::push_op(wal_payload, &op);
     match op {
         WalOp::Put(k, _) | WalOp::Delete(k) => {
