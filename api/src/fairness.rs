@@ -39,7 +39,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -69,7 +69,11 @@ pub const HEAVY_USER_EXECUTING_MIN: usize = 16;
 /// executing share this many lanes (all heavy users together), so the work runnable in
 /// front of a light request stays short; uncontended, a heavy user has all its slots.
 pub const HEAVY_LANE_CONTENDED_MAX: usize = 4;
-/// How long after the last light request the server still counts as contended, ms.
+/// Users whose last light request a gate remembers (for [`CONTENDED_WINDOW_MS`]); past it,
+/// new users are not remembered until old entries expire.
+pub const LIGHT_USERS_RECENT_MAX: usize = 1_024;
+/// How long after another user's last light request a heavy user still counts as
+/// contended, ms.
 pub const CONTENDED_WINDOW_MS: u64 = 1_000;
 /// How long a heavy user's request steps aside at once, at most, milliseconds (it resumes
 /// earlier when no light request is executing any more).
@@ -183,6 +187,8 @@ struct Gate {
     readers: Mutex<VecDeque<(Waker, Arc<AtomicBool>)>>,
     /// The executing bound this gate was made with.
     executing_max: usize,
+    /// The user's light requests executing now (see [`Gates::run`]).
+    light_executing: AtomicUsize,
 }
 
 impl Gate {
@@ -243,8 +249,8 @@ pub struct Gates {
 struct Light {
     executing: AtomicUsize,
     parked: Mutex<Vec<Waker>>,
-    /// When a light request last started or ended, ms since `epoch`.
-    last_ms: AtomicU64,
+    /// Per user, when one of its light requests last started or ended, ms since `epoch`.
+    recent: Mutex<HashMap<String, u64>>,
     epoch: Instant,
     /// Heavy requests' lane while the server is contended ([`HEAVY_LANE_CONTENDED_MAX`]).
     heavy_lane: Arc<Semaphore>,
@@ -255,7 +261,7 @@ impl Default for Light {
         Light {
             executing: AtomicUsize::new(0),
             parked: Mutex::new(Vec::new()),
-            last_ms: AtomicU64::new(0),
+            recent: Mutex::new(HashMap::new()),
             epoch: Instant::now(),
             heavy_lane: Arc::new(Semaphore::new(HEAVY_LANE_CONTENDED_MAX)),
         }
@@ -267,16 +273,33 @@ impl Light {
         u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
-    fn touch(&self) {
-        self.last_ms.store(self.now_ms().max(1), Ordering::Relaxed);
+    fn touch(&self, user: &str) {
+        let now = self.now_ms();
+        let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        if recent.len() >= LIGHT_USERS_RECENT_MAX {
+            recent.retain(|_, t| now.saturating_sub(*t) < CONTENDED_WINDOW_MS);
+        }
+        if recent.len() < LIGHT_USERS_RECENT_MAX || recent.contains_key(user) {
+            recent.insert(user.to_string(), now);
+        }
     }
 
-    /// Whether light users are active: one executing, or one ended within
-    /// [`CONTENDED_WINDOW_MS`].
-    fn contended(&self) -> bool {
-        self.executing.load(Ordering::Acquire) > 0 || {
-            let last = self.last_ms.load(Ordering::Relaxed);
-            last > 0 && self.now_ms().saturating_sub(last) < CONTENDED_WINDOW_MS
+    /// Light requests of users other than the one `gate` belongs to, executing now.
+    fn others_executing(&self, gate: &Gate) -> bool {
+        self.executing.load(Ordering::Acquire) > gate.light_executing.load(Ordering::Acquire)
+    }
+
+    /// Whether users other than `user` are active with light requests: one executing, or
+    /// one ended within [`CONTENDED_WINDOW_MS`]. A user is never contended by itself (a
+    /// single user's bulk load, light while it ramps up, keeps all its slots).
+    fn contended_for(&self, user: &str, gate: &Gate) -> bool {
+        self.others_executing(gate) || {
+            let now = self.now_ms();
+            self.recent
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .any(|(u, t)| u != user && now.saturating_sub(*t) < CONTENDED_WINDOW_MS)
         }
     }
 
@@ -289,18 +312,38 @@ impl Light {
     }
 }
 
-/// Counts one light request as executing until dropped.
+/// Counts one light request (of the user of `gate`) as executing until dropped.
 #[derive(Debug)]
-pub struct LightGuard(Arc<Light>);
+pub struct LightGuard {
+    light: Arc<Light>,
+    gate: Arc<Gate>,
+    user: String,
+}
+
+impl LightGuard {
+    fn new(light: Arc<Light>, gate: Arc<Gate>, user: &str) -> Self {
+        gate.light_executing.fetch_add(1, Ordering::AcqRel);
+        light.executing.fetch_add(1, Ordering::AcqRel);
+        light.touch(user);
+        LightGuard {
+            light,
+            gate,
+            user: user.to_string(),
+        }
+    }
+}
 
 impl Drop for LightGuard {
     fn drop(&mut self) {
-        self.0.touch();
-        if self.0.executing.fetch_sub(1, Ordering::AcqRel) == 1 {
-            let parked =
-                std::mem::take(&mut *self.0.parked.lock().unwrap_or_else(|p| p.into_inner()));
-            parked.into_iter().for_each(Waker::wake);
-        }
+        self.light.touch(&self.user);
+        // The total first, so that others_executing never counts this user's own request.
+        self.light.executing.fetch_sub(1, Ordering::AcqRel);
+        self.gate.light_executing.fetch_sub(1, Ordering::AcqRel);
+        // Heavy requests stepping aside look again (they go on unless another user's light
+        // request is still executing).
+        let parked =
+            std::mem::take(&mut *self.light.parked.lock().unwrap_or_else(|p| p.into_inner()));
+        parked.into_iter().for_each(Waker::wake);
     }
 }
 
@@ -428,6 +471,7 @@ impl Gates {
                     slots: Arc::new(Semaphore::new(self.executing_max())),
                     queued: AtomicUsize::new(0),
                     readers: Mutex::new(VecDeque::new()),
+                    light_executing: AtomicUsize::new(0),
                     executing_max: self.executing_max(),
                 })
             })
@@ -480,12 +524,10 @@ impl Gates {
         let gate = &ticket.gate;
         if gate.queued.load(Ordering::Relaxed) == 0 && gate.executing() <= LIGHT_USER_EXECUTING_MAX
         {
-            self.light.executing.fetch_add(1, Ordering::AcqRel);
-            self.light.touch();
-            let _light = LightGuard(self.light.clone());
+            let _light = LightGuard::new(self.light.clone(), gate.clone(), &ticket.user);
             work.await
         } else {
-            let _lane = if self.light.contended() {
+            let _lane = if self.light.contended_for(&ticket.user, gate) {
                 self.light.heavy_lane.clone().acquire_owned().await.ok()
             } else {
                 None
@@ -532,7 +574,7 @@ impl<F: Future> Future for StepAside<F> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let this = &mut *self;
-        if this.light.executing.load(Ordering::Acquire) > 0 && this.gate.is_heavy() {
+        if this.light.others_executing(&this.gate) && this.gate.is_heavy() {
             if this.pause.is_none() && this.count < HEAVY_STEP_ASIDE_COUNT_MAX {
                 this.count += 1;
                 this.pause = Some(Box::pin(tokio::time::sleep(Duration::from_millis(
@@ -544,7 +586,7 @@ impl<F: Future> Future for StepAside<F> {
             {
                 this.light.park(cx.waker());
                 // A light request may have finished before the waker was parked.
-                if this.light.executing.load(Ordering::Acquire) > 0 {
+                if this.light.others_executing(&this.gate) {
                     return Poll::Pending;
                 }
             }
@@ -927,6 +969,29 @@ mod tests {
                 && waited
                     < Duration::from_millis(READ_GATE_WAIT_MAX_MS + READ_GATE_RECHECK_MS + 100),
             "read after {waited:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_users_heavy_requests_never_step_aside_for_its_own_light_ones() {
+        let gates = Gates::default();
+        gates.set_limits(HEAVY_USER_EXECUTING_MIN + 1, 4);
+        let own_light = gates.admit("bulk").await.expect("a slot");
+        let quiet = gates.run(&own_light, std::future::pending::<()>());
+        tokio::pin!(quiet);
+        assert!(
+            futures::poll!(quiet.as_mut()).is_pending(),
+            "a light request of bulk executes"
+        );
+        let mut heavy = Vec::new();
+        for _ in 0..HEAVY_USER_EXECUTING_MIN {
+            heavy.push(gates.admit("bulk").await.expect("a slot"));
+        }
+        let work = gates.run(&heavy[0], async {});
+        tokio::pin!(work);
+        assert!(
+            futures::poll!(work.as_mut()).is_ready(),
+            "bulk's heavy request runs at once: bulk is not contended by itself"
         );
     }
 }
