@@ -818,15 +818,21 @@ mod tests {
         );
     }
 
+    /// Enough executing slots of `user` to make it heavy.
+    async fn heavy_slots(gates: &Gates, user: &str) -> Vec<Ticket> {
+        let mut heavy = Vec::new();
+        for _ in 0..HEAVY_USER_EXECUTING_MIN {
+            heavy.push(gates.admit(user).await.expect("a slot"));
+        }
+        heavy
+    }
+
     #[tokio::test]
     async fn a_heavy_users_request_steps_aside_while_a_light_one_executes() {
         use std::sync::atomic::AtomicBool;
         let gates = Gates::default();
         gates.set_limits(HEAVY_USER_EXECUTING_MIN, 4);
-        let mut heavy = Vec::new();
-        for _ in 0..HEAVY_USER_EXECUTING_MIN {
-            heavy.push(gates.admit("noisy").await.expect("a slot"));
-        }
+        let heavy = heavy_slots(&gates, "noisy").await;
         let light = gates.admit("quiet").await.expect("a slot");
         let (release, released) = (
             Arc::new(tokio::sync::Notify::new()),
@@ -871,10 +877,7 @@ mod tests {
     async fn a_heavy_request_steps_aside_a_bounded_number_of_times() {
         let gates = Gates::default();
         gates.set_limits(HEAVY_USER_EXECUTING_MIN, 4);
-        let mut heavy = Vec::new();
-        for _ in 0..HEAVY_USER_EXECUTING_MIN {
-            heavy.push(gates.admit("noisy").await.expect("a slot"));
-        }
+        let heavy = heavy_slots(&gates, "noisy").await;
         let light = gates.admit("quiet").await.expect("a slot");
         // A light request that never finishes (one waiting on the heavy one, say).
         let stuck = gates.run(&light, std::future::pending::<()>());
@@ -889,9 +892,13 @@ mod tests {
         assert!(started.elapsed() < bound * 3, "{:?}", started.elapsed());
     }
 
-    #[tokio::test]
-    async fn an_idle_connection_reads_only_while_its_users_queue_has_room() {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    /// Gates of one executing slot and one queued place per user, both taken by `noisy`:
+    /// the slot's ticket and the queued request's task.
+    async fn noisy_with_a_full_queue() -> (
+        Arc<Gates>,
+        Ticket,
+        tokio::task::JoinHandle<Result<(), usize>>,
+    ) {
         let gates = Arc::new(Gates::default());
         gates.set_limits(1, 1);
         let executing = gates.admit("noisy").await.expect("the slot");
@@ -902,6 +909,13 @@ mod tests {
         while gates.queue_is_full("noisy").is_none() {
             tokio::task::yield_now().await;
         }
+        (gates, executing, queued)
+    }
+
+    #[tokio::test]
+    async fn an_idle_connection_reads_only_while_its_users_queue_has_room() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (gates, executing, queued) = noisy_with_a_full_queue().await;
         let (client, server) = tokio::io::duplex(64);
         let in_progress = Arc::new(InProgress::default());
         let mut io = GatedIo::new(
@@ -944,16 +958,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn an_idle_connection_waits_to_read_for_a_bounded_time() {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let gates = Arc::new(Gates::default());
-        gates.set_limits(1, 1);
-        let _executing = gates.admit("noisy").await.expect("the slot");
-        let _queued = {
-            let gates = gates.clone();
-            tokio::spawn(async move { gates.admit("noisy").await.map(|_| ()) })
-        };
-        while gates.queue_is_full("noisy").is_none() {
-            tokio::task::yield_now().await;
-        }
+        let (gates, _executing, _queued) = noisy_with_a_full_queue().await;
         let (mut client, server) = tokio::io::duplex(64);
         let mut io = GatedIo::new(
             server,
@@ -983,10 +988,7 @@ mod tests {
             futures::poll!(quiet.as_mut()).is_pending(),
             "a light request of bulk executes"
         );
-        let mut heavy = Vec::new();
-        for _ in 0..HEAVY_USER_EXECUTING_MIN {
-            heavy.push(gates.admit("bulk").await.expect("a slot"));
-        }
+        let heavy = heavy_slots(&gates, "bulk").await;
         let work = gates.run(&heavy[0], async {});
         tokio::pin!(work);
         assert!(
