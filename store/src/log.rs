@@ -601,16 +601,24 @@ impl EventLog {
     /// [`Error::Compacted`] otherwise.
     pub async fn check_readable_from(&self, resource: &str, at: Position) -> Result<Position> {
         let mut tx = self.kv.begin().await?;
-        let horizon = self
-            .read_resource_horizon(tx.as_mut(), resource, true)
-            .await?;
+        self.check_readable_in(tx.as_mut(), resource, at).await
+    }
+
+    /// [`EventLog::check_readable_from`] within the transaction `tx`.
+    async fn check_readable_in(
+        &self,
+        tx: &mut dyn Transaction,
+        resource: &str,
+        at: Position,
+    ) -> Result<Position> {
+        let horizon = self.read_resource_horizon(tx, resource, true).await?;
         if at < horizon {
             return Err(Error::Compacted {
                 requested: at,
                 horizon,
             });
         }
-        self.check_fences(tx.as_mut(), at).await?;
+        self.check_fences(tx, at).await?;
         Ok(horizon)
     }
 
@@ -1428,16 +1436,7 @@ impl EventLog {
     ) -> Result<Vec<Event>> {
         let mut tx = self.kv.begin().await?;
         if check_horizon {
-            let horizon = self
-                .read_resource_horizon(tx.as_mut(), resource, true)
-                .await?;
-            if after < horizon {
-                return Err(Error::Compacted {
-                    requested: after,
-                    horizon,
-                });
-            }
-            self.check_fences(tx.as_mut(), after).await?;
+            self.check_readable_in(tx.as_mut(), resource, after).await?;
         }
         let max = if limit == 0 { usize::MAX } else { limit };
         let prefix = keys::res_log(resource);

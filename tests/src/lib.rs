@@ -346,6 +346,17 @@ pub async fn call_json(
     Ok(serde_json::from_str(&text)?)
 }
 
+/// GETs `path` and parses the JSON answer.
+///
+/// # Errors
+/// The server's Status as `kube::Error::Api` (with the path as context), or an undecodable
+/// answer.
+pub async fn get_json(c: &kube::Client, path: &str) -> Result<serde_json::Value> {
+    call_json(c, "GET", path, serde_json::Value::Null)
+        .await
+        .with_context(|| format!("GET {path}"))
+}
+
 /// A `logbook` component process (`controllers`, `scheduler`, `node`) started against a
 /// server; SIGKILLed when dropped.
 pub struct Component {

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use futures::{AsyncBufReadExt, StreamExt};
-use logbook_e2e::{Server, within};
+use logbook_e2e::{Server, get_json, within};
 use serde_json::{Value, json};
 
 use logbook_e2e::raw_request as req;
@@ -34,14 +34,6 @@ async fn create_cm(client: &kube::Client, name: &str, labels: Value) -> Result<V
         ))
         .await?;
     Ok(serde_json::from_str(&t)?)
-}
-
-async fn get_json(client: &kube::Client, path: &str) -> Result<Value> {
-    Ok(serde_json::from_str(
-        &client
-            .request_text(req("GET", path, None, Vec::new()))
-            .await?,
-    )?)
 }
 
 /// The names of a list's items, in order.

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use logbook_e2e::{Server, within};
+use logbook_e2e::{Server, get_json, within};
 use serde_json::{Value, json};
 
 const TEST_TIMEOUT_SECS: u64 = 120;
@@ -58,22 +58,13 @@ async fn send(c: &kube::Client, method: &str, path: &str, ct: &str, body: Value)
     Ok(serde_json::from_str(&text)?)
 }
 
-async fn get(c: &kube::Client, path: &str) -> Result<Value> {
-    let req = http::Request::get(path).body(Vec::new())?;
-    let text = c
-        .request_text(req)
-        .await
-        .with_context(|| format!("GET {path}"))?;
-    Ok(serde_json::from_str(&text)?)
-}
-
 /// Every item of a paged history list.
 async fn all_pages(c: &kube::Client, path: &str, limit: usize) -> Result<Vec<Value>> {
     let mut out = Vec::new();
     let mut cont = String::new();
     loop {
         let sep = if path.contains('?') { '&' } else { '?' };
-        let v = get(c, &format!("{path}{sep}limit={limit}&continue={cont}")).await?;
+        let v = get_json(c, &format!("{path}{sep}limit={limit}&continue={cont}")).await?;
         out.extend(v["items"].as_array().cloned().unwrap_or_default());
         match v.pointer("/metadata/continue").and_then(Value::as_str) {
             Some(c) if !c.is_empty() => cont = c.to_string(),
@@ -127,7 +118,7 @@ async fn the_history_api_answers_who_changed_what_and_folds_back_into_every_past
         tokio::time::sleep(Duration::from_millis(20)).await;
         let v = send(&alice, "PATCH", &format!("{ns}/web"), merge, json!({"spec": {"template": {"spec": {"containers": [{"name": "web", "image": "nginx:1.27"}]}}}})).await.expect("set image");
         script.push(("alice", "patch", rv(&v)));
-        let mut cm = get(&alice, &format!("{cms}/settings")).await.expect("get cm");
+        let mut cm = get_json(&alice, &format!("{cms}/settings")).await.expect("get cm");
         cm["data"]["mode"] = json!("b");
         let v = send(&alice, "PUT", &format!("{cms}/settings"), json_ct, cm).await.expect("update cm");
         script.push(("alice", "update", rv(&v)));
@@ -187,7 +178,7 @@ async fn the_history_api_answers_who_changed_what_and_folds_back_into_every_past
                     model.insert(name, obj);
                 }
                 let at = change["revision"].as_str().expect("revision");
-                let listed = get(&admin, &format!("{path}?resourceVersion={at}&resourceVersionMatch=Exact")).await.expect("list as of");
+                let listed = get_json(&admin, &format!("{path}?resourceVersion={at}&resourceVersionMatch=Exact")).await.expect("list as of");
                 let listed: BTreeMap<String, Value> = listed["items"].as_array().expect("items").iter().map(|i| (i["metadata"]["name"].as_str().unwrap_or("").to_string(), comparable(i.clone()))).collect();
                 let folded: BTreeMap<String, Value> = model.iter().map(|(k, v)| (k.clone(), comparable(v.clone()))).collect();
                 assert_eq!(listed, folded, "{path} as of {at}");
@@ -195,30 +186,30 @@ async fn the_history_api_answers_who_changed_what_and_folds_back_into_every_past
         }
 
         // 4. asOf a time between two changes: the deployment as it was then.
-        let then = get(&admin, &format!("{ns}/web?asOf={between}")).await.expect("get as of");
+        let then = get_json(&admin, &format!("{ns}/web?asOf={between}")).await.expect("get as of");
         assert_eq!(then["spec"]["replicas"], json!(3));
         assert_eq!(then["spec"]["template"]["spec"]["containers"][0]["image"], json!("nginx:1.25"));
-        let list_then = get(&admin, &format!("{cms}?asOf={between}")).await.expect("list as of a time");
+        let list_then = get_json(&admin, &format!("{cms}?asOf={between}")).await.expect("list as of a time");
         assert_eq!(list_then["items"][0]["data"]["mode"], json!("a"));
-        let now = get(&admin, &format!("{ns}/web")).await.expect("get");
+        let now = get_json(&admin, &format!("{ns}/web")).await.expect("get");
         assert_eq!(now["spec"]["template"]["spec"]["containers"][0]["image"], json!("nginx:1.27"));
         // The object exactly as of its first revision.
-        let first = get(&admin, &format!("{ns}/web?resourceVersion={}&resourceVersionMatch=Exact", script[0].2)).await.expect("get exact");
+        let first = get_json(&admin, &format!("{ns}/web?resourceVersion={}&resourceVersionMatch=Exact", script[0].2)).await.expect("get exact");
         assert_eq!(first["spec"]["replicas"], json!(1));
         assert_eq!(rv(&first), script[0].2);
 
         // 5. The history obeys RBAC: a Secret's revisions (values included) show to those who
         // may read the Secret, and not at all to a viewer, who may not.
         let secret_path = "/apis/history.logbook.dev/v1/namespaces/default/revisions?resource=secrets&name=creds";
-        let seen = get(&admin, secret_path).await.expect("secret history");
+        let seen = get_json(&admin, secret_path).await.expect("secret history");
         assert_eq!(seen["items"][0]["patch"].as_array().expect("ops").iter().find(|op| op["path"] == json!("/data")).expect("data op")["value"], json!({"password": "aHVudGVyMg=="}));
         let out = server.run_tool(&["user", "add", "vera"]).expect("user add");
         assert!(out.status.success());
         server.kubectl(&["create", "rolebinding", "vera-view", "--clusterrole=view", "--user=vera"]).expect("binding");
         let vera = client_for(&server.data_dir.join("users").join("vera.kubeconfig")).await.expect("vera's client");
-        let hidden = get(&vera, secret_path).await.expect("a viewer's secret history");
+        let hidden = get_json(&vera, secret_path).await.expect("a viewer's secret history");
         assert_eq!(hidden["items"], json!([]), "{hidden}");
-        let feed = get(&vera, "/apis/history.logbook.dev/v1/namespaces/default/changes").await.expect("a viewer's feed");
+        let feed = get_json(&vera, "/apis/history.logbook.dev/v1/namespaces/default/changes").await.expect("a viewer's feed");
         assert!(!feed.to_string().contains("aHVudGVyMg=="), "the secret value leaked: {feed}");
         assert!(feed["items"].as_array().is_some_and(|i| !i.is_empty()), "the viewer sees the other changes: {feed}");
         let other_ns = std::process::Command::new("curl").args(["-sk", &format!("{}{secret_path}", server.url())]).output().expect("curl");
@@ -232,12 +223,12 @@ async fn the_history_api_answers_who_changed_what_and_folds_back_into_every_past
             ("/apis/history.logbook.dev/v1/changes?order=sideways", 422),
             ("/apis/apps/v1/namespaces/default/deployments?asOf=noon", 400),
         ] {
-            let err = get(&admin, bad).await.expect_err(bad);
+            let err = get_json(&admin, bad).await.expect_err(bad);
             let code = err.chain().find_map(|e| match e.downcast_ref::<kube::Error>() { Some(kube::Error::Api(s)) => Some(s.code), _ => None });
             assert_eq!(code, Some(want), "{bad}: {err:#}");
         }
         // The group is in discovery.
-        let group = get(&admin, "/apis/history.logbook.dev/v1").await.expect("discovery");
+        let group = get_json(&admin, "/apis/history.logbook.dev/v1").await.expect("discovery");
         let names: Vec<&str> = group["resources"].as_array().expect("resources").iter().filter_map(|r| r["name"].as_str()).collect();
         assert!(names.contains(&"revisions") && names.contains(&"changes"), "{names:?}");
     })

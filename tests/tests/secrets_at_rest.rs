@@ -12,7 +12,7 @@ use anyhow::{Context, Result, bail};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, WatchEvent, WatchParams};
-use logbook_e2e::{API_ONLY, Server, logbook_bin, within};
+use logbook_e2e::{API_ONLY, Server, get_json, logbook_bin, within};
 use serde_json::Value;
 
 const TEST_TIMEOUT_SECS: u64 = 240;
@@ -63,15 +63,6 @@ const CLIENT_FILES: [&str; 1] = ["kubectl-home"];
 
 fn secret_value(s: &Value, key: &str) -> Option<String> {
     s["data"][key].as_str().map(str::to_string)
-}
-
-async fn get_json(c: &kube::Client, path: &str) -> Result<Value> {
-    let req = http::Request::get(path).body(Vec::new())?;
-    let text = c
-        .request_text(req)
-        .await
-        .with_context(|| format!("GET {path}"))?;
-    Ok(serde_json::from_str(&text)?)
 }
 
 /// The API status code of a failed request, if it was one.
@@ -125,22 +116,18 @@ fn check_watch(events: &[(String, String, Value)]) {
             .find(|(t, n, _)| t == ty && n == name)
             .unwrap_or_else(|| panic!("no {ty} of {name} in {events:?}"))
     };
-    assert_eq!(
-        secret_value(&find("ADDED", "created").2, "password"),
-        Some(b64(CREATED))
-    );
-    assert_eq!(
-        secret_value(&find("ADDED", "applied").2, "token"),
-        Some(b64(APPLIED))
-    );
-    assert_eq!(
-        secret_value(&find("MODIFIED", "created").2, "password"),
-        Some(b64(UPDATED))
-    );
-    assert_eq!(
-        secret_value(&find("DELETED", "doomed").2, "password"),
-        Some(b64(DELETED))
-    );
+    for (ty, name, key, value) in [
+        ("ADDED", "created", "password", CREATED),
+        ("ADDED", "applied", "token", APPLIED),
+        ("MODIFIED", "created", "password", UPDATED),
+        ("DELETED", "doomed", "password", DELETED),
+    ] {
+        assert_eq!(
+            secret_value(&find(ty, name).2, key),
+            Some(b64(value)),
+            "{ty} {name}: {key}"
+        );
+    }
 }
 
 fn saw_delete(events: &[(String, String, Value)]) -> bool {
