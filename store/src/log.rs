@@ -1124,14 +1124,7 @@ impl EventLog {
         resource: &str,
         at: Position,
     ) -> Result<Position> {
-        let horizon = self.read_resource_horizon(tx, resource, true).await?;
-        if at < horizon {
-            return Err(Error::Compacted {
-                requested: at,
-                horizon,
-            });
-        }
-        self.check_fences(tx, at).await?;
+        self.check_readable_in(tx, resource, at).await?;
         let head = self.read_head(tx).await?;
         if at > head {
             return Err(Error::FutureRevision {
