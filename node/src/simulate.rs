@@ -30,7 +30,7 @@
 
 mod lifecycle;
 mod nodes;
-mod objects;
+pub(crate) mod objects;
 mod pods;
 
 use std::time::Duration;

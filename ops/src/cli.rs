@@ -42,9 +42,10 @@ pub enum Command {
     /// Run the scheduler against any API server: assigns pending pods to nodes.
     /// `logbook serve` runs the same scheduler in-process unless --no-scheduler.
     Scheduler(SchedulerArgs),
-    /// Run a node agent against any API server. Today: `--simulate N` registers N
+    /// Run a node agent against any API server: `--cri-socket S` runs this machine's pods
+    /// as containers through a CRI runtime (containerd); `--simulate N` registers N
     /// simulated nodes that run their pods the way kwok does (for tests and scale
-    /// benchmarks); the CRI node agent comes with its own issue.
+    /// benchmarks).
     Node(NodeArgs),
     /// Users with client certificates from the cluster CA.
     User {
@@ -417,11 +418,36 @@ pub struct NodeArgs {
     /// The kubeconfig to use (default: $KUBECONFIG, else ~/.kube/config).
     #[arg(long)]
     pub kubeconfig: Option<PathBuf>,
-    /// How many simulated nodes to register and run.
-    #[arg(long)]
-    pub simulate: usize,
+    /// How many simulated nodes to register and run (instead of a real node agent).
+    #[arg(
+        long,
+        conflicts_with = "cri_socket",
+        required_unless_present = "cri_socket"
+    )]
+    pub simulate: Option<usize>,
     #[command(flatten)]
     pub shape: SimShape,
+    /// Run the real node agent against this CRI runtime socket (containerd's, CRI-O's):
+    /// pods bound to this node run as containers.
+    #[arg(long)]
+    pub cri_socket: Option<PathBuf>,
+    /// The Node's name (the kubeconfig's user must be `system:node:<name>`; default: the
+    /// host name).
+    #[arg(long)]
+    pub node_name: Option<String>,
+    /// Where pod volumes, container logs and the agent's serving certificate live.
+    #[arg(long, default_value = "/var/lib/logbook-node")]
+    pub root_dir: PathBuf,
+    /// The address the API server reaches this node at (default: the source address of the
+    /// default route).
+    #[arg(long)]
+    pub node_ip: Option<String>,
+    /// The agent's HTTPS port (logs, exec, port-forward), as kubelet's 10250.
+    #[arg(long, default_value_t = 10250)]
+    pub port: u16,
+    /// Pods this node accepts at most.
+    #[arg(long, default_value_t = 110)]
+    pub max_pods: u32,
 }
 
 /// What simulated nodes look like.

@@ -5,6 +5,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use logbook_api::Api;
@@ -103,16 +104,85 @@ pub fn start_nodes_in_process(api: &Arc<Api>, cfg: SimConfig, shutdown: watch::R
 
 /// `logbook node --simulate N`: runs until SIGTERM/SIGINT.
 pub async fn run_node(args: NodeArgs) -> Result<()> {
+    if let Some(socket) = &args.cri_socket {
+        return run_node_agent(&args, socket).await;
+    }
+    let simulate = args.simulate.unwrap_or(0);
     let client = client(args.kubeconfig.as_deref()).await?;
     let (tx, rx) = watch::channel(false);
-    let cfg = sim_config(args.simulate, &args.shape);
+    let cfg = sim_config(simulate, &args.shape);
     let task = tokio::spawn(logbook_node::simulate::run(client, cfg, rx));
-    println!("logbook node running {} simulated nodes", args.simulate);
+    println!("logbook node running {simulate} simulated nodes");
     crate::serve::wait_for_signal().await;
     let _ = tx.send(true);
     match task.await {
         Ok(r) => r.map_err(|e| anyhow::anyhow!("simulated nodes: {e}")),
         Err(e) => Err(anyhow::anyhow!("simulated nodes task: {e}")),
+    }
+}
+
+/// `logbook node --cri-socket S`: the real node agent, until SIGTERM/SIGINT. Containers keep
+/// running when it stops; the next start adopts them.
+async fn run_node_agent(args: &NodeArgs, socket: &Path) -> Result<()> {
+    let kube_cfg = match args.kubeconfig.as_deref() {
+        Some(p) => {
+            let kc = kube::config::Kubeconfig::read_from(p)
+                .with_context(|| format!("reading {}", p.display()))?;
+            kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?
+        }
+        None => kube::Config::infer().await?,
+    };
+    let cluster_ca_der = kube_cfg.root_cert.clone().unwrap_or_default();
+    anyhow::ensure!(
+        !cluster_ca_der.is_empty(),
+        "the kubeconfig names no certificate authority; the node agent needs it to check the API server's client certificate"
+    );
+    let client = kube::Client::try_from(kube_cfg)?;
+    let node_ip = match &args.node_ip {
+        Some(ip) => ip.clone(),
+        None => logbook_node::agent::machine::primary_ip().await,
+    };
+    let cfg = logbook_node::agent::AgentConfig {
+        node_name: args
+            .node_name
+            .clone()
+            .unwrap_or_else(logbook_node::agent::machine::hostname),
+        cri_socket: socket.to_path_buf(),
+        root_dir: args.root_dir.clone(),
+        node_ip,
+        port: args.port,
+        pods_max: args.max_pods,
+        kubelet_version: format!(
+            "v{}.{}.0-logbook",
+            logbook_api::KUBERNETES_VERSION.0,
+            logbook_api::KUBERNETES_VERSION.1
+        ),
+        heartbeat_interval: Duration::from_secs(10),
+        status_report_interval: Duration::from_secs(60),
+        cluster_ca_der,
+    };
+    let (tx, rx) = watch::channel(false);
+    println!(
+        "logbook node agent {} on {} (runtime {}, endpoint {}:{})",
+        cfg.node_name,
+        cfg.root_dir.display(),
+        socket.display(),
+        cfg.node_ip,
+        cfg.port
+    );
+    let mut task = tokio::spawn(logbook_node::agent::run(client, cfg, rx));
+    let ended = tokio::select! {
+        () = crate::serve::wait_for_signal() => None,
+        r = &mut task => Some(r),
+    };
+    let _ = tx.send(true);
+    let r = match ended {
+        Some(r) => r,
+        None => task.await,
+    };
+    match r {
+        Ok(r) => r.map_err(|e| anyhow::anyhow!("node agent: {e}")),
+        Err(e) => Err(anyhow::anyhow!("node agent task: {e}")),
     }
 }
 

@@ -65,12 +65,12 @@ pub(super) fn pod_cidr(i: usize) -> String {
 }
 
 /// Kubernetes `Time`: RFC 3339, whole seconds, UTC.
-pub(super) fn time(ts: Timestamp) -> String {
+pub(crate) fn time(ts: Timestamp) -> String {
     ts.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
 /// Kubernetes `MicroTime` (Lease renewTime): six fractional digits.
-pub(super) fn micro_time(ts: Timestamp) -> String {
+pub(crate) fn micro_time(ts: Timestamp) -> String {
     ts.strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
 }
 
