@@ -29,6 +29,20 @@ echo "== cargo build --release -p logbook"
 cargo build --release -p logbook
 export LOGBOOK_RELEASE_BIN="$PWD/target/release/logbook"
 
+# Real containers for the node agent's tests (tests/tests/node_agent.rs): containerd with
+# its CRI plugin, runc, a CNI bridge and locally built busybox and pause images, on a
+# private socket (scripts/containerd.sh), stopped when this script exits.
+if [ "$(id -u)" = 0 ]; then
+  echo "== containerd for the node agent tests"
+  scripts/containerd.sh install
+  CTRD_DIR="/tmp/lbk-ctrd-$$"
+  trap 'scripts/containerd.sh stop "$CTRD_DIR" >/dev/null 2>&1 || true; rm -rf "$CTRD_DIR"' EXIT
+  LOGBOOK_CRI_SOCKET="$(scripts/containerd.sh start "$CTRD_DIR")"
+  export LOGBOOK_CRI_SOCKET
+else
+  echo "== not root: the node agent tests print skip lines (containerd needs root)"
+fi
+
 echo "== cargo nextest run --workspace"
 status=0
 cargo nextest run --workspace --no-fail-fast "$@" || status=$?

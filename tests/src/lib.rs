@@ -453,3 +453,59 @@ pub async fn within<T>(secs: u64, what: &str, f: impl std::future::Future<Output
         Err(_) => panic!("timed out after {secs} s: {what}"),
     }
 }
+
+/// The CRI socket of the containerd that `scripts/test.sh` starts for the real-container
+/// tests (`LOGBOOK_CRI_SOCKET`), or `None` with a printed skip line.
+pub fn cri_socket(test: &str) -> Option<PathBuf> {
+    match std::env::var("LOGBOOK_CRI_SOCKET") {
+        Ok(s) if !s.is_empty() && Path::new(&s).exists() => Some(PathBuf::from(s)),
+        _ => {
+            println!(
+                "skipped: {test}: LOGBOOK_CRI_SOCKET is not set to a running containerd (scripts/test.sh starts one)"
+            );
+            None
+        }
+    }
+}
+
+impl Server {
+    /// Starts `logbook node --cri-socket <socket>` as Node `name`, with its own node
+    /// identity (`system:node:<name>` in `system:nodes`), its root directory under this
+    /// server's data directory and any free port for its endpoint.
+    pub fn node_agent(&self, name: &str, socket: &Path) -> Result<Component> {
+        let kc = self.data_dir.join(format!("node-{name}.kubeconfig"));
+        if !kc.exists() {
+            let out = self.run_tool(&[
+                "user",
+                "add",
+                &format!("system:node:{name}"),
+                "--group",
+                "system:nodes",
+                "--out",
+                &kc.display().to_string(),
+            ])?;
+            if !out.status.success() {
+                bail!(
+                    "minting the node identity failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        }
+        let root = self.data_dir.join(format!("node-{name}"));
+        let (child, rx) = spawn_logbook(
+            Command::new(logbook_bin())
+                .args(["node", "--cri-socket"])
+                .arg(socket)
+                .args(["--node-name", name, "--port", "0", "--root-dir"])
+                .arg(&root)
+                .arg("--kubeconfig")
+                .arg(&kc),
+        )?;
+        let comp = Component { child: Some(child) };
+        match rx.recv_timeout(Duration::from_secs(SERVER_START_TIMEOUT_SECONDS)) {
+            Ok(line) if line.contains("node agent") => Ok(comp),
+            Ok(line) => bail!("logbook node printed {line:?} instead of its ready line"),
+            Err(_) => bail!("logbook node did not print its ready line"),
+        }
+    }
+}

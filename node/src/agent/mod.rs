@@ -41,7 +41,7 @@ pub struct AgentConfig {
     pub root_dir: PathBuf,
     /// The address the API server reaches the agent at (InternalIP).
     pub node_ip: String,
-    /// The agent's HTTPS port (kubelet's 10250).
+    /// The agent's HTTPS port (kubelet's 10250; 0 picks a free one).
     pub port: u16,
     /// Pods the node accepts at most (capacity `pods`).
     pub pods_max: u32,
@@ -66,8 +66,12 @@ pub async fn run(
     cfg: AgentConfig,
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let cfg = Arc::new(cfg);
+    let mut cfg = cfg;
     std::fs::create_dir_all(&cfg.root_dir)?;
+    // Port 0: any free port, published on the Node like a fixed one.
+    let listener = tokio::net::TcpListener::bind(("0.0.0.0", cfg.port)).await?;
+    cfg.port = listener.local_addr()?.port();
+    let cfg = Arc::new(cfg);
     let cri = Cri::connect(&cfg.cri_socket)?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(RUNTIME_WAIT_S);
     let version = loop {
@@ -86,7 +90,6 @@ pub async fn run(
     let (cert, key, sha) =
         server::serving_cert(&cfg.root_dir.join("pki"), &cfg.node_name, &cfg.node_ip)?;
     let tls = server::tls_config(&cert, &key, &cfg.cluster_ca_der)?;
-    let listener = tokio::net::TcpListener::bind(("0.0.0.0", cfg.port)).await?;
 
     let machine = machine::read_machine(&cfg.root_dir).await;
     let mut rt = node::RuntimeInfo {

@@ -131,7 +131,10 @@ pub async fn run(shared: Arc<Shared>, index: PodIndex, mut shutdown: watch::Rece
 
 /// Tears down sandboxes whose pods are not bound to this node any more.
 async fn reap_orphans(shared: &Arc<Shared>, workers: &mut Workers, known: &HashSet<String>) {
-    let sel = HashMap::from([(cri::MANAGED_LABEL.to_string(), "true".to_string())]);
+    let sel = HashMap::from([
+        (cri::MANAGED_LABEL.to_string(), "true".to_string()),
+        (cri::NODE_LABEL.to_string(), shared.cfg.node_name.clone()),
+    ]);
     let boxes = match shared.cri.list_pod_sandboxes(sel).await {
         Ok(b) => b,
         Err(e) => {

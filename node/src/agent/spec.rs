@@ -127,6 +127,7 @@ pub fn dns_config(resolv_conf: &str, pod: &Pod) -> v1::DnsConfig {
 /// The sandbox configuration for `pod`'s `attempt`-th sandbox.
 pub fn sandbox_config(
     pod: &Pod,
+    node: &str,
     log_dir: &str,
     attempt: u32,
     dns: v1::DnsConfig,
@@ -153,6 +154,7 @@ pub fn sandbox_config(
         }
     }
     let mut labels = pod_labels(pod);
+    labels.insert(cri::NODE_LABEL.into(), node.into());
     for (k, v) in pod.metadata.labels.iter().flatten() {
         labels.entry(k.clone()).or_insert_with(|| v.clone());
     }

@@ -323,6 +323,7 @@ impl Worker {
                 let attempt = b.metadata.as_ref().map_or(0, |m| m.attempt);
                 let cfg = spec::sandbox_config(
                     pod,
+                    &self.shared.cfg.node_name,
                     &log_dir.to_string_lossy(),
                     attempt,
                     self.shared.dns.clone(),
@@ -344,6 +345,7 @@ impl Worker {
                 .map_err(|e| format!("creating {}: {e}", log_dir.display()))?;
             let cfg = spec::sandbox_config(
                 pod,
+                &self.shared.cfg.node_name,
                 &log_dir.to_string_lossy(),
                 attempt,
                 self.shared.dns.clone(),

@@ -36,6 +36,9 @@ pub const POD_UID_LABEL: &str = "io.kubernetes.pod.uid";
 pub const POD_NAME_LABEL: &str = "io.kubernetes.pod.name";
 pub const POD_NAMESPACE_LABEL: &str = "io.kubernetes.pod.namespace";
 pub const CONTAINER_NAME_LABEL: &str = "io.kubernetes.container.name";
+/// Label on every sandbox: the Node it belongs to (several agents may share one runtime,
+/// as the tests' agents do; each reaps only its own orphans).
+pub const NODE_LABEL: &str = "logbook.dev/node";
 /// Annotation on a container: whether it is an init container ("true").
 pub const INIT_ANNOTATION: &str = "logbook.dev/init-container";
 
