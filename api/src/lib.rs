@@ -8,8 +8,9 @@
 //! OpenAPI v2/v3 ([`openapi`]), field ownership and server-side apply ([`fields`]), the
 //! CustomResourceDefinition controller that swaps custom resources into the registry
 //! ([`crd`]), Service address allocation ([`service_alloc`]), the pod action subresources
-//! ([`pod_actions`]), health, `/version`, Prometheus metrics ([`metrics`]), and the HTTPS
-//! listener ([`serve`]: rustls, HTTP/2 and HTTP/1.1 over ALPN, graceful shutdown).
+//! ([`pod_actions`]) with their proxy to node agents ([`node_proxy`]), health, `/version`,
+//! Prometheus metrics ([`metrics`]), and the HTTPS listener ([`serve`]: rustls, HTTP/2 and
+//! HTTP/1.1 over ALPN, HTTP/1.1 upgrades, graceful shutdown).
 //!
 //! Start reading at [`handle`]: one function routes every request.
 //!
@@ -18,7 +19,8 @@
 //!   how the store lays out keys on disk.
 //! - Knows Kubernetes kinds only through logbook-schema's registry: no generic handler names
 //!   a kind; per-kind behaviour is registry data or lives in a module named for it
-//!   ([`strategy`] branches, [`service_alloc`], [`pod_actions`], [`crd`]).
+//!   ([`strategy`] branches, [`service_alloc`], [`pod_actions`] and the Node endpoint it
+//!   proxies to ([`node_proxy`]), [`crd`]).
 //! - Every error a client sees is a `Status` ([`error::ApiError`]); no input panics.
 //! - A request body is read under [`REQUEST_BODY_BYTES_MAX`]; a malformed body is refused
 //!   before anything is appended.
@@ -35,6 +37,7 @@ pub mod handlers;
 pub mod history;
 pub mod list;
 pub mod metrics;
+pub mod node_proxy;
 pub mod object;
 pub mod openapi;
 pub mod openapi_pb;
@@ -230,6 +233,9 @@ pub struct Api {
     pub quota_locks: quota::NamespaceLocks,
     /// The admission chain's caches and webhook client limits.
     pub admission: admission::State,
+    /// The client of node agents for logs, exec, attach and port-forward (its certificate
+    /// is set after [`Api::new`], by whoever holds the PKI).
+    pub node_proxy: node_proxy::NodeProxy,
 }
 
 impl Api {
@@ -264,6 +270,7 @@ impl Api {
             rbac: auth::rbac::Rbac::default(),
             quota_locks: quota::NamespaceLocks::default(),
             admission: admission::State::default(),
+            node_proxy: node_proxy::NodeProxy::default(),
         })
     }
 
@@ -690,7 +697,14 @@ async fn resource_request(
             return (verb, Err(e));
         }
     }
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
+    // What a node stream (pods/log, exec, …) needs of the request beyond the Ctx.
+    let stream_req = pod_actions::StreamRequest {
+        method: parts.method.clone(),
+        raw_query: parts.uri.query().map(str::to_string),
+        on_upgrade: parts.extensions.remove::<hyper::upgrade::OnUpgrade>(),
+        in_progress: parts.extensions.remove::<Arc<fairness::InProgress>>(),
+    };
     let mut ctx = Ctx {
         api: api.clone(),
         info,
@@ -743,7 +757,7 @@ async fn resource_request(
         (Some("token"), _) => auth::reviews::token_request(&ctx, body).await,
         (Some("binding"), _) => pod_actions::bind(&ctx, body).await,
         (Some("eviction"), _) => pod_actions::evict(&ctx, body).await,
-        (Some(name), _) => pod_actions::node_stream(&ctx, name).await,
+        (Some(name), _) => pod_actions::node_stream(&ctx, name, stream_req).await,
         (None, "list") if history::is_history(&ctx.info) => history::list(&ctx).await,
         (None, "create") if auth::reviews::is_review(&ctx.info) => {
             auth::reviews::create(&ctx, body).await
@@ -906,7 +920,10 @@ pub async fn serve(
                     .clone()
                     .map(|u| (api.gates.clone(), u, in_progress.clone())),
             );
-            let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+            let svc = hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
+                // An upgraded connection (exec, attach, port-forward) outlives its request: it
+                // counts itself in progress so GatedIo keeps reading it (node_proxy).
+                req.extensions_mut().insert(in_progress.clone());
                 let api = api.clone();
                 let cert = cert.clone();
                 let source = source.clone();
@@ -944,6 +961,9 @@ pub async fn serve(
                         },
                         (None, None) => None,
                     };
+                    // `map` keeps the extensions: the connection's upgrade (`OnUpgrade`) among them.
+                    // The ticket and shares are released when the handler returns, so an
+                    // upgraded connection spliced to a node agent holds no fairness slot.
                     let work = handle_remote(api.clone(), cert, source, req.map(Body::new));
                     Ok::<_, Infallible>(match &ticket {
                         Some(t) => api.gates.run(t, work).await,
@@ -968,7 +988,7 @@ pub async fn serve(
                 .max_pending_accept_reset_streams(HTTP2_PENDING_RESET_STREAMS_MAX)
                 .keep_alive_interval(Duration::from_millis(HTTP2_KEEPALIVE_INTERVAL_MS))
                 .keep_alive_timeout(Duration::from_millis(HTTP2_KEEPALIVE_TIMEOUT_MS));
-            let conn = builder.serve_connection(TokioIo::new(io), svc);
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
             if let Err(e) = watcher.watch(conn.into_owned()).await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }

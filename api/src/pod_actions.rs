@@ -3,22 +3,33 @@
 //!   scheduler does;
 //! - `pods/eviction` (POST a `policy/v1` `Eviction`): deletes the pod unless that would
 //!   violate its PodDisruptionBudget (429), taking one disruption from the budget's status;
-//! - `pods/log`, `exec`, `attach`, `portforward`: served by a node agent; until one serves
-//!   the pod's node, a clear Status says so.
+//! - `pods/log`, `exec`, `attach`, `portforward` ([`node_stream`]): served by the node agent
+//!   of the pod's node, as kube-apiserver has kubelets serve them. This module decides what
+//!   to ask: it validates the log options, picks the container (the one asked for, else the
+//!   pod's only one), finds the pod's Node and builds the kubelet path
+//!   (`/containerLogs/{ns}/{pod}/{container}`, `/exec/…`, `/attach/…`,
+//!   `/portForward/{ns}/{pod}`); [`node_proxy`] dials the node agent (client certificate,
+//!   pinned serving certificate) and streams or splices the answer.
 
-use axum::http::StatusCode;
+use std::sync::Arc;
+
+use axum::http::{Method, StatusCode};
 use axum::response::Response;
 use bytes::Bytes;
+use hyper::upgrade::OnUpgrade;
 use logbook_schema::LabelSelector;
 use logbook_store::{EventType, Expect, ListAt};
 use serde_json::{Map, Value, json};
 
 use crate::admission::{Operation, Review};
 use crate::error::{ApiError, ApiResult, from_store};
+use crate::fairness::InProgress;
 use crate::handlers::{
     Ctx, DeleteOptions, UPDATE_RETRIES_MAX, delete_one, parse_body, value_response,
 };
+use crate::node_proxy::{self, NodeEndpoint};
 use crate::object::{decode_stored, meta_mut, meta_str};
+use crate::request::Query;
 use crate::strategy::now_rfc3339;
 
 /// PodDisruptionBudgets read to decide one eviction (more in one namespace is refused).
@@ -350,9 +361,33 @@ async fn take_disruption(
     ))
 }
 
-/// GET/POST `pods/{name}/log|exec|attach|portforward`: a node agent serves these.
-pub async fn node_stream(ctx: &Ctx, sub: &str) -> ApiResult<Response> {
+/// What a node stream needs of its request besides the [`Ctx`].
+pub struct StreamRequest {
+    pub method: Method,
+    /// The request's query as sent: exec's `command` repeats, in order.
+    pub raw_query: Option<String>,
+    /// The client connection's upgrade (exec, attach, portforward), when it has one.
+    pub on_upgrade: Option<OnUpgrade>,
+    /// The client connection's requests in progress (see [`node_proxy::UpgradeClient`]).
+    pub in_progress: Option<Arc<InProgress>>,
+}
+
+/// GET/POST `pods/{name}/log|exec|attach|portforward`: proxied to the node agent of the
+/// pod's node (kube-apiserver's `LogLocation`, `streamLocation`, `PortForwardLocation`).
+///
+/// # Errors
+/// 400 for bad log options, a missing or unknown container, or an unbound pod; 422 for
+/// log options kube's validation refuses; 404 for a missing pod; 503 when the pod's node is
+/// missing or cannot be reached securely; and the failures of [`NodeProxy::logs`](node_proxy::NodeProxy::logs) and
+/// [`NodeProxy::upgrade`](node_proxy::NodeProxy::upgrade).
+pub async fn node_stream(ctx: &Ctx, sub: &str, req: StreamRequest) -> ApiResult<Response> {
     let name = ctx.target.name.clone().unwrap_or_default();
+    // Log options are decoded and validated before the pod is read, as kube does.
+    let log_query = if sub == "log" {
+        Some(log_options(&ctx.query, &name)?)
+    } else {
+        None
+    };
     let cur = ctx
         .current(&name)
         .await?
@@ -364,6 +399,10 @@ pub async fn node_stream(ctx: &Ctx, sub: &str) -> ApiResult<Response> {
         review.mutate(None, None).await?;
         review.validate(None, None).await?;
     }
+    let container = match sub {
+        "portforward" => String::new(),
+        _ => pick_container(&pod, &name, ctx.query.get("container"))?,
+    };
     let node = pod
         .get("spec")
         .and_then(|s| s.get("nodeName"))
@@ -374,11 +413,215 @@ pub async fn node_stream(ctx: &Ctx, sub: &str) -> ApiResult<Response> {
             "pod {name} does not have a host assigned"
         )));
     }
-    Err(ApiError::new(
-        503,
-        "ServiceUnavailable",
-        format!(
-            "pods/{sub} for pod \"{name}\" needs the node agent of node \"{node}\", and no node agent serves it yet"
-        ),
-    ))
+    let ep = node_endpoint(ctx, node, sub, &name).await?;
+    let ns = ctx.namespace();
+    let proxy = &ctx.api.node_proxy;
+    let shutdown = ctx.api.shutdown.clone();
+    let with_query = |path: String, query: String| {
+        if query.is_empty() {
+            path
+        } else {
+            format!("{path}?{query}")
+        }
+    };
+    let client = node_proxy::UpgradeClient {
+        method: req.method,
+        headers: ctx.headers.clone(),
+        on_upgrade: req.on_upgrade,
+        in_progress: req.in_progress,
+    };
+    let raw = req.raw_query.as_deref();
+    match sub {
+        "log" => {
+            let path = format!("/containerLogs/{ns}/{name}/{container}");
+            let path = with_query(path, log_query.unwrap_or_default());
+            proxy.logs(&ep, &path, shutdown).await
+        }
+        "exec" | "attach" => {
+            let path = format!("/{sub}/{ns}/{name}/{container}");
+            let path = with_query(path, query_without(raw, Some("container")));
+            proxy.upgrade(&ep, &path, client, shutdown).await
+        }
+        "portforward" => {
+            let path = with_query(
+                format!("/portForward/{ns}/{name}"),
+                query_without(raw, None),
+            );
+            proxy.upgrade(&ep, &path, client, shutdown).await
+        }
+        _ => Err(ApiError::no_route()),
+    }
+}
+
+/// The node agent's endpoint from the pod's Node. A missing Node is 503: no node agent can
+/// serve the pod until one registers it.
+async fn node_endpoint(ctx: &Ctx, node: &str, sub: &str, pod: &str) -> ApiResult<NodeEndpoint> {
+    let missing = || {
+        ApiError::new(
+            503,
+            "ServiceUnavailable",
+            format!(
+                "pods/{sub} for pod \"{pod}\" needs the node agent of node \"{node}\", and there is no Node \"{node}\""
+            ),
+        )
+    };
+    let Some(info) = ctx.api.registry.load().get("", "v1", "nodes").cloned() else {
+        return Err(missing());
+    };
+    let cur = ctx
+        .for_resource(info)
+        .current(node)
+        .await?
+        .ok_or_else(missing)?;
+    NodeEndpoint::from_node(&decode_stored(&cur.object, cur.position.0)?)
+}
+
+/// The container a log, exec or attach request is for, as kube-apiserver's
+/// `validateContainer`: the one asked for, which must be one of the pod's containers (init
+/// and ephemeral ones included); else the pod's only container.
+fn pick_container(
+    pod: &Map<String, Value>,
+    pod_name: &str,
+    asked: Option<&str>,
+) -> ApiResult<String> {
+    let names_of = |field: &str| -> Vec<String> {
+        pod.get("spec")
+            .and_then(|s| s.get(field))
+            .and_then(Value::as_array)
+            .map(|list| {
+                list.iter()
+                    .filter_map(|c| c.get("name").and_then(Value::as_str))
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let containers = names_of("containers");
+    // kube's VisitContainers order: init, regular, ephemeral.
+    let all: Vec<String> = names_of("initContainers")
+        .into_iter()
+        .chain(containers.iter().cloned())
+        .chain(names_of("ephemeralContainers"))
+        .collect();
+    match asked.filter(|c| !c.is_empty()) {
+        Some(c) if all.iter().any(|n| n == c) => Ok(c.to_string()),
+        Some(c) => Err(ApiError::bad_request(format!(
+            "container {c} is not valid for pod {pod_name}"
+        ))),
+        None => match containers.as_slice() {
+            [only] => Ok(only.clone()),
+            [] => Err(ApiError::bad_request(format!(
+                "a container name must be specified for pod {pod_name}"
+            ))),
+            _ => Err(ApiError::bad_request(format!(
+                "a container name must be specified for pod {pod_name}, choose one of: [{}]",
+                all.join(" ")
+            ))),
+        },
+    }
+}
+
+/// The query of a `/containerLogs` request from a `pods/log` request's `PodLogOptions`,
+/// decoded and validated as kube-apiserver does: a malformed number or time is 400
+/// BadRequest, a value out of bounds is 422 Invalid (`ValidatePodLogOptions`).
+fn log_options(query: &Query, pod_name: &str) -> ApiResult<String> {
+    // apimachinery's query conversion: a present flag is true unless "0" or "false".
+    let flag = |k: &str| {
+        query
+            .get(k)
+            .is_some_and(|v| v != "0" && !v.eq_ignore_ascii_case("false"))
+    };
+    let int = |k: &str| -> ApiResult<Option<i64>> {
+        let Some(v) = query.get(k) else {
+            return Ok(None);
+        };
+        v.parse::<i64>().map(Some).map_err(|e| {
+            let why = match e.kind() {
+                std::num::IntErrorKind::PosOverflow | std::num::IntErrorKind::NegOverflow => {
+                    "value out of range"
+                }
+                _ => "invalid syntax",
+            };
+            ApiError::bad_request(format!("strconv.ParseInt: parsing {v:?}: {why}"))
+        })
+    };
+    let (tail_lines, limit_bytes, since_seconds) =
+        (int("tailLines")?, int("limitBytes")?, int("sinceSeconds")?);
+    let since_time =
+        match query.get("sinceTime") {
+            None | Some("" | "null") => None,
+            Some(v) => Some(v.parse::<jiff::Timestamp>().map_err(|e| {
+                ApiError::bad_request(format!("parsing time {v:?} as RFC 3339: {e}"))
+            })?),
+        };
+    let cause = |reason: &str, field: &str, message: String| logbook_schema::Cause {
+        reason: reason.into(),
+        message,
+        field: field.into(),
+    };
+    let mut causes = Vec::new();
+    if let Some(n) = tail_lines.filter(|n| *n < 0) {
+        causes.push(cause(
+            "FieldValueInvalid",
+            "tailLines",
+            format!("Invalid value: {n}: must be greater than or equal to 0"),
+        ));
+    }
+    if let Some(n) = limit_bytes.filter(|n| *n < 1) {
+        causes.push(cause(
+            "FieldValueInvalid",
+            "limitBytes",
+            format!("Invalid value: {n}: must be greater than 0"),
+        ));
+    }
+    match (since_seconds, since_time) {
+        (Some(_), Some(_)) => causes.push(cause(
+            "FieldValueForbidden",
+            "",
+            "Forbidden: at most one of `sinceTime` or `sinceSeconds` may be specified".into(),
+        )),
+        (Some(n), None) if n < 1 => causes.push(cause(
+            "FieldValueInvalid",
+            "sinceSeconds",
+            format!("Invalid value: {n}: must be greater than 0"),
+        )),
+        _ => {}
+    }
+    if !causes.is_empty() {
+        return Err(ApiError::invalid("PodLogOptions", "", pod_name, causes));
+    }
+    let mut out = form_urlencoded::Serializer::new(String::new());
+    if flag("follow") {
+        out.append_pair("follow", "true");
+    }
+    if let Some(n) = limit_bytes {
+        out.append_pair("limitBytes", &n.to_string());
+    }
+    if flag("previous") {
+        out.append_pair("previous", "true");
+    }
+    if let Some(n) = since_seconds {
+        out.append_pair("sinceSeconds", &n.to_string());
+    }
+    if let Some(t) = since_time {
+        out.append_pair("sinceTime", &t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string());
+    }
+    if let Some(n) = tail_lines {
+        out.append_pair("tailLines", &n.to_string());
+    }
+    if flag("timestamps") {
+        out.append_pair("timestamps", "true");
+    }
+    Ok(out.finish())
+}
+
+/// `raw` (a query string) without the parameter `drop`, its other parameters in order.
+fn query_without(raw: Option<&str>, drop: Option<&str>) -> String {
+    let mut out = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in form_urlencoded::parse(raw.unwrap_or_default().as_bytes()) {
+        if drop != Some(&*k) {
+            out.append_pair(&k, &v);
+        }
+    }
+    out.finish()
 }

@@ -1,6 +1,8 @@
 //! The cluster's PKI and kubeconfig, made on first start under `<data-dir>/pki`:
 //! a CA (kept), an admin client certificate (kept; CN `logbook-admin`, O `system:masters`),
-//! and a serving certificate re-issued by the CA at every start so its SANs always cover
+//! the API server's client certificate for node agents (kept, `apiserver-kubelet-client.*`;
+//! CN [`logbook_api::node_proxy::KUBELET_CLIENT_CN`], O `system:masters`; re-issued when the
+//! CA no longer signs it), and a serving certificate re-issued by the CA at every start so its SANs always cover
 //! the current addresses. Validity is rcgen's default (1975 to 4096): rotation arrives with
 //! the authentication issue.
 
@@ -23,9 +25,40 @@ pub struct Pki {
     pub server_key_pem: String,
     pub admin_cert_pem: String,
     pub admin_key_pem: String,
+    /// The certificate the API server presents to node agents when it proxies logs, exec,
+    /// attach and port-forward to them (PEM), and its key.
+    pub kubelet_client_cert_pem: String,
+    pub kubelet_client_key_pem: String,
     /// The service-account signing key (PKCS#8 DER, P-256): signs ServiceAccount tokens.
     /// Replicas of one cluster share it, as they share the CA.
     pub service_account_key_der: Vec<u8>,
+}
+
+/// The API server's client certificate for node agents, and its key, under `pki/`.
+const KUBELET_CLIENT_CERT: &str = "apiserver-kubelet-client.crt";
+const KUBELET_CLIENT_KEY: &str = "apiserver-kubelet-client.key";
+
+/// Whether the client certificate `cert_pem` was issued by the CA `ca_pem` and is valid for
+/// client authentication now.
+fn signed_by_ca(cert_pem: &str, ca_pem: &str) -> Result<bool> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(c?)?;
+    }
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        Arc::new(rustls::crypto::ring::default_provider()),
+    )
+    .build()?;
+    let Some(cert) = CertificateDer::pem_slice_iter(cert_pem.as_bytes()).next() else {
+        return Ok(false);
+    };
+    let Ok(cert) = cert else {
+        return Ok(false);
+    };
+    Ok(verifier
+        .verify_client_cert(&cert, &[], rustls::pki_types::UnixTime::now())
+        .is_ok())
 }
 
 /// Loads `pki/sa.key` (PEM, PKCS#8 P-256), creating it when missing.
@@ -106,6 +139,7 @@ pub fn ensure(data_dir: &Path, hosts: &[String]) -> Result<Pki> {
         tracing::info!(dir = %dir.display(), "generated a cluster CA");
         // A new CA invalidates any older client certificate.
         let _ = fs::remove_file(dir.join("admin.crt"));
+        let _ = fs::remove_file(dir.join(KUBELET_CLIENT_CERT));
     }
     let ca_pem = fs::read_to_string(&ca_cert)?;
     let ca_key_pair = KeyPair::from_pem(&fs::read_to_string(&ca_key)?)?;
@@ -117,6 +151,22 @@ pub fn ensure(data_dir: &Path, hosts: &[String]) -> Result<Pki> {
         let (cert, key) = client_cert(&issuer, "logbook-admin", &["system:masters".into()])?;
         write_private(&admin_key, &key)?;
         fs::write(&admin_cert, cert)?;
+    }
+
+    // The API server's identity towards node agents: kept like admin.crt, and re-issued
+    // when it does not lead to the current CA (a CA replaced by another replica's).
+    let (kubelet_cert, kubelet_key) = (dir.join(KUBELET_CLIENT_CERT), dir.join(KUBELET_CLIENT_KEY));
+    let kept = kubelet_cert.exists()
+        && kubelet_key.exists()
+        && signed_by_ca(&fs::read_to_string(&kubelet_cert)?, &ca_pem)?;
+    if !kept {
+        let (cert, key) = client_cert(
+            &issuer,
+            logbook_api::node_proxy::KUBELET_CLIENT_CN,
+            &[logbook_api::node_proxy::KUBELET_CLIENT_GROUP.into()],
+        )?;
+        write_private(&kubelet_key, &key)?;
+        fs::write(&kubelet_cert, cert)?;
     }
 
     let server_key = KeyPair::generate()?;
@@ -151,6 +201,8 @@ pub fn ensure(data_dir: &Path, hosts: &[String]) -> Result<Pki> {
         server_key_pem,
         admin_cert_pem: fs::read_to_string(&admin_cert)?,
         admin_key_pem: fs::read_to_string(&admin_key)?,
+        kubelet_client_cert_pem: fs::read_to_string(&kubelet_cert)?,
+        kubelet_client_key_pem: fs::read_to_string(&kubelet_key)?,
         service_account_key_der,
     })
 }
@@ -306,3 +358,46 @@ pub const COMPONENT_KUBECONFIGS: [(&str, &str); 2] = [
     ("controllers.kubeconfig", "system:kube-controller-manager"),
     ("scheduler.kubeconfig", "system:kube-scheduler"),
 ];
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a test that panics has failed
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_kubelet_client_certificate_is_kept_and_reissued_when_the_ca_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = ensure(dir.path(), &["localhost".into()]).unwrap();
+        let (user, groups) = subject(&first.kubelet_client_cert_pem);
+        assert_eq!(user, logbook_api::node_proxy::KUBELET_CLIENT_CN);
+        assert_eq!(groups, [logbook_api::node_proxy::KUBELET_CLIENT_GROUP]);
+        assert!(signed_by_ca(&first.kubelet_client_cert_pem, &first.ca_pem).unwrap());
+
+        let again = ensure(dir.path(), &["localhost".into()]).unwrap();
+        assert_eq!(
+            again.kubelet_client_cert_pem, first.kubelet_client_cert_pem,
+            "a restart keeps the certificate"
+        );
+
+        // Another CA put in place (as when a replica's PKI is copied in): re-issued by it.
+        let key = KeyPair::generate().unwrap();
+        let other = ca_params().unwrap().self_signed(&key).unwrap();
+        let pki = dir.path().join("pki");
+        fs::write(pki.join("ca.crt"), other.pem()).unwrap();
+        write_private(&pki.join("ca.key"), &key.serialize_pem()).unwrap();
+        let moved = ensure(dir.path(), &["localhost".into()]).unwrap();
+        assert_ne!(moved.kubelet_client_cert_pem, first.kubelet_client_cert_pem);
+        assert!(signed_by_ca(&moved.kubelet_client_cert_pem, &moved.ca_pem).unwrap());
+        assert!(!signed_by_ca(&first.kubelet_client_cert_pem, &moved.ca_pem).unwrap());
+    }
+
+    /// The CN and O's of a PEM certificate, as the API server reads them.
+    fn subject(pem: &str) -> (String, Vec<String>) {
+        let der = CertificateDer::pem_slice_iter(pem.as_bytes())
+            .next()
+            .unwrap()
+            .unwrap();
+        let id = logbook_api::identity_from_cert(der.as_ref()).unwrap();
+        (id.user, id.groups)
+    }
+}

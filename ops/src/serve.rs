@@ -195,6 +195,9 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         ranges,
         auth,
     );
+    api.node_proxy
+        .set_client_certificate(&pki.kubelet_client_cert_pem, &pki.kubelet_client_key_pem)
+        .context("the API server's client certificate for node agents")?;
     if let Some(n) = args.requests_inflight_per_user {
         api.shares.set_max(n);
         // A lower share also bounds the gate's executing slots, with a queue as long.
