@@ -202,9 +202,23 @@ impl Worker {
                     tracing::warn!(pod = %format!("{}/{}", pod_namespace(p), pod_name(p)), error = %e, "syncing a pod failed; retrying");
                 }
             }
-            tokio::select! {
-                r = rx.changed() => if r.is_err() { return },
-                () = tokio::time::sleep(Duration::from_millis(SYNC_INTERVAL_MS)) => {}
+            // Our own status writes come back through the watch: they wake nobody, so a
+            // state (ErrImagePull, say) stays visible until the next look.
+            let seen = fingerprint(&update);
+            let tick = tokio::time::sleep(Duration::from_millis(SYNC_INTERVAL_MS));
+            tokio::pin!(tick);
+            loop {
+                tokio::select! {
+                    r = rx.changed() => {
+                        if r.is_err() {
+                            return;
+                        }
+                        if fingerprint(&rx.borrow()) != seen {
+                            break;
+                        }
+                    }
+                    () = &mut tick => break,
+                }
             }
         }
     }
@@ -1220,6 +1234,23 @@ impl Worker {
         }
         Ok(Flow::Done)
     }
+}
+
+/// What a worker reacts to at once: anything but the status (and the resource version).
+fn fingerprint(u: &Update) -> String {
+    let (gone, p) = match u {
+        Update::Pod(p) => (false, p),
+        Update::Gone(p) => (true, p),
+    };
+    let m = &p.metadata;
+    serde_json::to_string(&(
+        gone,
+        &p.spec,
+        &m.deletion_timestamp,
+        &m.labels,
+        &m.annotations,
+    ))
+    .unwrap_or_default()
 }
 
 /// Init containers then containers.
