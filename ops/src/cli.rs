@@ -167,6 +167,26 @@ pub enum BenchTarget {
     History(BenchApiArgs),
     /// `audit verify` over a store of --events events (1,000,000 by default): events/s.
     Audit(BenchAuditArgs),
+    /// Pod startup latency with real containers: a real node agent on --cri-socket
+    /// (containerd), --pods busybox pods created at once; p50/p90/p99 from create to the
+    /// watch seeing Running (`scripts/bench-pod-startup.sh` starts a private containerd).
+    PodStartup(BenchPodsArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BenchPodsArgs {
+    /// The containerd CRI socket the node agent uses.
+    #[arg(long)]
+    pub cri_socket: PathBuf,
+    /// Pods created at once.
+    #[arg(long, default_value_t = 50)]
+    pub pods: usize,
+    /// Directory for results.md and results.json (created if missing).
+    #[arg(long, default_value = "bench-out/pod-startup")]
+    pub out: PathBuf,
+    /// The logbook binary to start as server and node agent (default: this one).
+    #[arg(long)]
+    pub server_bin: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]

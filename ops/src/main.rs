@@ -6,6 +6,7 @@ mod bench_auth;
 mod bench_crd;
 mod bench_fairness;
 mod bench_history;
+mod bench_pods;
 mod bench_scale;
 mod bench_store;
 mod bench_workloads;
@@ -85,6 +86,9 @@ async fn main() -> anyhow::Result<()> {
         Command::Bench {
             target: BenchTarget::Scale(args),
         } => bench_scale::run(args).await,
+        Command::Bench {
+            target: BenchTarget::PodStartup(args),
+        } => bench_pods::run(args).await,
         Command::Verify(args) => verify::run(args).await,
         Command::Fence(args) => serve::fence(args).await,
         Command::Audit {

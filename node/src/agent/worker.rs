@@ -656,6 +656,7 @@ impl Worker {
 
     /// Creates and starts one container; on failure records why it waits.
     async fn start(&mut self, pod: &Pod, sandbox: &str, c: &Container, attempt: u32, init: bool) {
+        let t = Instant::now();
         let image = match self.ensure_image(pod, c).await {
             Ok(i) => i,
             Err(w) => {
@@ -704,6 +705,8 @@ impl Worker {
             },
         );
         let cri = self.shared.cri.clone();
+        step(pod, "image and env", t);
+        let t = Instant::now();
         let id = match cri.create_container(sandbox, config, sandbox_config).await {
             Ok(id) => id,
             Err(e) => {
@@ -714,6 +717,8 @@ impl Worker {
                 return;
             }
         };
+        step(pod, "create container", t);
+        let t = Instant::now();
         self.event(
             pod,
             "Normal",
@@ -727,6 +732,7 @@ impl Worker {
                 .insert(c.name.clone(), ("RunContainerError".into(), msg));
             return;
         }
+        step(pod, "start container", t);
         self.event(
             pod,
             "Normal",
@@ -918,10 +924,12 @@ impl Worker {
             self.terminal = true;
             return Ok(Flow::Continue);
         }
+        let t = Instant::now();
         let Some(sandbox) = self.ensure_sandbox(pod).await? else {
             self.post_status(pod, false, &HashMap::new(), false).await?;
             return Ok(Flow::Continue);
         };
+        step(pod, "sandbox", t);
         let vol_err = self
             .refresh_volumes(pod, self.prepared.is_none())
             .await
@@ -1105,6 +1113,7 @@ impl Worker {
         let st = status::pod_status(&inputs, now);
         let phase = st["phase"].as_str().unwrap_or("Pending").to_string();
         if self.last_status.as_ref() != Some(&st) {
+            let t = Instant::now();
             let api: Api<Pod> = Api::namespaced(self.shared.client.clone(), pod_namespace(pod));
             match api
                 .patch_status(
@@ -1114,7 +1123,10 @@ impl Worker {
                 )
                 .await
             {
-                Ok(_) => self.last_status = Some(st),
+                Ok(_) => {
+                    self.last_status = Some(st);
+                    step(pod, "post status", t);
+                }
                 Err(kube::Error::Api(s)) if s.code == 404 => {}
                 Err(e) => return Err(format!("posting the pod's status: {e}")),
             }
@@ -1234,6 +1246,16 @@ impl Worker {
         }
         Ok(Flow::Done)
     }
+}
+
+/// Logs how long one step of a pod's sync took (debug level; `RUST_LOG=logbook_node=debug`).
+fn step(pod: &Pod, what: &str, since: Instant) {
+    tracing::debug!(
+        pod = pod_name(pod),
+        step = what,
+        ms = since.elapsed().as_millis() as u64,
+        "sync step"
+    );
 }
 
 /// What a worker reacts to at once: anything but the status (and the resource version).
