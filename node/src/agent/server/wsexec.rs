@@ -23,6 +23,8 @@
 //! The two directions never wait on each other, so a process that writes without reading
 //! (or the reverse) cannot stall the other way.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -431,10 +433,24 @@ where
     let _ = ws_tx.send(WsOut::Binary(vec![hello])).await;
     // The two directions live in this block: leaving it drops their ends of the queues.
     {
-        let to_runtime =
-            client_to_runtime(client_rd, protocol, ids, ws_tx.clone(), spdy_tx.clone());
-        let to_client =
-            runtime_to_client(runtime_rd, buf, early, ids, ws_tx.clone(), spdy_tx.clone());
+        let reset = Arc::new(ResetStreams::default());
+        let to_runtime = client_to_runtime(
+            client_rd,
+            protocol,
+            ids,
+            reset.clone(),
+            ws_tx.clone(),
+            spdy_tx.clone(),
+        );
+        let to_client = runtime_to_client(
+            runtime_rd,
+            buf,
+            early,
+            ids,
+            reset,
+            ws_tx.clone(),
+            spdy_tx.clone(),
+        );
         tokio::pin!(to_runtime, to_client);
         tokio::select! {
             end = &mut to_client => {
@@ -516,10 +532,18 @@ enum ClientEnd {
     Gone,
 }
 
+/// The client's streams that the runtime reset: nothing more is sent on them.
+#[derive(Debug, Default)]
+struct ResetStreams {
+    stdin: AtomicBool,
+    resize: AtomicBool,
+}
+
 async fn client_to_runtime<R: AsyncRead>(
     rd: R,
     protocol: Protocol,
     ids: StreamIds,
+    reset: Arc<ResetStreams>,
     ws_tx: mpsc::Sender<WsOut>,
     spdy_tx: mpsc::Sender<Vec<u8>>,
 ) -> ClientEnd {
@@ -546,7 +570,9 @@ async fn client_to_runtime<R: AsyncRead>(
                     let mut out = Vec::new();
                     match (m.first().copied(), m.get(1).copied()) {
                         (Some(CH_STDIN), _) => {
-                            if let Some(id) = stdin {
+                            if let Some(id) = stdin
+                                && !reset.stdin.load(Ordering::Relaxed)
+                            {
                                 for chunk in m[1..].chunks(SPDY_DATA_CHUNK_BYTES) {
                                     spdy::encode_data(&mut out, id, false, chunk);
                                 }
@@ -555,6 +581,7 @@ async fn client_to_runtime<R: AsyncRead>(
                         (Some(CH_RESIZE), _) => {
                             if let Some(id) = resize
                                 && m.len() > 1
+                                && !reset.resize.load(Ordering::Relaxed)
                             {
                                 spdy::encode_data(&mut out, id, false, &m[1..]);
                             }
@@ -635,6 +662,7 @@ async fn runtime_to_client<R: AsyncRead>(
     mut buf: BytesMut,
     early: Vec<Frame>,
     ids: StreamIds,
+    reset: Arc<ResetStreams>,
     ws_tx: mpsc::Sender<WsOut>,
     spdy_tx: mpsc::Sender<Vec<u8>>,
 ) -> RuntimeEnd {
@@ -683,7 +711,14 @@ async fn runtime_to_client<R: AsyncRead>(
                 } => {
                     out.end(&ids, stream);
                 }
-                Frame::RstStream { stream, .. } => out.end(&ids, stream),
+                Frame::RstStream { stream, .. } => {
+                    out.end(&ids, stream);
+                    if Some(stream) == ids.stdin {
+                        reset.stdin.store(true, Ordering::Relaxed);
+                    } else if Some(stream) == ids.resize {
+                        reset.resize.store(true, Ordering::Relaxed);
+                    }
+                }
                 Frame::SynStream { stream, .. } => {
                     // The server opens no streams in this protocol.
                     let mut rst = Vec::new();
@@ -1131,6 +1166,57 @@ mod tests {
                 data: Bytes::from_static(br#"{"Width":80,"Height":24}"#)
             }],
             "stream 7 is resize (error 1, stdin 3, stdout 5); nothing else was sent"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_stdin_stream_the_runtime_reset_gets_no_more_data() {
+        let tty = Streams {
+            stdin: true,
+            stdout: true,
+            stderr: false,
+            tty: true,
+        };
+        let (mut client, mut runtime) = start(Protocol::V5, tty);
+        // RST_STREAM on stdin (3), then output: once the client has the output, the agent
+        // has seen the reset.
+        let mut rt = Vec::new();
+        spdy::encode_rst_stream(&mut rt, 3, spdy::RST_CANCEL);
+        spdy::encode_data(&mut rt, 5, false, b"prompt");
+        runtime.write_all(&rt).await.expect("runtime writes");
+        let mut buf = BytesMut::new();
+        let seen = async {
+            loop {
+                while let Some(f) = ws::decode_frame(&mut buf, false, 1 << 20).expect("frame") {
+                    if f == binary(CH_STDOUT, b"prompt") {
+                        return;
+                    }
+                }
+                buf.reserve(4096);
+                assert_ne!(client.read_buf(&mut buf).await.expect("read"), 0);
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), seen)
+            .await
+            .expect("the output reaches the client");
+        let mut out = Vec::new();
+        client_msg(&mut out, Opcode::Binary, &[CH_STDIN, b'x']);
+        client_msg(&mut out, Opcode::Binary, &[CH_RESIZE, b'{', b'}']);
+        client.write_all(&out).await.expect("client writes");
+        let got = tokio::time::timeout(
+            Duration::from_secs(10),
+            runtime_reads(&mut runtime, |_| true),
+        )
+        .await
+        .expect("the resize reaches the runtime");
+        assert_eq!(
+            got,
+            [Frame::Data {
+                stream: 7,
+                fin: false,
+                data: Bytes::from_static(b"{}")
+            }],
+            "the stdin byte was dropped, the resize went through"
         );
     }
 
