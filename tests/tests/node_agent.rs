@@ -706,6 +706,131 @@ fn kubectl_stdin(server: &Server, bin: &str, args: &[&str], stdin: &str) -> std:
     child.wait_with_output().expect("kubectl output")
 }
 
+/// kubectl 1.30+ tries WebSocket (`v5.channel.k8s.io`) first and falls back to SPDY when
+/// the upgrade fails, which the plain checks above cannot tell apart. With `-v=7` it logs the
+/// negotiated subprotocol, and a "RemoteCommand fallback" line when it gave up on WebSocket:
+/// exec, exec -i (stdin's end travels as v5's CLOSE signal), an exit code and attach all go
+/// over WebSocket, translated to SPDY by the node agent.
+fn kubectl_1_33_execs_over_websocket(server: &Server, bin: &str) {
+    let websocket_only = |what: &str, stderr: &[u8]| {
+        let stderr = String::from_utf8_lossy(stderr);
+        assert!(
+            !stderr.to_lowercase().contains("fallback"),
+            "kubectl 1.33 {what} falls back to SPDY (the WebSocket upgrade failed): {stderr}"
+        );
+        assert!(
+            stderr.contains("v5.channel.k8s.io"),
+            "kubectl 1.33 {what} negotiates v5.channel.k8s.io: {stderr}"
+        );
+    };
+    let out = server
+        .kubectl_output(
+            bin,
+            &["exec", "-v=7", "shell", "--", "cat", "/etc/config/key"],
+        )
+        .expect("exec -v=7");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "value-from-configmap");
+    websocket_only("exec", &out.stderr);
+    let out = kubectl_stdin(
+        server,
+        bin,
+        &[
+            "exec",
+            "-v=7",
+            "-i",
+            "shell",
+            "--",
+            "sh",
+            "-c",
+            "cat; echo :end",
+        ],
+        "typed-in\n",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "typed-in\n:end\n");
+    websocket_only("exec -i", &out.stderr);
+    let out = server
+        .kubectl_output(bin, &["exec", "-v=7", "shell", "--", "sh", "-c", "exit 3"])
+        .expect("exec");
+    assert_eq!(out.status.code(), Some(3), "the exit code over WebSocket");
+    websocket_only("exec of exit 3", &out.stderr);
+    // A megabyte of stdout (many SPDY data frames, many WebSocket messages) and a stderr line.
+    let out = server
+        .kubectl_output(
+            bin,
+            &[
+                "exec",
+                "-v=7",
+                "shell",
+                "--",
+                "sh",
+                "-c",
+                "head -c 1000000 /dev/zero | tr '\\0' x; echo on-stderr >&2",
+            ],
+        )
+        .expect("exec");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.stdout.len(), 1_000_000, "every byte of stdout arrives");
+    assert!(
+        out.stdout.iter().all(|b| *b == b'x'),
+        "stdout arrives intact"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .lines()
+            .any(|l| l == "on-stderr"),
+        "stderr arrives on its own channel: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    websocket_only("exec with a megabyte of output", &out.stderr);
+    // attach: the container's own output streams over WebSocket until kubectl leaves.
+    let mut attach = std::process::Command::new(bin)
+        .arg("--kubeconfig")
+        .arg(server.kubeconfig())
+        .args(["attach", "-v=7", "shell"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("kubectl attach");
+    let stdout = attach.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for l in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(l).is_err() {
+                return;
+            }
+        }
+    });
+    let line = rx.recv_timeout(Duration::from_secs(30));
+    let _ = attach.kill();
+    let out = attach.wait_with_output().expect("kubectl attach output");
+    let line = line.unwrap_or_else(|_| {
+        panic!(
+            "kubectl 1.33 attach shows the container's output: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    assert!(line.starts_with("line-"), "{line:?}");
+    websocket_only("attach", &out.stderr);
+}
+
 #[tokio::test]
 async fn kubectl_1_27_and_1_33_read_logs_exec_into_a_pod_and_forward_a_port() {
     let Some(k) = cluster("kubectl_logs_exec", "na-kubectl").await else {
@@ -779,6 +904,9 @@ async fn kubectl_1_27_and_1_33_read_logs_exec_into_a_pod_and_forward_a_port() {
             Some(3),
             "kubectl {label} exec passes the exit code on"
         );
+        if label == "1.33" {
+            kubectl_1_33_execs_over_websocket(&k.server, bin);
+        }
     }
     // Following a log: new lines arrive while the command runs.
     let mut follow = std::process::Command::new("kubectl")

@@ -3,9 +3,12 @@
 //! - `GET /containerLogs/{namespace}/{pod}/{container}` (`follow`, `previous`,
 //!   `tailLines`, `sinceSeconds`, `sinceTime`, `timestamps`, `limitBytes`);
 //! - `/exec/{namespace}/{pod}/{container}`, `/attach/{namespace}/{pod}/{container}`,
-//!   `/portForward/{namespace}/{pod}`: the runtime's streaming server does the protocol
-//!   (SPDY or WebSocket); the agent asks CRI for a session URL and splices the upgraded
-//!   connection through to it;
+//!   `/portForward/{namespace}/{pod}`: the agent asks CRI for a session URL and splices the
+//!   upgraded connection through to the runtime's streaming server, which does the protocol
+//!   (SPDY/3.1, or the WebSocket versions it knows). A WebSocket exec or attach offering
+//!   `v5.channel.k8s.io` (kubectl 1.30+) or `v4.channel.k8s.io` is the exception: the
+//!   agent answers it and translates to SPDY itself (`server/wsexec.rs`), since containerd
+//!   1.6 knows no v5;
 //! - `GET /healthz`.
 //!
 //! Only the API server may call it: a client certificate signed by the cluster CA with the
@@ -30,6 +33,11 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use super::logs;
 use super::spec::pod_uid;
 use crate::cri::{self, Cri, v1};
+use wsexec::Streams;
+
+mod spdy;
+mod websocket;
+mod wsexec;
 
 /// The common name of the API server's client certificate towards node agents.
 pub const KUBELET_CLIENT_CN: &str = "logbook-apiserver-kubelet-client";
@@ -493,7 +501,7 @@ async fn container_logs(
 }
 
 /// exec, attach and portForward: a CRI session URL, then the upgraded connection spliced to
-/// the runtime's streaming server.
+/// the runtime's streaming server, or a WebSocket exec or attach translated to it.
 async fn stream(
     state: &ServerState,
     mut req: Request<Incoming>,
@@ -510,12 +518,22 @@ async fn stream(
             &format!("pod \"{name}\" not found on this node"),
         );
     };
+    let ws = matches!(kind, "exec" | "attach")
+        .then(|| wsexec::offer(req.method(), req.headers()))
+        .flatten();
     let Ok(permit) = state.sessions.clone().try_acquire_owned() else {
         return status(
             StatusCode::TOO_MANY_REQUESTS,
             "TooManyRequests",
             "too many streaming sessions on this node",
         );
+    };
+    // What CRI is asked for; a translated session opens exactly these streams.
+    let mut streams = Streams {
+        stdin: false,
+        stdout: false,
+        stderr: false,
+        tty: false,
     };
     let url = match (kind, container) {
         ("portForward", _) => {
@@ -559,6 +577,12 @@ async fn stream(
                 );
             };
             let tty = flag(q, "tty");
+            streams = Streams {
+                stdin: flag(q, "stdin"),
+                stdout: flag(q, "stdout"),
+                stderr: flag(q, "stderr") && !tty,
+                tty,
+            };
             if kind == "exec" {
                 let cmd: Vec<String> = q
                     .iter()
@@ -578,9 +602,9 @@ async fn stream(
                         container_id: inst.id,
                         cmd,
                         tty,
-                        stdin: flag(q, "stdin"),
-                        stdout: flag(q, "stdout"),
-                        stderr: flag(q, "stderr") && !tty,
+                        stdin: streams.stdin,
+                        stdout: streams.stdout,
+                        stderr: streams.stderr,
                     })
                     .await
             } else {
@@ -588,10 +612,10 @@ async fn stream(
                     .cri
                     .attach(v1::AttachRequest {
                         container_id: inst.id,
-                        stdin: flag(q, "stdin"),
+                        stdin: streams.stdin,
                         tty,
-                        stdout: flag(q, "stdout"),
-                        stderr: flag(q, "stderr") && !tty,
+                        stdout: streams.stdout,
+                        stderr: streams.stderr,
                     })
                     .await
             }
@@ -615,6 +639,16 @@ async fn stream(
         }
     };
     let client_upgrade = hyper::upgrade::on(&mut req);
+    if let Some(offer) = ws {
+        return match wsexec::serve(offer, &url, streams, client_upgrade, permit).await {
+            Ok(r) => r,
+            Err(e) => status(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "InternalError",
+                &format!("streaming session: {e}"),
+            ),
+        };
+    }
     match splice(req, &url, client_upgrade, permit).await {
         Ok(r) => r,
         Err(e) => status(
