@@ -178,9 +178,13 @@ pub struct BenchPodsArgs {
     /// The containerd CRI socket the node agent uses.
     #[arg(long)]
     pub cri_socket: PathBuf,
-    /// Pods created at once.
+    /// Pods per phase.
     #[arg(long, default_value_t = 50)]
     pub pods: usize,
+    /// Creation rate of the paced phase, pods per second (the burst phase creates all at
+    /// once).
+    #[arg(long, default_value_t = 5.0)]
+    pub rate: f64,
     /// Directory for results.md and results.json (created if missing).
     #[arg(long, default_value = "bench-out/pod-startup")]
     pub out: PathBuf,

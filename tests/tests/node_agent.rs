@@ -860,6 +860,19 @@ async fn kubectl_1_27_and_1_33_read_logs_exec_into_a_pod_and_forward_a_port() {
         2,
         "kubectl 1.27 and 1.33 are installed: {bins:?}"
     );
+    // The pod prints a line every 0.5 s; wait for a few before reading the tail.
+    let pods: Api<Pod> = Api::namespaced(k.client.clone(), "default");
+    within(30, "the pod has logged three lines", async {
+        while pods
+            .logs("shell", &Default::default())
+            .await
+            .map_or(0, |l| l.lines().count())
+            < 3
+        {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await;
     for (label, bin) in &bins {
         let logs = k
             .server

@@ -153,6 +153,7 @@ pub async fn run(
         allocatable,
         pull_failures: std::sync::Mutex::default(),
         events: Arc::new(tokio::sync::Semaphore::new(worker::EVENTS_INFLIGHT_MAX)),
+        starts: Arc::new(tokio::sync::Semaphore::new(worker::CRI_STARTS_INFLIGHT_MAX)),
     });
     pods::run(shared, index, shutdown.clone()).await;
     let _ = shutdown.changed().await;

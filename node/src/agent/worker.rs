@@ -42,6 +42,10 @@ pub const PULL_FAILURE_MEMORY_S: u64 = 300;
 /// Grace given to the containers of a pod that vanished from the API (force deletion), in
 /// seconds.
 pub const VANISHED_POD_GRACE_S: u64 = 2;
+/// Sandbox creations and container create+starts the agent asks of the runtime at once:
+/// a burst of pods queues here instead of making the runtime, its shims, runc and the CNI
+/// plugins share two cores fifty ways.
+pub const CRI_STARTS_INFLIGHT_MAX: usize = 4;
 /// Events being posted at once; more are dropped (they are best effort).
 pub const EVENTS_INFLIGHT_MAX: usize = 32;
 /// A pod's identical event (reason and message) is posted at most once per this window, in
@@ -68,6 +72,8 @@ pub struct Shared {
     /// Images whose pull failed, and when.
     pub pull_failures: std::sync::Mutex<HashMap<String, Instant>>,
     pub events: Arc<tokio::sync::Semaphore>,
+    /// Sandbox creations and container starts in flight ([`CRI_STARTS_INFLIGHT_MAX`]).
+    pub starts: Arc<tokio::sync::Semaphore>,
 }
 
 struct Backoff {
@@ -90,6 +96,11 @@ pub struct Worker {
     last_status: Option<Value>,
     terminal: bool,
     events_sent: HashMap<(String, String), Instant>,
+    /// A slot of [`Shared::starts`], held from a sandbox or container start to the end of
+    /// the sync.
+    start_permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    /// A container was started: sync again without waiting for the tick.
+    resync_now: bool,
 }
 
 /// How a sync ended.
@@ -178,6 +189,8 @@ impl Worker {
             last_status: None,
             terminal: false,
             events_sent: HashMap::new(),
+            start_permit: None,
+            resync_now: false,
         }
     }
 
@@ -186,7 +199,11 @@ impl Worker {
         loop {
             let update = rx.borrow_and_update().clone();
             let flow = match &update {
-                Update::Pod(p) => self.sync(p).await,
+                Update::Pod(p) => {
+                    let r = self.sync(p).await;
+                    self.start_permit = None;
+                    r
+                }
                 Update::Gone(p) => {
                     self.teardown(p, Duration::from_secs(VANISHED_POD_GRACE_S), false)
                         .await
@@ -201,6 +218,11 @@ impl Worker {
                     };
                     tracing::warn!(pod = %format!("{}/{}", pod_namespace(p), pod_name(p)), error = %e, "syncing a pod failed; retrying");
                 }
+            }
+            // A container started in this sync: look again at once, so the pod is reported
+            // Running as soon as it runs (and the next init container starts).
+            if std::mem::take(&mut self.resync_now) {
+                continue;
             }
             // Our own status writes come back through the watch: they wake nobody, so a
             // state (ErrImagePull, say) stays visible until the next look.
@@ -364,6 +386,11 @@ impl Worker {
                 attempt,
                 self.shared.dns.clone(),
             );
+            // Held until this sync ends: a new pod's sandbox and containers start together,
+            // so a burst of pods finishes one by one instead of all at the end.
+            if self.start_permit.is_none() {
+                self.start_permit = self.shared.starts.clone().acquire_owned().await.ok();
+            }
             match cri.run_pod_sandbox(cfg.clone()).await {
                 Ok(id) => {
                     self.sandbox_config = Some((id.clone(), cfg));
@@ -412,7 +439,11 @@ impl Worker {
         let cri = self.shared.cri.clone();
         let present = cri.image_status(&image).await.ok().flatten();
         let policy = pull_policy(c);
+        let already = format!("Container image \"{image}\" already present on machine");
         if policy == "Never" {
+            if present.is_some() {
+                self.event(pod, "Normal", "Pulled", already);
+            }
             return present.map(|i| i.id).ok_or_else(|| {
                 (
                     "ErrImageNeverPull".into(),
@@ -422,6 +453,7 @@ impl Worker {
         }
         if let Some(p) = &present {
             if policy == "IfNotPresent" {
+                self.event(pod, "Normal", "Pulled", already);
                 return Ok(p.id.clone());
             }
             let recent = self
@@ -707,6 +739,9 @@ impl Worker {
         let cri = self.shared.cri.clone();
         step(pod, "image and env", t);
         let t = Instant::now();
+        if self.start_permit.is_none() {
+            self.start_permit = self.shared.starts.clone().acquire_owned().await.ok();
+        }
         let id = match cri.create_container(sandbox, config, sandbox_config).await {
             Ok(id) => id,
             Err(e) => {
@@ -733,6 +768,7 @@ impl Worker {
             return;
         }
         step(pod, "start container", t);
+        self.resync_now = true;
         self.event(
             pod,
             "Normal",
