@@ -3,6 +3,7 @@
 //! bounded by `timeoutSeconds`, and a result that flips only after `successThreshold`
 //! successes or `failureThreshold` failures in a row.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Container, Probe};
@@ -109,46 +110,129 @@ pub fn status_code(head: &[u8]) -> Option<u16> {
     parts.next()?.parse().ok()
 }
 
+/// Certificates are not verified, as kubelet's HTTPS probes do not verify them.
+#[derive(Debug)]
+struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+async fn tls_to(
+    host: &str,
+    s: tokio::net::TcpStream,
+) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| e.to_string())?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+        .with_no_client_auth();
+    let name =
+        rustls::pki_types::ServerName::try_from(host.to_string()).map_err(|e| e.to_string())?;
+    tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        .connect(name, s)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+async fn get_status<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    mut s: S,
+    host: &str,
+    port: u16,
+    path: &str,
+    headers: &[(String, String)],
+) -> Result<(), String> {
+    let mut req = format!(
+        "GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUser-Agent: kube-probe/1.33\r\nAccept: */*\r\nConnection: close\r\n"
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut buf = vec![0u8; HTTP_PROBE_HEAD_BYTES_MAX];
+    let mut n = 0;
+    while n < buf.len() {
+        let r = s.read(&mut buf[n..]).await.map_err(|e| e.to_string())?;
+        if r == 0 || buf[..n + r].contains(&b'\n') {
+            n += r;
+            break;
+        }
+        n += r;
+    }
+    match status_code(&buf[..n]) {
+        Some(code) if (200..400).contains(&code) => Ok(()),
+        Some(code) => Err(format!("HTTP probe failed with statuscode: {code}")),
+        None => Err("HTTP probe got no status line".to_string()),
+    }
+}
+
 async fn http_get(
+    https: bool,
     host: &str,
     port: u16,
     path: &str,
     headers: &[(String, String)],
     timeout: Duration,
 ) -> Result<(), String> {
+    let scheme = if https { "https" } else { "http" };
     let fut = async {
-        let mut s = tokio::net::TcpStream::connect((host, port))
+        let s = tokio::net::TcpStream::connect((host, port))
             .await
-            .map_err(|e| format!("Get \"http://{host}:{port}{path}\": {e}"))?;
-        let mut req = format!(
-            "GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUser-Agent: kube-probe/1.33\r\nAccept: */*\r\nConnection: close\r\n"
-        );
-        for (k, v) in headers {
-            req.push_str(&format!("{k}: {v}\r\n"));
-        }
-        req.push_str("\r\n");
-        s.write_all(req.as_bytes())
-            .await
-            .map_err(|e| e.to_string())?;
-        let mut buf = vec![0u8; HTTP_PROBE_HEAD_BYTES_MAX];
-        let mut n = 0;
-        while n < buf.len() {
-            let r = s.read(&mut buf[n..]).await.map_err(|e| e.to_string())?;
-            if r == 0 || buf[..n + r].contains(&b'\n') {
-                n += r;
-                break;
-            }
-            n += r;
-        }
-        match status_code(&buf[..n]) {
-            Some(code) if (200..400).contains(&code) => Ok(()),
-            Some(code) => Err(format!("HTTP probe failed with statuscode: {code}")),
-            None => Err("HTTP probe got no status line".to_string()),
+            .map_err(|e| format!("Get \"{scheme}://{host}:{port}{path}\": {e}"))?;
+        if https {
+            get_status(tls_to(host, s).await?, host, port, path, headers).await
+        } else {
+            get_status(s, host, port, path, headers).await
         }
     };
-    tokio::time::timeout(timeout, fut)
-        .await
-        .unwrap_or_else(|_| Err(format!("Get \"http://{host}:{port}{path}\": context deadline exceeded (Client.Timeout exceeded while awaiting headers)")))
+    tokio::time::timeout(timeout, fut).await.unwrap_or_else(|_| {
+        Err(format!(
+            "Get \"{scheme}://{host}:{port}{path}\": context deadline exceeded (Client.Timeout exceeded while awaiting headers)"
+        ))
+    })
 }
 
 /// Runs one try of `p` against a container; `Err` carries kubelet's kind of message.
@@ -190,7 +274,11 @@ pub async fn run(
             .flatten()
             .map(|h| (h.name.clone(), h.value.clone()))
             .collect();
-        return http_get(&host, port, &path, &headers, t.timeout).await;
+        let https = h
+            .scheme
+            .as_deref()
+            .is_some_and(|s| s.eq_ignore_ascii_case("HTTPS"));
+        return http_get(https, &host, port, &path, &headers, t.timeout).await;
     }
     if let Some(s) = &p.tcp_socket {
         let port = port_of(&s.port, c)?;
@@ -267,5 +355,83 @@ mod tests {
         assert_eq!(tm.period, Duration::from_secs(10));
         assert_eq!(tm.timeout, Duration::from_secs(1));
         assert_eq!((tm.success_threshold, tm.failure_threshold), (1, 3));
+    }
+
+    /// A one-shot HTTP(S) server on a free port answering `status`; its port.
+    async fn serve_once(status: u16, tls: bool) -> u16 {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = l.local_addr().expect("addr").port();
+        let acceptor = tls.then(|| {
+            let key = rcgen::KeyPair::generate().expect("key");
+            let cert = rcgen::CertificateParams::new(vec!["localhost".into()])
+                .expect("params")
+                .self_signed(&key)
+                .expect("cert");
+            let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![cert.der().clone()],
+                rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+            )
+            .expect("config");
+            tokio_rustls::TlsAcceptor::from(Arc::new(cfg))
+        });
+        tokio::spawn(async move {
+            let (s, _) = l.accept().await.expect("accept");
+            let reply = format!("HTTP/1.1 {status} X\r\nContent-Length: 0\r\n\r\n");
+            async fn answer<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+                mut s: S,
+                reply: String,
+            ) {
+                let mut buf = [0u8; 1024];
+                let _ = s.read(&mut buf).await;
+                let _ = s.write_all(reply.as_bytes()).await;
+                let _ = s.shutdown().await;
+            }
+            match acceptor {
+                Some(a) => answer(a.accept(s).await.expect("tls"), reply).await,
+                None => answer(s, reply).await,
+            }
+        });
+        port
+    }
+
+    #[tokio::test]
+    async fn http_and_https_probes_pass_on_2xx_and_3xx_and_fail_otherwise() {
+        let t = Duration::from_secs(5);
+        for tls in [false, true] {
+            let ok = serve_once(204, tls).await;
+            assert_eq!(
+                http_get(tls, "127.0.0.1", ok, "/", &[], t).await,
+                Ok(()),
+                "tls={tls}"
+            );
+            let bad = serve_once(500, tls).await;
+            let e = http_get(tls, "127.0.0.1", bad, "/", &[], t)
+                .await
+                .expect_err("500 fails");
+            assert!(e.contains("statuscode: 500"), "{e}");
+        }
+        // A self-signed certificate is accepted, as kubelet's probes do; plain HTTP to a TLS
+        // port is not a pass.
+        let tls_port = serve_once(200, true).await;
+        assert!(
+            http_get(
+                false,
+                "127.0.0.1",
+                tls_port,
+                "/",
+                &[],
+                Duration::from_secs(2)
+            )
+            .await
+            .is_err()
+        );
     }
 }

@@ -77,74 +77,76 @@ fn safe_rel(p: &str) -> Result<(), String> {
     Ok(())
 }
 
-async fn config_map_files(
+/// A ConfigMap's keys (data and binaryData), `None` when it does not exist.
+async fn config_map_data(
     client: &kube::Client,
     ns: &str,
     name: &str,
-    items: Option<&Vec<KeyToPath>>,
-    default_mode: Option<i32>,
-    optional: bool,
-    out: &mut Files,
-) -> Result<(), String> {
-    let cm = match Api::<ConfigMap>::namespaced(client.clone(), ns)
+) -> Result<Option<BTreeMap<String, Vec<u8>>>, String> {
+    let cm = Api::<ConfigMap>::namespaced(client.clone(), ns)
         .get_opt(name)
         .await
-    {
-        Ok(Some(cm)) => cm,
-        Ok(None) if optional => return Ok(()),
-        Ok(None) => return Err(format!("configmap \"{name}\" not found")),
-        Err(e) => return Err(format!("reading configmap \"{name}\": {e}")),
-    };
-    let mut data: BTreeMap<String, Vec<u8>> = cm
-        .data
-        .unwrap_or_default()
-        .into_iter()
-        .map(|(k, v)| (k, v.into_bytes()))
-        .collect();
-    for (k, v) in cm.binary_data.unwrap_or_default() {
-        data.insert(k, v.0);
-    }
-    let keys: Vec<String> = data.keys().cloned().collect();
-    for (key, path, mode) in items_or_all(items, &keys, default_mode)? {
-        safe_rel(&path)?;
-        match data.get(&key) {
-            Some(v) => {
-                out.insert(path, (v.clone(), mode));
-            }
-            None if optional => {}
-            None => return Err(format!("configmap \"{name}\" has no key {key:?}")),
-        }
-    }
-    Ok(())
+        .map_err(|e| format!("reading configmap \"{name}\": {e}"))?;
+    Ok(cm.map(|cm| {
+        let mut data: BTreeMap<String, Vec<u8>> = cm
+            .data
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (k, v.into_bytes()))
+            .collect();
+        data.extend(
+            cm.binary_data
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k, v.0)),
+        );
+        data
+    }))
 }
 
-async fn secret_files(
+/// A Secret's keys, `None` when it does not exist.
+async fn secret_data(
     client: &kube::Client,
     ns: &str,
     name: &str,
+) -> Result<Option<BTreeMap<String, Vec<u8>>>, String> {
+    let s = Api::<Secret>::namespaced(client.clone(), ns)
+        .get_opt(name)
+        .await
+        .map_err(|e| format!("reading secret \"{name}\": {e}"))?;
+    Ok(s.map(|s| {
+        let mut data: BTreeMap<String, Vec<u8>> = s
+            .data
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (k, v.0))
+            .collect();
+        data.extend(
+            s.string_data
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k, v.into_bytes())),
+        );
+        data
+    }))
+}
+
+/// The files of a ConfigMap or Secret (`kind` names it in messages): its `items`, else
+/// every key, each under its path with its mode.
+fn keyed_files(
+    kind: &str,
+    name: &str,
+    data: Option<BTreeMap<String, Vec<u8>>>,
     items: Option<&Vec<KeyToPath>>,
     default_mode: Option<i32>,
     optional: bool,
     out: &mut Files,
 ) -> Result<(), String> {
-    let s = match Api::<Secret>::namespaced(client.clone(), ns)
-        .get_opt(name)
-        .await
-    {
-        Ok(Some(s)) => s,
-        Ok(None) if optional => return Ok(()),
-        Ok(None) => return Err(format!("secret \"{name}\" not found")),
-        Err(e) => return Err(format!("reading secret \"{name}\": {e}")),
+    let data = match data {
+        Some(d) => d,
+        None if optional => return Ok(()),
+        None => return Err(format!("{kind} \"{name}\" not found")),
     };
-    let mut data: BTreeMap<String, Vec<u8>> = s
-        .data
-        .unwrap_or_default()
-        .into_iter()
-        .map(|(k, v)| (k, v.0))
-        .collect();
-    for (k, v) in s.string_data.unwrap_or_default() {
-        data.insert(k, v.into_bytes());
-    }
     let keys: Vec<String> = data.keys().cloned().collect();
     for (key, path, mode) in items_or_all(items, &keys, default_mode)? {
         safe_rel(&path)?;
@@ -153,7 +155,7 @@ async fn secret_files(
                 out.insert(path, (v.clone(), mode));
             }
             None if optional => {}
-            None => return Err(format!("secret \"{name}\" has no key {key:?}")),
+            None => return Err(format!("{kind} \"{name}\" has no key {key:?}")),
         }
     }
     Ok(())
@@ -254,28 +256,28 @@ async fn api_files(
     let ns = pod_namespace(pod);
     let mut files = Files::new();
     if let Some(cm) = &vol.config_map {
-        config_map_files(
-            env.client,
-            ns,
+        let data = config_map_data(env.client, ns, &cm.name).await?;
+        keyed_files(
+            "configmap",
             &cm.name,
+            data,
             cm.items.as_ref(),
             cm.default_mode,
             cm.optional.unwrap_or(false),
             &mut files,
-        )
-        .await?;
+        )?;
     } else if let Some(s) = &vol.secret {
         let name = s.secret_name.clone().unwrap_or_default();
-        secret_files(
-            env.client,
-            ns,
+        let data = secret_data(env.client, ns, &name).await?;
+        keyed_files(
+            "secret",
             &name,
+            data,
             s.items.as_ref(),
             s.default_mode,
             s.optional.unwrap_or(false),
             &mut files,
-        )
-        .await?;
+        )?;
     } else if let Some(d) = &vol.downward_api {
         downward_files(
             pod,
@@ -289,28 +291,28 @@ async fn api_files(
     } else if let Some(p) = &vol.projected {
         for src in p.sources.iter().flatten() {
             if let Some(cm) = &src.config_map {
-                config_map_files(
-                    env.client,
-                    ns,
+                let data = config_map_data(env.client, ns, &cm.name).await?;
+                keyed_files(
+                    "configmap",
                     &cm.name,
+                    data,
                     cm.items.as_ref(),
                     p.default_mode,
                     cm.optional.unwrap_or(false),
                     &mut files,
-                )
-                .await?;
+                )?;
             }
             if let Some(s) = &src.secret {
-                secret_files(
-                    env.client,
-                    ns,
+                let data = secret_data(env.client, ns, &s.name).await?;
+                keyed_files(
+                    "secret",
                     &s.name,
+                    data,
                     s.items.as_ref(),
                     p.default_mode,
                     s.optional.unwrap_or(false),
                     &mut files,
-                )
-                .await?;
+                )?;
             }
             if let Some(d) = &src.downward_api {
                 downward_files(

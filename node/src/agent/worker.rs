@@ -820,40 +820,23 @@ impl Worker {
         let State::Running { started_at } = o.state else {
             return;
         };
-        let pod_ip = self.pod_ips.first().cloned().unwrap_or_default();
         let now = Instant::now();
         let age = Duration::from_secs(
             (Timestamp::now().as_second() - started_at.as_second()).max(0) as u64,
         );
         let started_instant = now.checked_sub(age).unwrap_or(now);
-        let cri = self.shared.cri.clone();
         // Startup first: until it passes, the others wait.
         let mut started = true;
-        if let Some(p) = &c.startup_probe {
-            let tm = probe::timing(p);
-            let mut t = self.tally(&c.name, &o.id, Kind::Startup);
-            if t.passing != Some(true) {
-                started = false;
-                if t.due(&tm, started_instant, now) {
-                    let r = probe::run(&cri, &o.id, c, p, &pod_ip, &tm).await;
-                    let (ok, msg) = (r.is_ok(), r.err().unwrap_or_default());
-                    match t.record(&tm, ok, msg.clone(), now) {
-                        Some(true) => started = true,
-                        Some(false) => {
-                            self.event(
-                                pod,
-                                "Warning",
-                                "Unhealthy",
-                                format!("Startup probe failed: {msg}"),
-                            );
-                            self.kill_for_restart(pod, c, o, "failed startup probe")
-                                .await;
-                        }
-                        None => {}
-                    }
-                }
-                self.probes
-                    .insert((c.name.clone(), Kind::Startup), (o.id.clone(), t));
+        if let Some(p) = &c.startup_probe
+            && self.tally(&c.name, &o.id, Kind::Startup).passing != Some(true)
+        {
+            let (flipped, passing) = self
+                .check(pod, c, o, Kind::Startup, p, started_instant, now)
+                .await;
+            started = passing == Some(true);
+            if flipped == Some(false) {
+                self.kill_for_restart(pod, c, o, "failed startup probe")
+                    .await;
             }
         }
         view.started = started;
@@ -862,54 +845,67 @@ impl Worker {
             return;
         }
         if let Some(p) = &c.liveness_probe {
-            let tm = probe::timing(p);
-            let mut t = self.tally(&c.name, &o.id, Kind::Liveness);
-            if t.due(&tm, started_instant, now) {
-                let r = probe::run(&cri, &o.id, c, p, &pod_ip, &tm).await;
-                let (ok, msg) = (r.is_ok(), r.err().unwrap_or_default());
-                if !ok {
-                    self.event(
-                        pod,
-                        "Warning",
-                        "Unhealthy",
-                        format!("Liveness probe failed: {msg}"),
-                    );
-                }
-                if t.record(&tm, ok, msg, now) == Some(false) {
-                    self.probes.remove(&(c.name.clone(), Kind::Liveness));
-                    self.kill_for_restart(pod, c, o, "failed liveness probe")
-                        .await;
-                    view.ready = false;
-                    return;
-                }
+            let (flipped, _) = self
+                .check(pod, c, o, Kind::Liveness, p, started_instant, now)
+                .await;
+            if flipped == Some(false) {
+                self.probes.remove(&(c.name.clone(), Kind::Liveness));
+                self.kill_for_restart(pod, c, o, "failed liveness probe")
+                    .await;
+                view.ready = false;
+                return;
             }
-            self.probes
-                .insert((c.name.clone(), Kind::Liveness), (o.id.clone(), t));
         }
         view.ready = match &c.readiness_probe {
             None => true,
             Some(p) => {
-                let tm = probe::timing(p);
-                let mut t = self.tally(&c.name, &o.id, Kind::Readiness);
-                if t.due(&tm, started_instant, now) {
-                    let r = probe::run(&cri, &o.id, c, p, &pod_ip, &tm).await;
-                    let (ok, msg) = (r.is_ok(), r.err().unwrap_or_default());
-                    if !ok {
-                        self.event(
-                            pod,
-                            "Warning",
-                            "Unhealthy",
-                            format!("Readiness probe failed: {msg}"),
-                        );
-                    }
-                    t.record(&tm, ok, msg, now);
-                }
-                let ready = t.passing == Some(true);
-                self.probes
-                    .insert((c.name.clone(), Kind::Readiness), (o.id.clone(), t));
-                ready
+                self.check(pod, c, o, Kind::Readiness, p, started_instant, now)
+                    .await
+                    .1
+                    == Some(true)
             }
         };
+    }
+
+    /// Runs one try of a probe when it is due and records it (an `Unhealthy` event per failed
+    /// try, as kubelet posts); (the result if this try flipped it, the current result).
+    #[allow(clippy::too_many_arguments)]
+    async fn check(
+        &mut self,
+        pod: &Pod,
+        c: &Container,
+        o: &Observed,
+        kind: Kind,
+        p: &k8s_openapi::api::core::v1::Probe,
+        started_instant: Instant,
+        now: Instant,
+    ) -> (Option<bool>, Option<bool>) {
+        let tm = probe::timing(p);
+        let mut t = self.tally(&c.name, &o.id, kind);
+        let mut flipped = None;
+        if t.due(&tm, started_instant, now) {
+            let pod_ip = self.pod_ips.first().cloned().unwrap_or_default();
+            let r = probe::run(&self.shared.cri, &o.id, c, p, &pod_ip, &tm).await;
+            let (ok, msg) = (r.is_ok(), r.err().unwrap_or_default());
+            if !ok {
+                let what = match kind {
+                    Kind::Startup => "Startup",
+                    Kind::Liveness => "Liveness",
+                    Kind::Readiness => "Readiness",
+                };
+                self.event(
+                    pod,
+                    "Warning",
+                    "Unhealthy",
+                    format!("{what} probe failed: {msg}"),
+                );
+            }
+            flipped = t.record(&tm, ok, msg, now);
+        }
+        let passing = t.passing;
+        self.probes
+            .insert((c.name.clone(), kind), (o.id.clone(), t));
+        (flipped, passing)
     }
 
     /// A probe's tally for this container instance (a new instance starts afresh).
